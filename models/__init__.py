@@ -1,0 +1,1 @@
+"""Model runtime, registry and training for StreamSense."""

@@ -1,0 +1,32 @@
+"""Labelled data for the tasks, read from the shared datasets (JSONL: text, label, label_id)."""
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.tasks import Task
+from models.text import normalize
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int
+
+
+def load_split(datasets_dir: Path, task: Task, split: str, limit: int | None = None, seed: int = 0) -> list[Example]:
+    """Rows of one split with empty texts dropped; `limit` takes a seeded random sample."""
+    path = Path(datasets_dir) / task.dataset / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: set STREAMSENSE_DATASETS_DIR to the datasets folder")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            text = normalize(row["text"])
+            if text:
+                rows.append(Example(text, task.labels.index(row["label"])))
+    if limit is not None and limit < len(rows):
+        rows = random.Random(seed).sample(rows, limit)
+    return rows

