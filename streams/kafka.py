@@ -3,6 +3,7 @@
 import ssl
 
 import faust
+from faust.types.auth import CredentialsT
 
 from streamsense.settings import Settings
 
@@ -37,7 +38,7 @@ def client_options(settings: Settings) -> dict:
     return options
 
 
-def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+def faust_credentials(settings: Settings) -> CredentialsT | None:
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
@@ -50,3 +51,29 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
 
 def faust_broker_url(settings: Settings) -> list[str]:
     return [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")]
+
+
+def wait_for_kafka(settings: Settings, log, max_backoff: float = 10.0) -> None:
+    """Block until the cluster answers a metadata request: Faust exits at start-up when it cannot bootstrap."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaClient
+
+    async def probe() -> None:
+        client = AIOKafkaClient(**client_options(settings))
+        try:
+            await client.bootstrap()
+        finally:
+            await client.close()
+
+    delay = 0.5
+    while True:
+        try:
+            asyncio.run(probe())
+            return
+        except Exception as exc:  # any failure to reach the cluster: wait and try again
+            log.warning("Kafka at %s not reachable (%s); retrying in %.1fs",
+                        settings.kafka_bootstrap_servers, type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_backoff)

@@ -7,6 +7,7 @@ from models.registry import resolve
 from models.risk import RiskRules
 from models.runtime import ModelRuntime
 from streams.alerts import RiskLevelRule
+from streams.kafka import wait_for_kafka
 from streams.pipeline import Processor, Topics
 from streams.store import Store
 from streamsense.settings import Settings
@@ -36,7 +37,9 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     if migrate:
         store.migrate()
     processor = build_processor(settings)
-    logging.getLogger(__name__).info("model %s on %s (%s)", processor.classifier.model_version,
+    log = logging.getLogger(__name__)
+    wait_for_kafka(settings, log)
+    log.info("model %s on %s (%s)", processor.classifier.model_version,
                                      processor.classifier.runtime.device, processor.classifier.runtime.variant_file)
     app = create_app(settings, processor, store)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

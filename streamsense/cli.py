@@ -151,3 +151,102 @@ def db_upgrade():
 
     migrate(Settings().database_url)
     console.print("schema is up to date")
+
+
+@app.command()
+def train(
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (torch weights)."),
+    tasks: str = typer.Option("sentiment,offensive,hate,complaint", help="Comma-separated heads to train."),
+    epochs: float = typer.Option(3.0, help="Passes over the combined training data."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (overrides epochs)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after this much wall time (CPU budgets)."),
+    train_limit: Optional[int] = typer.Option(None, help="Use at most this many training rows per task."),
+    val_limit: Optional[int] = typer.Option(None, help="Use at most this many validation rows per task."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(8e-5, help="Encoder learning rate (heads use 1e-3)."),
+    eval_every: int = typer.Option(700, help="Steps between validation runs (early stopping)."),
+    patience: int = typer.Option(3, help="Validation runs without improvement before stopping."),
+    seed: int = typer.Option(13),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+):
+    """Fine-tune the shared MiniLM encoder with one head per task (needs the `train` extra)."""
+    from models.train import TrainConfig, base_model_path, train as run_train
+
+    settings = Settings()
+    summary = run_train(TrainConfig(
+        base_model=base_model_path(), datasets_dir=str(settings.datasets_dir), output_dir=str(output),
+        tasks=tuple(t.strip() for t in tasks.split(",")), epochs=epochs, max_steps=max_steps,
+        max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size, lr=lr,
+        eval_every=eval_every, patience=patience, seed=seed, device=device,
+    ))
+    console.print(f"trained in {summary['minutes']} min on {summary['device']}; best validation: "
+                  f"{json.dumps(summary['validation'])}")
+
+
+@app.command()
+def export(
+    trained: Path = typer.Argument(..., exists=True, file_okay=False, help="Output of `streamsense train`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the ONNX model."),
+    publish_as: Optional[str] = typer.Option(None, "--publish", help="Also publish into the registry under this name."),
+    parity_limit: int = typer.Option(500, help="Validation texts per task for the parity check."),
+):
+    """Export to ONNX (optimised; fp16 for CUDA, int8 for CPU), check parity against torch, write the model card."""
+    from exporters.onnx import export as run_export
+    from models.registry import publish
+
+    settings = Settings()
+    card = run_export(trained, output, settings.datasets_dir, parity_limit=parity_limit)
+    console.print(f"exported to {output}: parity {json.dumps(card['parity'])}")
+    if publish_as:
+        console.print(f"published as {publish(output, settings.model_registry, publish_as)}")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")):
+    """List the models in the registry (STREAMSENSE_MODEL_REGISTRY)."""
+    from models.registry import list_models
+
+    infos = list_models(Settings().model_registry)
+    if as_json:
+        print(json.dumps([{"name": i.name, "version": i.version, "path": str(i.path)} for i in infos], indent=2))
+        return
+    table = Table(title=f"models in {Settings().model_registry}")
+    for col in ("name", "version", "tasks", "size MB", "path"):
+        table.add_column(col)
+    for info in infos:
+        size = sum(f["bytes"] for f in info.card.get("files", {}).values()) / 1e6
+        table.add_row(info.name, str(info.version), ", ".join(t["name"] for t in info.card["tasks"]),
+                      f"{size:.1f}", str(info.path))
+    Console().print(table)
+
+
+@models_app.command("eval")
+def models_eval(
+    model: Optional[str] = typer.Option(None, help="name[:version] in the registry, or a model directory "
+                                                   "(default: STREAMSENSE_MODEL)."),
+    variant: Optional[str] = typer.Option(None, help="int8 or fp16 (default: the one for the device)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate on at most this many test rows per task."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+):
+    """Evaluate a model on the test splits: macro recall / F1, accuracy, latency per batch."""
+    from models.evaluate import evaluate
+    from models.registry import resolve
+
+    settings = Settings()
+    path = resolve(settings.model_registry, model or settings.model)
+    report = evaluate(path, settings.datasets_dir, device=device, variant=variant, limit=limit,
+                      threads=settings.intra_op_threads)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{report['model']} ({report['variant']} on {report['device']}), test splits")
+    for col in ("task", "n", "macro recall", "macro F1", "accuracy"):
+        table.add_column(col)
+    for name, m in report.items():
+        if isinstance(m, dict) and "macro_f1" in m:
+            table.add_row(name, str(m["n"]), f"{m['macro_recall']:.4f}", f"{m['macro_f1']:.4f}", f"{m['accuracy']:.4f}")
+    Console().print(table)
+    lat = report["latency"]
+    Console().print(f"latency: {lat['mean_ms_per_batch']} ms per batch of {lat['batch_size']} "
+                    f"(p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s")

@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from streams.broker import EmbeddedBroker, free_port
@@ -23,13 +24,12 @@ MALFORMED = [b"this is not json", b'{"id": "bad-1"}', b'{"id": "bad-2", "text": 
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "STREAMSENSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "STREAMSENSE_APP_ID": settings.app_id,
-        "STREAMSENSE_DATABASE_URL": settings.database_url,
-        "PYTHONUNBUFFERED": "1",
-    })
+    """The environment that gives a child process exactly these settings."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            value = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"STREAMSENSE_{name.upper()}"] = str(value)
     return env
 
 

@@ -1,0 +1,42 @@
+"""Test-split metrics of an exported model, through the same runtime the worker uses."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.data import load_split
+from models.metrics import classification_metrics
+from models.runtime import ModelRuntime
+from models.tasks import TASKS_BY_NAME
+
+UNRELATED_DOMAINS = {"random_reply", "random_tweet"}  # complaints data rows that never contain a complaint
+
+
+def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: str | None = None,
+             batch_size: int = 64, limit: int | None = None, threads: int = 0) -> dict:
+    runtime = ModelRuntime(model_dir, device, threads=threads, variant=variant)
+    report: dict = {"model": runtime.label, "variant": runtime.variant, "device": runtime.device}
+    batch_seconds: list[float] = []
+    messages = 0
+    for name in (t.name for t in runtime.tasks):
+        task = TASKS_BY_NAME[name]
+        examples = load_split(datasets_dir, task, "test", limit)
+        predicted = []
+        for i in range(0, len(examples), batch_size):
+            start = time.perf_counter()
+            probs, _ = runtime.predict_proba([e.text for e in examples[i : i + batch_size]])
+            batch_seconds.append(time.perf_counter() - start)
+            messages += len(probs[name])
+            predicted.extend(probs[name].argmax(axis=1).tolist())
+        labels = [e.label for e in examples]
+        report[name] = classification_metrics(labels, predicted, len(task.labels))
+        if name == "complaint":
+            keep = [i for i, e in enumerate(examples) if e.domain not in UNRELATED_DOMAINS]
+            report["complaint_brands_only"] = classification_metrics(
+                [labels[i] for i in keep], [predicted[i] for i in keep], len(task.labels))
+    ms = np.array(batch_seconds) * 1000
+    report["latency"] = {"batch_size": batch_size, "batches": len(ms), "mean_ms_per_batch": round(float(ms.mean()), 2),
+                         "p95_ms_per_batch": round(float(np.percentile(ms, 95)), 2),
+                         "msgs_per_s": round(messages / float(ms.sum() / 1000), 1)}
+    return report

@@ -1,0 +1,218 @@
+"""Model registry: `<root>/<name>/<version>/` directories of exported models, each described by its model.json.
+
+Runtime side: standard library only (no torch, transformers or onnx).
+"""
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = 1  # model.json layout version
+CARD = "model.json"  # not listed in its own `files`, so publish can record name and version
+CARD_MARKDOWN = "MODEL_CARD.md"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_VERSION = re.compile(r"[1-9][0-9]*")
+
+
+class ModelNotFoundError(LookupError):
+    pass
+
+
+class ModelIntegrityError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: int
+    path: Path
+    card: dict
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entries(model_dir: Path, names: list[str]) -> dict[str, dict]:
+    """`files` for a card: sha256 and size of each named file."""
+    return {name: {"sha256": sha256(Path(model_dir) / name), "bytes": (Path(model_dir) / name).stat().st_size}
+            for name in names}
+
+
+def read_card(model_dir: Path) -> dict:
+    path = Path(model_dir) / CARD
+    if not path.is_file():
+        raise ModelIntegrityError(f"{model_dir}: no {CARD}, so this is not an exported model; run `streamsense export`")
+    card = json.loads(path.read_text(encoding="utf-8"))
+    if card.get("format") != FORMAT:
+        raise ModelIntegrityError(f"{path}: format {card.get('format')!r} is not {FORMAT}; re-export the model")
+    return card
+
+
+def write_card(model_dir: Path, card: dict) -> None:
+    """Write model.json and its readable twin MODEL_CARD.md."""
+    model_dir = Path(model_dir)
+    (model_dir / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (model_dir / CARD_MARKDOWN).write_text(render_markdown(card), encoding="utf-8")
+
+
+def verify(model_dir: Path) -> dict:
+    """The card of `model_dir` after checking every file it lists is present with the recorded sha256."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    hint = "re-export the model or publish it again from a good export"
+    for name, entry in card["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ModelIntegrityError(f"{model_dir}: {name} is missing; {hint}")
+        if path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+            raise ModelIntegrityError(
+                f"{model_dir}: {name} has been altered (sha256 no longer matches {CARD}); {hint}"
+            )
+    return card
+
+
+def _versions(root: Path, name: str, complete: bool = True) -> list[int]:
+    """Version numbers under `<root>/<name>`; complete ones have their model.json (it is written last)."""
+    folder = Path(root) / name
+    if not folder.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in folder.iterdir() if _VERSION.fullmatch(p.name) and (not complete or (p / CARD).is_file())
+    )
+
+
+def list_models(root: Path) -> list[ModelInfo]:
+    """Every published model version under `root`, sorted by name then version."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [
+        ModelInfo(folder.name, version, folder / str(version), read_card(folder / str(version)))
+        for folder in sorted(root.iterdir())
+        if folder.is_dir()
+        for version in _versions(root, folder.name)
+    ]
+
+
+def resolve(root: Path, ref: str) -> Path:
+    """The directory for `name`, `name:latest`, `name:<version>` or a path to a model directory."""
+    path = Path(ref)
+    if (path / CARD).is_file():
+        return path
+    name, _, version = str(ref).partition(":")
+    if not _NAME.fullmatch(name):
+        raise ModelNotFoundError(f"{ref!r} is neither a model directory (no {CARD}) nor a model name")
+    versions = _versions(root, name)
+    if not versions:
+        known = sorted({m.name for m in list_models(root)})
+        raise ModelNotFoundError(f"no model named {name!r} in {root}; available: {known or 'none'}")
+    if version in ("", "latest"):
+        return Path(root) / name / str(versions[-1])
+    if not version.isdigit() or int(version) not in versions:
+        raise ModelNotFoundError(f"model {name!r} has no version {version!r} in {root}; versions: {versions}")
+    return Path(root) / name / str(int(version))
+
+
+def publish(exported_dir: Path, root: Path, name: str) -> Path:
+    """Copy a verified export into `<root>/<name>/<next version>/` and record name and version in its card."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
+    card = verify(exported_dir)
+    taken = _versions(root, name, complete=False)  # an interrupted publish's leftovers keep their number
+    target = Path(root) / name / str((taken[-1] if taken else 0) + 1)
+    target.mkdir(parents=True)  # fails if a concurrent publish took this version
+    for file in card["files"]:
+        shutil.copy2(Path(exported_dir) / file, target / file)
+    card = card | {"name": name, "version": int(target.name)}
+    write_card(target, card)  # last, so a half-copied version is never listed
+    verify(target)
+    return target
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def render_markdown(card: dict) -> str:
+    """MODEL_CARD.md: the content of model.json for people."""
+    title = f"{card['name']} v{card['version']}" if card.get("version") else f"{card['name']} (unpublished)"
+    tasks, training, validation = card["tasks"], card["training"], card["metrics"]["validation"]
+    risks = ", ".join(f"{t['name']}: {t['positive']}" for t in tasks if t["positive"])
+    examples = ", ".join(f"{task} {n}" for task, n in training["train_examples"].items())
+    datasets = ", ".join(f"`{t['dataset']}`" for t in tasks)
+    metric_rows = [
+        [t["name"], ", ".join(t["labels"]), t["metric"], validation[t["name"]][t["metric"]],
+         validation[t["name"]]["macro_f1"], validation[t["name"]]["accuracy"], validation[t["name"]]["n"]]
+        for t in tasks
+    ]
+    lines = [
+        f"# {title}",
+        "",
+        (f"Multi-task text classifier ({', '.join(t['name'] for t in tasks)}) fine-tuned from "
+         f"`{card['base_model']}` ({card['architecture']}), exported to ONNX. Created {card['created_at']}."),
+        "",
+        "## Intended use",
+        "",
+        ("Scoring short English social-media posts and customer messages in a stream: sentiment, offensive "
+         "language, hate speech and complaints, one head per task over a shared encoder. "
+         f"Inputs longer than {card['max_length']} tokens are truncated."),
+        "",
+        "## Tasks and validation metrics",
+        "",
+        *_table(["task", "labels", "headline metric", "value", "macro F1", "accuracy", "n"], metric_rows),
+        "",
+        (f"Mean headline score: {validation.get('score')}. "
+         f"Risk tasks report the probability of their positive label ({risks})."),
+        "",
+        "## Training",
+        "",
+        (f"Trained on {training['device']} for {training['steps']} steps ({training['minutes']} minutes) "
+         f"on the train splits of {datasets}; examples per task: {examples}."),
+        "",
+        "## Variants and export parity",
+        "",
+        *_table(
+            ["variant", "file", "device", "parity", "checked on", "max abs logit diff", "min label agreement"],
+            [_parity_row(card, variant) for variant in card["parity"]["variants"]],
+        ),
+        "",
+        (f"Each ONNX variant against the PyTorch model on {card['parity']['texts']} validation texts "
+         "(label agreement per task on that task's texts; thresholds in `model.json`)."),
+        "",
+        "## Files",
+        "",
+        *_table(["file", "bytes", "sha256"], [[f, e["bytes"], f"`{e['sha256']}`"] for f, e in card["files"].items()]),
+        "",
+        "## Tools",
+        "",
+        *[f"- {tool} {version}" for tool, version in card["tools"].items()],
+        "",
+        "## Limitations",
+        "",
+        ("- English, tweet-style text: trained on TweetEval and a Twitter complaints set; other domains, "
+         "languages and long documents will score worse than the metrics above."),
+        ("- Offensive and hate labels carry the biases of their annotators; use the scores to prioritise "
+         "human review, not to take automated action against people."),
+        "- Metrics come from validation splits used for model selection, so they are slightly optimistic.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _parity_row(card: dict, variant: str) -> list:
+    shipped = card["variants"].get(variant, {"file": "(not shipped)", "device": ""})
+    result = card["parity"]["variants"][variant]
+    if result["status"] == "skipped":
+        return [variant, shipped["file"], shipped["device"], f"skipped: {result['reason']}", "", "", ""]
+    return [variant, shipped["file"], shipped["device"], result["status"], result["provider"],
+            f"{result['max_abs_diff']:.2e}", min(result["agreement"].values())]

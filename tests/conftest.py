@@ -1,0 +1,80 @@
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from streams.broker import EmbeddedBroker, free_port
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def postgres_reason() -> str | None:
+    """None when the PostgreSQL server answers, else why not."""
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means: no usable server here
+        return f"PostgreSQL at 127.0.0.1:5432 not answering ({type(exc).__name__}): Postgres variant skipped"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One embedded broker per test session; tests use their own topic names and group ids."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(free_port(), log_path=log) as b:
+        yield b
+
+
+@pytest.fixture
+def unique():
+    return uuid.uuid4().hex[:10]
+
+
+def _pg_schema_url(schema: str) -> str:
+    return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def postgres_url(unique):
+    """A new empty schema in the local PostgreSQL server (skipped, with the reason, where none answers)."""
+    reason = postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    schema = f"t_{unique}"
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh empty database: a SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'streamsense.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    """The shipped model, as the worker loads it."""
+    from streams.worker import load_classifier
+    from streamsense.settings import Settings
+
+    return load_classifier(Settings(device="cpu"))

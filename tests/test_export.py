@@ -1,0 +1,161 @@
+import json
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+from safetensors.torch import save_file
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from exporters import (
+    ParityError,
+    Tolerance,
+    UnsupportedArchitectureError,
+    check_parity,
+    export,
+    export_config_for,
+)
+from exporters.parity import TOLERANCES
+from models.data import load_split
+from models.registry import verify
+from models.tasks import TASKS
+from models.train import (
+    MultiTaskModel,
+    TrainConfig,
+    base_model_path,
+    evaluate,
+    load_trained,
+)
+
+WORDS = ["the", "service", "was", "great", "awful", "slow", "thanks", "never", "again", "love", "hate", "delayed",
+         "refund", "why", "ok", "support", "help", "@user", "http", "!!", "😡", "Ünïcödé"]
+
+
+def write_datasets(root: Path) -> None:
+    """Validation splits of random texts from 1 to 120 words, so some run past max_length."""
+    rng = random.Random(0)
+    for task in TASKS:
+        folder = root / task.dataset
+        folder.mkdir(parents=True)
+        rows = [
+            {"text": " ".join(rng.choices(WORDS, k=rng.randint(1, 120))), "label": rng.choice(task.labels)}
+            for _ in range(40)
+        ]
+        (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_trained(out: Path, datasets: Path) -> None:
+    """A tiny random BERT under the real heads and MiniLM tokenizer, in train()'s directory layout."""
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    model = MultiTaskModel(BertModel(config), list(TASKS)).eval()
+    out.mkdir()
+    save_file(model.state_dict(), out / "model.safetensors")
+    config.save_pretrained(out)
+    shutil.copy2(Path(base_model_path()) / "tokenizer.json", out / "tokenizer.json")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
+    splits = {t.name: load_split(datasets, t, "validation") for t in TASKS}
+    validation = evaluate(model, tokenizer, splits, list(TASKS), 64, "cpu")
+    cfg = TrainConfig(base_model=base_model_path(), datasets_dir=str(datasets), output_dir=str(out), max_steps=0)
+    summary = {"config": asdict(cfg), "device": "cpu", "torch": torch.__version__, "steps": 0, "minutes": 0.0,
+               "train_examples": {t.name: 0 for t in TASKS}, "validation": validation, "history": []}
+    (out / "training.json").write_text(json.dumps(summary))
+
+
+# A random tiny encoder gives every text nearly the same features, so its labels are near-ties that int8
+# noise flips; TOLERANCES are set from a trained MiniLM (see exporters/parity.py).
+TINY_TOLERANCES = TOLERANCES | {"int8": Tolerance(max_abs=0.1, min_agreement=0.8)}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    write_datasets(root / "datasets")
+    write_trained(root / "trained", root / "datasets")
+    card = export(root / "trained", root / "out", root / "datasets", parity_limit=32, tolerances=TINY_TOLERANCES)
+    return SimpleNamespace(root=root, out=root / "out", card=card)
+
+
+def test_shipped_files_and_card(exported):
+    out, card = exported.out, exported.card
+    assert sorted(p.name for p in out.iterdir()) == [
+        "MODEL_CARD.md", "model.fp16.onnx", "model.int8.onnx", "model.json", "tokenizer.json"
+    ]
+    assert json.loads((out / "model.json").read_text()) == card
+    assert verify(out) == card
+    assert card["format"] == 1 and card["version"] is None and card["architecture"] == "bert"
+    assert card["outputs"] == [f"{t.name}_logits" for t in TASKS]
+    assert set(card["files"]) == {"model.int8.onnx", "model.fp16.onnx", "tokenizer.json"}
+    markdown = (out / "MODEL_CARD.md").read_text()
+    assert card["files"]["model.int8.onnx"]["sha256"] in markdown
+    assert all(t.name in markdown for t in TASKS)
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_dynamic_batch_and_sequence(exported, variant):
+    session = ort.InferenceSession(str(exported.out / f"model.{variant}.onnx"), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [
+        ("input_ids", "tensor(int64)"), ("attention_mask", "tensor(int64)")
+    ]
+    for batch, sequence in [(1, 1), (3, 17), (8, 128)]:
+        ids = np.random.default_rng(batch).integers(0, 30522, (batch, sequence), dtype=np.int64)
+        outputs = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        assert [o.shape for o in outputs] == [(batch, len(t.labels)) for t in TASKS]
+        assert all(o.dtype == np.float32 for o in outputs)
+
+
+def test_parity_recorded_within_tolerances(exported):
+    parity = exported.card["parity"]
+    assert parity["texts"] == 32 * len(TASKS) and parity["max_length"] == 128
+    for name, result in parity["variants"].items():
+        if result["status"] == "skipped":  # fp16 where onnxruntime cannot run it: said so, with the reason
+            assert name == "fp16" and result["reason"]
+            continue
+        assert result["status"] == "passed"
+        assert result["max_abs_diff"] <= TINY_TOLERANCES[name].max_abs
+        assert min(result["agreement"].values()) >= TINY_TOLERANCES[name].min_agreement
+        assert parity["tolerances"][name] == asdict(TINY_TOLERANCES[name])
+
+
+def _parity(exported, variants, tolerances=TINY_TOLERANCES, **kwargs):
+    model, tokenizer, tasks = load_trained(exported.root / "trained")
+    samples = {t.name: load_split(exported.root / "datasets", t, "validation", 16) for t in tasks}
+    return check_parity(model, tokenizer, tasks, samples, variants, 128, tolerances, **kwargs)
+
+
+def test_perturbed_weights_fail_parity(exported, tmp_path):
+    graph = onnx.load(exported.out / "model.int8.onnx")
+    head = next(w for w in graph.graph.initializer if "sentiment" in w.name and len(w.dims) == 2)
+    head.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(head), head.name))
+    onnx.save(graph, tmp_path / "broken.onnx")
+    with pytest.raises(ParityError, match="int8: .*sentiment label agreement") as error:
+        _parity(exported, {"int8": (tmp_path / "broken.onnx", "cpu")})
+    assert error.value.report["variants"]["int8"]["status"] == "failed"
+
+
+def test_impossible_tolerance_fails_with_numbers(exported):
+    with pytest.raises(ParityError, match=r"int8: max abs logit diff [0-9.e-]+ > 0\.0") as error:
+        _parity(exported, {"int8": (exported.out / "model.int8.onnx", "cpu")}, tolerances={"int8": Tolerance(0.0, 1.0)})
+    assert error.value.report["variants"]["int8"]["max_abs_diff"] > 0
+
+
+def test_unloadable_variant_is_skipped_only_when_optional(exported, tmp_path):
+    (tmp_path / "model.fp16.onnx").write_bytes(b"not a model")
+    variants = {"fp16": (tmp_path / "model.fp16.onnx", "cuda")}
+    report = _parity(exported, variants, optional=("fp16",))
+    assert report["variants"]["fp16"]["status"] == "skipped"
+    assert "cannot load" in report["variants"]["fp16"]["reason"]
+    with pytest.raises(ParityError, match="fp16: onnxruntime cannot load it"):
+        _parity(exported, variants)
+
+
+def test_unsupported_architecture():
+    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'.*supported: \\['bert'\\]"):
+        export_config_for(SimpleNamespace(model_type="gpt2"), ["sentiment"])

@@ -1,0 +1,154 @@
+"""Hostile and odd input: nothing crashes, valid-but-odd input is classified, invalid input is dead-lettered."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from streams.alerts import RiskLevelRule
+from streams.pipeline import Incoming, Processor, Topics
+from streams.records import DecodeError, decode
+from streams.store import Store, predictions
+
+TOPICS = Topics(kinds={"posts": "post", "tickets": "ticket"}, predictions="out", alerts="alerts", dead_letter="dlq")
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+post_like = st.fixed_dictionaries(
+    {},
+    optional={"id": st.one_of(st.text(max_size=250), st.integers(), json_values),
+              "text": st.one_of(st.text(max_size=300), json_values),
+              "channel": st.one_of(st.none(), st.text(max_size=250), json_values),
+              "created_at": st.one_of(st.text(max_size=30), st.integers(), json_values),
+              "extra": json_values},
+)
+
+
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_crash_decode(raw):
+    for kind in ("post", "ticket"):
+        try:
+            decode(kind, raw)
+        except DecodeError as exc:
+            assert exc.reason and "\n" not in exc.reason
+
+
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(post_like)
+def test_arbitrary_json_objects_decode_or_explain(obj):
+    raw = json.dumps(obj).encode()
+    try:
+        record = decode("post", raw)
+    except DecodeError as exc:
+        assert exc.reason.startswith("invalid post")
+        return
+    assert record.id and record.text.strip()
+
+
+def _msg(value: bytes | None, offset: int, topic: str = "posts", key: bytes | None = b"k") -> Incoming:
+    return Incoming(topic, 0, offset, key, value, 1_700_000_000.0)
+
+
+CASES = [
+    ("malformed json", b'{"id": "x", "text": ', "invalid JSON"),
+    ("wrong type", b'{"id": "x", "text": {"a": 1}}', "text: Input should be a valid string"),
+    ("missing field", b'{"text": "hello"}', "id: Field required"),
+    ("empty text", b'{"id": "x", "text": ""}', "text is empty"),
+    ("whitespace text", b'{"id": "x", "text": " \\t\\n "}', "text is empty"),
+    ("invalid utf-8", b'{"id": "x", "text": "\xc3\x28"}', "invalid UTF-8"),
+    ("no value", None, "empty message"),
+    ("huge id", json.dumps({"id": "i" * 10_000, "text": "hi"}).encode(), "at most 200 characters"),
+]
+
+
+@pytest.mark.parametrize("name, raw, reason", CASES, ids=[c[0] for c in CASES])
+def test_invalid_input_is_dead_lettered_with_reason(classifier, name, raw, reason):
+    out = Processor(classifier, TOPICS, RiskLevelRule("high")).process([_msg(raw, 7)])
+    assert out.batch.predictions == []
+    [dead] = out.batch.dead_letters
+    assert reason in dead["error"] and dead["payload"] == raw and dead["source_offset"] == 7
+    [message] = out.outgoing
+    assert message.topic == "dlq" and message.value == raw
+    assert dict(message.headers)["source_offset"] == b"7"
+    assert out.batch.offsets == {("posts", 0): 8}
+
+
+ODD_TEXTS = {
+    "emoji": "😡😡😡 worst. service. ever. 💀",
+    "rtl": "هذه الخدمة سيئة جدا ولن أعود مرة أخرى",
+    "hebrew": "השירות היה מצוין, תודה רבה",
+    "chinese": "客服太差了，我要退款！",
+    "sql injection": "'; DROP TABLE predictions; -- \" OR 1=1",
+    "nul bytes": "bad\u0000product\u0000",
+    "control chars": "line1\r\nline2\x07\x1b[31m",
+    "megabyte": "this product is broken " * 45_000,
+}
+
+
+def test_odd_but_valid_input_is_classified_and_stored(classifier, database_url):
+    messages = [_msg(json.dumps({"id": name, "text": text}).encode(), i) for i, (name, text) in enumerate(ODD_TEXTS.items())]
+    out = Processor(classifier, TOPICS, RiskLevelRule("high")).process(messages)
+    assert out.batch.dead_letters == []
+    rows = {r["message_id"]: r for r in out.batch.predictions}
+    assert set(rows) == set(ODD_TEXTS)
+    assert rows["megabyte"]["truncated"] is True
+    assert rows["emoji"]["truncated"] is False
+    assert "\x00" not in rows["nul bytes"]["text"]
+    store = Store(database_url, "g")
+    store.migrate()
+    store.write(out.batch)
+    with store.engine.connect() as conn:
+        stored = {r.message_id: r for r in conn.execute(predictions.select())}
+    assert stored["sql injection"].text == ODD_TEXTS["sql injection"]
+    assert stored["chinese"].text == ODD_TEXTS["chinese"]
+    assert len(stored) == len(ODD_TEXTS)
+    store.dispose()
+
+
+def test_duplicate_ids_first_wins(classifier, database_url):
+    first = _msg(b'{"id": "dup", "text": "I love it"}', 1)
+    second = _msg(b'{"id": "dup", "text": "I hate it, refund now"}', 2)
+    processor = Processor(classifier, TOPICS, RiskLevelRule("high"))
+    store = Store(database_url, "g")
+    store.migrate()
+    store.write(processor.process([first]).batch)
+    store.write(processor.process([second]).batch)
+    with store.engine.connect() as conn:
+        rows = conn.execute(predictions.select()).all()
+    assert [(r.message_id, r.text, r.source_offset) for r in rows] == [("dup", "I love it", 1)]
+    assert store.next_offsets(["posts"]) == {("posts", 0): 3}
+    store.dispose()
+
+
+class FlakyClassifier:
+    """Wraps the real classifier; fails any batch that contains the poison text."""
+
+    def __init__(self, inner, poison: str):
+        self.inner, self.poison, self.calls = inner, poison, []
+
+    @property
+    def model_version(self):
+        return self.inner.model_version
+
+    def classify(self, texts):
+        self.calls.append(len(texts))
+        if any(self.poison in t for t in texts):
+            raise RuntimeError("forced model failure")
+        return self.inner.classify(texts)
+
+
+def test_model_failure_splits_batch_and_dead_letters_only_the_culprit(classifier):
+    flaky = FlakyClassifier(classifier, "POISON")
+    texts = [f"message {i}" for i in range(16)]
+    texts[11] = "this one is POISON"
+    messages = [_msg(json.dumps({"id": f"m{i}", "text": t}).encode(), i) for i, t in enumerate(texts)]
+    out = Processor(flaky, TOPICS, RiskLevelRule("high")).process(messages)
+    assert sorted(r["message_id"] for r in out.batch.predictions) == sorted(f"m{i}" for i in range(16) if i != 11)
+    [dead] = out.batch.dead_letters
+    assert dead["source_offset"] == 11 and "forced model failure" in dead["error"]
+    assert flaky.calls[0] == 16 and max(flaky.calls[1:]) == 8
+    assert out.batch.offsets == {("posts", 0): 16}

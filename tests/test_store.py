@@ -1,0 +1,51 @@
+from datetime import datetime, timezone
+
+from streams.store import Batch, Store, alerts, dead_letters, predictions
+
+
+def _row(message_id: str, sentiment: str = "neutral") -> dict:
+    return {
+        "kind": "post", "message_id": message_id, "grp": "acme", "author": "a", "priority": None, "text": "t",
+        "text_sha256": "0" * 64, "truncated": False, "sentiment": sentiment, "p_negative": 0.1, "p_neutral": 0.8,
+        "p_positive": 0.1, "risk_level": "low", "risk_score": 0.1, "risk_labels": {"offensive": 0.1},
+        "risk_signals": [], "risk_explanation": "no risk signal", "model_version": "m:1", "source_topic": "posts",
+        "source_partition": 0, "source_offset": 1, "created_at": None,
+        "produced_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+    }
+
+
+def test_replayed_batch_adds_nothing_and_first_write_wins(database_url):
+    store = Store(database_url, "group-a")
+    store.migrate()
+    alert = {"id": "a" * 32, "rule": "risk_level", "severity": "high", "key": "post:1", "window_start": None,
+             "window_end": None, "summary": "s", "evidence": [], "model_version": "m:1",
+             "created_at": datetime.now(timezone.utc)}
+    dead = {"source_topic": "posts", "source_partition": 0, "source_offset": 9, "error": "bad", "payload": b"\xff"}
+    batch = Batch([_row("1"), _row("2")], [alert], [dead], {("posts", 0): 10})
+    store.write(batch)
+    store.write(batch)
+    store.write(Batch([_row("1", sentiment="negative")], [], [], {}))
+    assert store.count(predictions) == 2
+    assert store.count(alerts) == 1
+    assert store.count(dead_letters) == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(predictions.select().where(predictions.c.message_id == "1")).one().sentiment == "neutral"
+    store.dispose()
+
+
+def test_offsets_only_move_forward_and_are_per_group(database_url):
+    store = Store(database_url, "group-a")
+    store.migrate()
+    store.write(Batch([], [], [], {("posts", 0): 10, ("posts", 1): 4}))
+    store.write(Batch([], [], [], {("posts", 0): 7, ("tickets", 0): 3}))
+    assert store.next_offsets(["posts", "tickets"]) == {("posts", 0): 10, ("posts", 1): 4, ("tickets", 0): 3}
+    assert Store(database_url, "group-b").next_offsets(["posts"]) == {}
+    store.dispose()
+
+
+def test_migrate_is_repeatable(database_url):
+    store = Store(database_url, "g")
+    store.migrate()
+    store.migrate()
+    assert store.count(predictions) == 0
+    store.dispose()
