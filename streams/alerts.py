@@ -1,42 +1,253 @@
-"""Per-message alert rule: a result at or above the configured risk level raises one alert."""
+"""Alert rules from a TOML file: per-message rules (pure) and windowed rules (read from SQL, in the batch's
+transaction), gated by cooldown and rate limits. Ids are deterministic per (rule, key, window): a replay
+cannot raise an alert twice, and SQL keeps the window state, so restarts neither lose nor repeat it."""
 
 import hashlib
-from datetime import datetime
+import tomllib
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import and_, func, select
 
 from models.risk import LEVELS
 
+DEFAULT_RULES = Path(__file__).with_name("alert_rules.toml")
 EXCERPT_CHARS = 200
+EVIDENCE_MAX = 5
+Level = Literal["low", "medium", "high", "critical"]
+
+
+class AlertRulesError(ValueError):
+    pass
 
 
 def alert_id(rule: str, key: str, window: str = "") -> str:
-    """Deterministic id: the same (rule, key, window) always yields the same alert, so replays dedupe."""
+    """Deterministic id: the same (rule, key, window) always yields the same alert."""
     return hashlib.sha256(f"{rule}|{key}|{window}".encode()).hexdigest()[:32]
 
 
-class RiskLevelRule:
-    name = "risk_level"
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    severity: Level | None = None  # None: the message's risk level
+    cooldown_seconds: float = Field(0, ge=0)
+    max_per_minute: int | None = Field(None, ge=1)
 
-    def __init__(self, min_level: str):
-        if min_level not in LEVELS:
-            raise ValueError(f"unknown risk level {min_level!r}; choose one of {', '.join(LEVELS)}")
-        self.min_rank = LEVELS.index(min_level)
 
-    def evaluate(self, kind: str, message_id: str, text: str, prediction, model_version: str,
-                 at: datetime) -> dict | None:
-        risk = prediction.risk
-        if LEVELS.index(risk.level) < self.min_rank:
-            return None
-        key = f"{kind}:{message_id}"
-        return {
-            "id": alert_id(self.name, key),
-            "rule": self.name,
-            "severity": risk.level,
-            "key": key,
-            "window_start": None,
-            "window_end": None,
-            "summary": f"{risk.level} risk {kind} {message_id} (score {risk.score:.2f}): {risk.explanation}",
-            "evidence": [{"message_id": message_id, "kind": kind, "excerpt": text[:EXCERPT_CHARS],
-                          "risk_score": risk.score, "signals": risk.signals}],
-            "model_version": model_version,
-            "created_at": at,
-        }
+class RiskLevel(_Rule):
+    kind: Literal["risk_level"]
+    min_level: Level
+
+    def hit(self, p) -> str | None:
+        if LEVELS.index(p.risk.level) >= LEVELS.index(self.min_level):
+            return f"{p.risk.level} risk (score {p.risk.score:.2f}): {p.risk.explanation}"
+        return None
+
+
+class LabelScore(_Rule):
+    kind: Literal["label_score"]
+    label: Literal["offensive", "hate", "complaint"]
+    threshold: float = Field(ge=0, le=1)
+
+    def hit(self, p) -> str | None:
+        score = p.risk.labels.get(self.label, 0.0)
+        return f"{self.label} score {score:.2f} >= {self.threshold}" if score >= self.threshold else None
+
+
+class Signal(_Rule):
+    kind: Literal["signal"]
+    signals: list[str] = Field(min_length=1)
+
+    def hit(self, p) -> str | None:
+        fired = [s for s in p.risk.signals if s in self.signals]
+        return f"signals {', '.join(fired)}: {p.risk.explanation}" if fired else None
+
+
+class NegativeSentiment(_Rule):
+    kind: Literal["negative_sentiment"]
+    min_confidence: float = Field(ge=0, le=1)
+    groups: list[str] = Field(min_length=1)
+
+    def hit(self, p, group: str | None = None) -> str | None:
+        negative = p.sentiment.scores.get("negative", 0.0)
+        if group in self.groups and negative >= self.min_confidence:
+            return f"negative ({negative:.2f}) on watched {group}"
+        return None
+
+
+class _Windowed(_Rule):
+    window_seconds: int = Field(ge=1)
+    baseline_windows: int = Field(ge=1)
+    factor: float = Field(gt=0)
+    min_messages: int = Field(1, ge=1)
+
+
+class NegativeShare(_Windowed):
+    kind: Literal["negative_share"]
+
+    def measure(self, rows) -> float:
+        return sum(1 for r in rows if r.sentiment == "negative") / len(rows) if rows else 0.0
+
+    def counts_in_baseline(self, rows) -> bool:
+        return len(rows) >= self.min_messages  # a share of a handful of messages is noise
+
+    def describe(self, value: float, baseline: float) -> str:
+        return f"negative share {value:.0%} vs baseline {baseline:.0%} (x{self.factor} threshold)"
+
+
+class Volume(_Windowed):
+    kind: Literal["volume"]
+
+    def measure(self, rows) -> float:
+        return float(len(rows))
+
+    def counts_in_baseline(self, rows) -> bool:
+        return True  # quiet windows are the baseline a volume spike stands out from
+
+    def describe(self, value: float, baseline: float) -> str:
+        return f"{value:.0f} messages vs baseline {baseline:.1f} per window (x{self.factor} threshold)"
+
+
+PER_MESSAGE = (RiskLevel, LabelScore, Signal, NegativeSentiment)
+AnyRule = Annotated[Union[RiskLevel, LabelScore, Signal, NegativeSentiment, NegativeShare, Volume],
+                    Field(discriminator="kind")]
+
+
+class AlertRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rules: list[AnyRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [r.name for r in self.rules]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"rule names must be unique: {', '.join(duplicated)}")
+        return self
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_RULES) -> "AlertRules":
+        try:
+            return cls.model_validate(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise AlertRulesError(f"alert rules {path}: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise AlertRulesError(f"alert rules {path}: {problems}") from None
+
+    @property
+    def by_name(self) -> dict:
+        return {r.name: r for r in self.rules}
+
+    def per_message(self, kind: str, message_id: str, group: str | None, text: str, prediction,
+                    model_version: str, at: datetime) -> list[dict]:
+        """Candidate alerts for one classified message (gated later, in the store's transaction)."""
+        out = []
+        for rule in self.rules:
+            if not isinstance(rule, PER_MESSAGE):
+                continue
+            why = rule.hit(prediction, group) if isinstance(rule, NegativeSentiment) else rule.hit(prediction)
+            if why:
+                key = f"{kind}:{message_id}" if not isinstance(rule, NegativeSentiment) else f"{kind}:{group}"
+                window = "" if not isinstance(rule, NegativeSentiment) else message_id
+                out.append(_alert(rule, key, rule.severity or prediction.risk.level, f"{kind} {message_id}: {why}",
+                                  [_evidence(message_id, kind, text, prediction.risk.score)], model_version, at,
+                                  alert_id(rule.name, key, window)))
+        return out
+
+    def windowed(self, conn, predictions, rows: list[dict], model_version: str) -> list[dict]:
+        """Candidate alerts for the windows this batch's rows fall in, from SQL (this transaction's rows included)."""
+        out = []
+        for rule in (r for r in self.rules if isinstance(r, (NegativeShare, Volume))):
+            size = timedelta(seconds=rule.window_seconds)
+            touched = {(r["kind"], r["grp"], _window_start(_event_time(r), rule.window_seconds))
+                       for r in rows if r["grp"]}
+            for kind, group, start in sorted(touched):
+                since = start - size * rule.baseline_windows
+                when = func.coalesce(predictions.c.created_at, predictions.c.produced_at, predictions.c.stored_at)
+                found = conn.execute(
+                    select(predictions.c.message_id, predictions.c.sentiment, predictions.c.text,
+                           predictions.c.risk_score, when.label("at"))
+                    .where(and_(predictions.c.kind == kind, predictions.c.grp == group,
+                                when >= since, when < start + size))
+                ).all()
+                windows = defaultdict(list)
+                for r in found:
+                    windows[_window_start(_aware(r.at), rule.window_seconds)].append(r)
+                current = windows.get(start, [])
+                if len(current) < rule.min_messages:
+                    continue
+                previous = [windows.get(start - size * i, []) for i in range(1, rule.baseline_windows + 1)]
+                history = [rule.measure(w) for w in previous if rule.counts_in_baseline(w)]
+                if not history or not any(previous):  # no baseline yet: nothing to compare with
+                    continue
+                baseline = sum(history) / len(history)
+                value = rule.measure(current)
+                if baseline > 0 and value > rule.factor * baseline:
+                    key = f"{kind}:{group}"
+                    worst = sorted(current, key=lambda r: (r.sentiment != "negative", -r.risk_score))[:EVIDENCE_MAX]
+                    out.append(_alert(
+                        rule, key, rule.severity or "medium", f"{group} ({kind}s): {rule.describe(value, baseline)}",
+                        [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst], model_version,
+                        start + size, alert_id(rule.name, key, start.isoformat()), (start, start + size)))
+        return out
+
+    def allows(self, conn, alerts_table, alert: dict) -> bool:
+        """False inside the rule's cooldown for the same key, or over its rate per minute (by message time)."""
+        rule = self.by_name.get(alert["rule"])
+        if rule is None:
+            return True
+        at = alert["created_at"]
+        earlier = and_(alerts_table.c.rule == rule.name, alerts_table.c.id != alert["id"], alerts_table.c.created_at <= at)
+        if rule.cooldown_seconds:
+            since = at - timedelta(seconds=rule.cooldown_seconds)
+            if conn.execute(select(func.count()).select_from(alerts_table).where(
+                    earlier, alerts_table.c.key == alert["key"], alerts_table.c.created_at > since)).scalar_one():
+                return False
+        if rule.max_per_minute:
+            since = at - timedelta(minutes=1)
+            if conn.execute(select(func.count()).select_from(alerts_table).where(
+                    earlier, alerts_table.c.created_at > since)).scalar_one() >= rule.max_per_minute:
+                return False
+        return True
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _event_time(row: dict) -> datetime:
+    """Event time: the message's own created_at, else its Kafka timestamp, else when it was stored."""
+    return _aware(row.get("created_at") or row.get("produced_at") or row.get("stored_at") or datetime.now(timezone.utc))
+
+
+def _window_start(at: datetime, seconds: int) -> datetime:
+    epoch = int(at.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, timezone.utc)
+
+
+def _evidence(message_id: str, kind: str, text: str, risk_score: float) -> dict:
+    return {"message_id": message_id, "kind": kind, "excerpt": text[:EXCERPT_CHARS], "risk_score": risk_score}
+
+
+def _alert(rule, key, severity, summary, evidence, model_version, at, ident, window=(None, None)) -> dict:
+    return {"id": ident, "rule": rule.name, "severity": severity, "key": key, "window_start": window[0],
+            "window_end": window[1], "summary": summary, "evidence": evidence, "model_version": model_version,
+            "created_at": at}
+
+
+def alert_message(row) -> dict:
+    """The documented JSON shape of an alert on the alerts topic (docs/alerts.md)."""
+    return {
+        "id": row["id"], "rule": row["rule"], "severity": row["severity"], "key": row["key"],
+        "window": {"start": _iso(row["window_start"]), "end": _iso(row["window_end"])} if row["window_start"] else None,
+        "summary": row["summary"], "evidence": row["evidence"], "model_version": row["model_version"],
+        "created_at": _iso(row["created_at"]),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return _aware(value).isoformat() if value else None

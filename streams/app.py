@@ -16,7 +16,7 @@ from pathlib import Path
 import faust
 
 from streams.pipeline import Incoming, Processor
-from streams.sinks import SqlSink, TopicSink
+from streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streams.store import Store
 from streams.kafka import faust_broker_url, faust_credentials
 from streamsense.settings import Settings
@@ -47,7 +47,9 @@ def create_app(settings: Settings, processor: Processor, store: Store) -> faust.
     )
     model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
     topic_sink = TopicSink(app.producer)
-    sql_sink = SqlSink(store, ThreadPoolExecutor(1, thread_name_prefix="sql"))
+    sql_pool = ThreadPoolExecutor(1, thread_name_prefix="sql")
+    sql_sink = SqlSink(store, sql_pool)
+    outbox = AlertOutbox(store, topic_sink, settings.topic_alerts, sql_pool)
     input_topics = list(processor.topics.kinds)
 
     async def handle(stream) -> None:
@@ -62,6 +64,7 @@ def create_app(settings: Settings, processor: Processor, store: Store) -> faust.
                 processed = await loop.run_in_executor(model_pool, processor.process, messages)
                 await topic_sink.publish(processed.outgoing)
                 await sql_sink.write(processed.batch)
+                await outbox.flush()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -81,5 +84,10 @@ def create_app(settings: Settings, processor: Processor, store: Store) -> faust.
         if commit:
             log.info("resuming %d partitions from stored offsets", len(commit))
             await app.consumer._commit(commit)
+
+    @app.task
+    async def publish_left_over_alerts() -> None:
+        """Alerts stored before a crash but never acknowledged by the alerts topic."""
+        await outbox.flush()
 
     return app

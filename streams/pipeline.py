@@ -1,6 +1,8 @@
 """One batch through the stages: decode/validate → tokenize → infer → decide → (store rows, output messages).
 
-Pure and synchronous: the Faust agent feeds it and owns the I/O (produce, then SQL commit).
+Pure and synchronous: the Faust agent feeds it and owns the I/O (produce, then SQL commit). Alerts are
+candidates here; the store gates them (cooldown, rate limit, windows) in its transaction and the alert
+outbox publishes what it kept.
 """
 
 import json
@@ -9,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from models.classifier import Classifier, Prediction
-from streams.alerts import RiskLevelRule
+from streams.alerts import AlertRules
 from streams.records import DecodeError, Record, decode
 from streams.store import Batch, sha256, text_for_storage
 
@@ -59,10 +61,10 @@ def _json(value) -> bytes:
 
 
 class Processor:
-    def __init__(self, classifier: Classifier, topics: Topics, alert_rule: RiskLevelRule, store_text: str = "full"):
+    def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full"):
         self.classifier = classifier
         self.topics = topics
-        self.alert_rule = alert_rule
+        self.alert_rules = alert_rules
         self.store_text = store_text
 
     def process(self, messages: list[Incoming]) -> Processed:
@@ -81,12 +83,9 @@ class Processor:
                 continue
             rows.append(self._row(msg, record, result))
             out.append(Outgoing(self.topics.predictions, record.id.encode(), _json(self._prediction_message(msg, record, result))))
-            at = msg.produced_at or datetime.now(timezone.utc)
-            alert = self.alert_rule.evaluate(record.kind, record.id, record.model_text, result,
-                                             self.classifier.model_version, at)
-            if alert:
-                alerts.append(alert)
-                out.append(Outgoing(self.topics.alerts, alert["key"].encode(), _json(alert)))
+            alerts += self.alert_rules.per_message(record.kind, record.id, record.group, record.model_text, result,
+                                                   self.classifier.model_version,
+                                                   msg.produced_at or datetime.now(timezone.utc))
         dead = []
         for msg, reason in failed:
             log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)

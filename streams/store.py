@@ -58,6 +58,7 @@ alerts = Table(
     Column("evidence", JSON, nullable=False),
     Column("model_version", String(100)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True)),  # outbox: set once the alerts topic acknowledged it
 )
 
 dead_letters = Table(
@@ -101,9 +102,10 @@ class Batch:
 
 
 class Store:
-    def __init__(self, url: str, group_id: str):
+    def __init__(self, url: str, group_id: str, alert_rules=None):
         self.url = url
         self.group_id = group_id
+        self.alert_rules = alert_rules
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         self.dialect = self.engine.dialect.name
 
@@ -126,8 +128,13 @@ class Store:
             if batch.predictions:
                 conn.execute(self._insert(predictions).on_conflict_do_nothing(
                     index_elements=["kind", "message_id"]), [{**row, "stored_at": now} for row in batch.predictions])
-            if batch.alerts:
-                conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), batch.alerts)
+            candidates = list(batch.alerts)
+            if self.alert_rules and batch.predictions:
+                candidates += self.alert_rules.windowed(conn, predictions, batch.predictions,
+                                                        batch.predictions[0]["model_version"])
+            for alert in candidates:
+                if self.alert_rules is None or self.alert_rules.allows(conn, alerts, alert):
+                    conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), alert)
             if batch.dead_letters:
                 conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
                     index_elements=["source_topic", "source_partition", "source_offset"]), batch.dead_letters)
@@ -142,6 +149,16 @@ class Store:
                     [{"group_id": self.group_id, "topic": t, "partition": p, "next_offset": o}
                      for (t, p), o in batch.offsets.items()],
                 )
+
+    def unpublished_alerts(self, limit: int = 500) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(alerts.select().where(alerts.c.published_at.is_(None))
+                                .order_by(alerts.c.created_at).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def mark_published(self, ids: list[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(alerts.update().where(alerts.c.id.in_(ids)).values(published_at=datetime.now(timezone.utc)))
 
     def next_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
         with self.engine.connect() as conn:

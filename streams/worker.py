@@ -6,7 +6,7 @@ from models.classifier import Classifier
 from models.registry import resolve
 from models.risk import RiskRules
 from models.runtime import ModelRuntime
-from streams.alerts import RiskLevelRule
+from streams.alerts import AlertRules
 from streams.kafka import wait_for_kafka
 from streams.pipeline import Processor, Topics
 from streams.store import Store
@@ -18,14 +18,14 @@ def load_classifier(settings: Settings) -> Classifier:
     return Classifier(runtime, RiskRules.load(settings.risk_rules))
 
 
-def build_processor(settings: Settings) -> Processor:
+def build_processor(settings: Settings, alert_rules: AlertRules) -> Processor:
     topics = Topics(
         kinds={settings.topic_posts: "post", settings.topic_tickets: "ticket"},
         predictions=settings.topic_predictions,
         alerts=settings.topic_alerts,
         dead_letter=settings.topic_dead_letter,
     )
-    return Processor(load_classifier(settings), topics, RiskLevelRule(settings.alert_risk_level), settings.store_text)
+    return Processor(load_classifier(settings), topics, alert_rules, settings.store_text)
 
 
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
@@ -33,10 +33,11 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
 
     from streams.app import create_app
 
-    store = Store(settings.database_url, group_id=settings.app_id)
+    alert_rules = AlertRules.load(settings.alert_rules)
+    store = Store(settings.database_url, settings.app_id, alert_rules)
     if migrate:
         store.migrate()
-    processor = build_processor(settings)
+    processor = build_processor(settings, alert_rules)
     log = logging.getLogger(__name__)
     wait_for_kafka(settings, log)
     log.info("model %s on %s (%s)", processor.classifier.model_version,

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     datasets_dir: Path = Field(default_factory=_default_datasets_dir)
 
     # Alerts
-    alert_risk_level: Literal["medium", "high", "critical"] = "high"
+    alert_rules: Path = PROJECT_ROOT / "streams" / "alert_rules.toml"
 
     # Worker web server (faust): off unless a port is set
     web_port: int | None = None

@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streams.alerts import RiskLevelRule
+from streams.alerts import AlertRules
 from streams.pipeline import Incoming, Processor, Topics
 from streams.records import DecodeError, decode
 from streams.store import Store, predictions
@@ -67,7 +67,7 @@ CASES = [
 
 @pytest.mark.parametrize("name, raw, reason", CASES, ids=[c[0] for c in CASES])
 def test_invalid_input_is_dead_lettered_with_reason(classifier, name, raw, reason):
-    out = Processor(classifier, TOPICS, RiskLevelRule("high")).process([_msg(raw, 7)])
+    out = Processor(classifier, TOPICS, AlertRules.load()).process([_msg(raw, 7)])
     assert out.batch.predictions == []
     [dead] = out.batch.dead_letters
     assert reason in dead["error"] and dead["payload"] == raw and dead["source_offset"] == 7
@@ -91,7 +91,7 @@ ODD_TEXTS = {
 
 def test_odd_but_valid_input_is_classified_and_stored(classifier, database_url):
     messages = [_msg(json.dumps({"id": name, "text": text}).encode(), i) for i, (name, text) in enumerate(ODD_TEXTS.items())]
-    out = Processor(classifier, TOPICS, RiskLevelRule("high")).process(messages)
+    out = Processor(classifier, TOPICS, AlertRules.load()).process(messages)
     assert out.batch.dead_letters == []
     rows = {r["message_id"]: r for r in out.batch.predictions}
     assert set(rows) == set(ODD_TEXTS)
@@ -112,7 +112,7 @@ def test_odd_but_valid_input_is_classified_and_stored(classifier, database_url):
 def test_duplicate_ids_first_wins(classifier, database_url):
     first = _msg(b'{"id": "dup", "text": "I love it"}', 1)
     second = _msg(b'{"id": "dup", "text": "I hate it, refund now"}', 2)
-    processor = Processor(classifier, TOPICS, RiskLevelRule("high"))
+    processor = Processor(classifier, TOPICS, AlertRules.load())
     store = Store(database_url, "g")
     store.migrate()
     store.write(processor.process([first]).batch)
@@ -146,7 +146,7 @@ def test_model_failure_splits_batch_and_dead_letters_only_the_culprit(classifier
     texts = [f"message {i}" for i in range(16)]
     texts[11] = "this one is POISON"
     messages = [_msg(json.dumps({"id": f"m{i}", "text": t}).encode(), i) for i, t in enumerate(texts)]
-    out = Processor(flaky, TOPICS, RiskLevelRule("high")).process(messages)
+    out = Processor(flaky, TOPICS, AlertRules.load()).process(messages)
     assert sorted(r["message_id"] for r in out.batch.predictions) == sorted(f"m{i}" for i in range(16) if i != 11)
     [dead] = out.batch.dead_letters
     assert dead["source_offset"] == 11 and "forced model failure" in dead["error"]

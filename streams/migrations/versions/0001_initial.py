@@ -59,8 +59,11 @@ def upgrade() -> None:
         sa.Column("evidence", sa.JSON, nullable=False),
         sa.Column("model_version", sa.String(100)),
         sa.Column("created_at", TZ, nullable=False),
+        sa.Column("published_at", TZ),
     )
     op.create_index("ix_alerts_rule_created", "alerts", ["rule", "created_at"])
+    op.create_index("ix_alerts_key_created", "alerts", ["key", "created_at"])
+    op.create_index("ix_alerts_unpublished", "alerts", ["published_at"])
     op.create_table(
         "dead_letters",
         sa.Column("source_topic", sa.String(255), primary_key=True),
