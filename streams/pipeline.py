@@ -83,7 +83,8 @@ class Processor:
                 continue
             rows.append(self._row(msg, record, result))
             out.append(Outgoing(self.topics.predictions, record.id.encode(), _json(self._prediction_message(msg, record, result))))
-            alerts += self.alert_rules.per_message(record.kind, record.id, record.group, record.model_text, result,
+            excerpt = text_for_storage(record.model_text, self.store_text) or ""
+            alerts += self.alert_rules.per_message(record.kind, record.id, record.group, excerpt, result,
                                                    self.classifier.model_version,
                                                    msg.produced_at or datetime.now(timezone.utc))
         dead = []

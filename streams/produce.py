@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -18,11 +19,15 @@ def _key(line: bytes) -> bytes | None:
 
 
 async def produce_lines(lines: Iterable[bytes], topic: str, client_options: dict,
-                        on_sent: Callable[[int], None] = lambda n: None, chunk: int = 500) -> int:
-    """Send each line as one message, waiting for the broker's acks; returns the count sent."""
+                        on_sent: Callable[[int], None] = lambda n: None, chunk: int = 500,
+                        rate: float | None = None) -> int:
+    """Send each line as one message, waiting for the broker's acks; returns the count sent.
+
+    With `rate`, messages are paced to about that many per second (sent in chunks of `chunk`)."""
     producer = AIOKafkaProducer(linger_ms=5, max_request_size=4 * 1024 * 1024, **client_options)
     await producer.start()
     sent = 0
+    start = time.monotonic()
     try:
         pending = []
         for line in lines:
@@ -32,6 +37,8 @@ async def produce_lines(lines: Iterable[bytes], topic: str, client_options: dict
                 sent += len(pending)
                 on_sent(len(pending))
                 pending = []
+                if rate:
+                    await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
         await asyncio.gather(*pending)
         sent += len(pending)
         on_sent(len(pending))

@@ -250,3 +250,27 @@ def models_eval(
     lat = report["latency"]
     Console().print(f"latency: {lat['mean_ms_per_batch']} ms per batch of {lat['batch_size']} "
                     f"(p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s")
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, help="A short run (about two minutes on 2 cores)."),
+    messages: Optional[int] = typer.Option(None, help="Messages end to end (default 30000; quick 3000)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
+    db: Path = typer.Option(Path("streamsense-bench.db"), help="SQLite file for the end-to-end stage (recreated)."),
+):
+    """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
+    from streamsense.bench import run_bench
+
+    n = messages or (3000 if quick else 30000)
+    result = run_bench(Settings(), n, model_messages=2000 if quick else 20000,
+                       baseline_messages=500 if quick else 5000, db_path=db.resolve(), timeout=600 if quick else 3600,
+                       log=lambda m: console.print(f"[dim]{m}[/]"))
+    table = Table(title=f"StreamSense bench ({result['device']}, {result['variant']}, batch {result['batch_size']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,221 @@
+"""`streamsense bench`: model only, tokenize + infer, end to end through the broker, and a transformers baseline,
+on the same real tweets, in one run."""
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.kafka import client_options
+from streams.produce import produce_lines
+from streams.store import Store, predictions
+from streams.worker import load_classifier
+from streamsense.demo import start_worker, stop_worker
+from streamsense.settings import Settings
+
+
+def bench_texts(settings: Settings, n: int) -> list[str]:
+    """Real tweets (TweetEval sentiment test split), repeated to `n`."""
+    path = Path(settings.datasets_dir) / "tweeteval_sentiment" / "test.jsonl"
+    if not path.exists():
+        path = Path(__file__).resolve().parent.parent / "streams" / "samples" / "posts.jsonl"
+    with open(path, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else 0.0
+
+
+def model_stages(classifier, texts: list[str], batch_size: int) -> dict:
+    """Model only (pre-tokenized batches) and tokenize + infer, same batches, same order."""
+    runtime = classifier.runtime
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    runtime.infer(runtime.tokenize(batches[0]))  # warm-up
+    encoded = [runtime.tokenize(b) for b in batches]
+    start = time.perf_counter()
+    for e in encoded:
+        runtime.infer(e)
+    model_only = time.perf_counter() - start
+    start = time.perf_counter()
+    for b in batches:
+        runtime.infer(runtime.tokenize(b))
+    both = time.perf_counter() - start
+    return {"model_only_msgs_per_s": _rate(len(texts), model_only), "tokenize_infer_msgs_per_s": _rate(len(texts), both)}
+
+
+def baseline(texts: list[str], per_message: int) -> dict:
+    """What a user would otherwise write: a transformers pipeline over the same encoder (needs the train extra)."""
+    try:
+        import torch
+        from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
+
+        from models.train import base_model_path
+    except ImportError as exc:
+        return {"baseline_pipeline_msgs_per_s": None, "baseline_pipeline_batched_msgs_per_s": None,
+                "baseline_note": f"skipped: {exc.name} not installed (pip install .[train])"}
+    path = base_model_path()
+    model = BertForSequenceClassification.from_pretrained(path, num_labels=3)
+    device = 0 if torch.cuda.is_available() else -1
+    clf = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), device=device,
+                   truncation=True, max_length=128)
+    clf(texts[:8])
+    start = time.perf_counter()
+    for text in texts[:per_message]:
+        clf(text)
+    single = time.perf_counter() - start
+    start = time.perf_counter()
+    clf(texts, batch_size=64)
+    batched = time.perf_counter() - start
+    return {"baseline_pipeline_msgs_per_s": _rate(per_message, single),
+            "baseline_pipeline_batched_msgs_per_s": _rate(len(texts), batched),
+            "baseline_note": "transformers pipeline on the same MiniLM-L6 encoder (torch, fp32), batch_size=64"}
+
+
+class ProcessSampler:
+    """CPU share and peak RSS of a process from /proc, sampled in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid, self.interval, self.cpu, self.rss_mb = pid, interval, [], 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _ticks(self) -> int:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    def _run(self) -> None:
+        hz = os.sysconf("SC_CLK_TCK")
+        last, last_t = self._ticks(), time.monotonic()
+        while not self._stop.wait(self.interval):
+            try:
+                ticks, now = self._ticks(), time.monotonic()
+                self.cpu.append(100.0 * (ticks - last) / hz / (now - last_t))
+                last, last_t = ticks, now
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.rss_mb = max(self.rss_mb, int(line.split()[1]) / 1024)
+            except (FileNotFoundError, ProcessLookupError):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def gpu_utilisation() -> float | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5)
+        return float(out.stdout.split()[0]) if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None) -> dict:
+    """The real broker → a worker process → SQL, every message counted; produced as fast as possible, or paced
+    at `rate` per second. Latency is produce time (Kafka timestamp) → SQL commit."""
+    run = uuid.uuid4().hex[:8]
+    lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
+    db_path.unlink(missing_ok=True)
+    with EmbeddedBroker(free_port()) as broker:
+        settings = settings.model_copy(update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers, "app_id": f"bench-{run}",
+            "database_url": f"sqlite:///{db_path}", "topic_posts": f"bench-posts-{run}"})
+        store = Store(settings.database_url, settings.app_id)
+        store.migrate()
+        worker = start_worker(settings, db_path.with_suffix(".worker.log"))
+        try:
+            wait_for_assignment(store, settings, worker)
+            with ProcessSampler(worker.pid) as sampler:
+                gpu = []
+                producing = threading.Thread(target=lambda: asyncio.run(produce_lines(
+                    lines, settings.topic_posts, client_options(settings), chunk=50 if rate else 500, rate=rate)))
+                producing.start()
+                deadline = time.monotonic() + timeout
+                while store.count(predictions) < len(texts) + 1 and time.monotonic() < deadline:
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"worker exited with code {worker.returncode}")
+                    gpu.append(gpu_utilisation())
+                    time.sleep(0.5)
+                producing.join()
+        finally:
+            stop_worker(worker)
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at)
+                                .where(predictions.c.message_id != WARM_UP_ID)).all()
+        store.dispose()
+    stored = [r.stored_at for r in rows]
+    latency = np.array([(r.stored_at - r.produced_at).total_seconds() * 1000 for r in rows if r.produced_at])
+    span = (max(stored) - min(stored)).total_seconds() if len(stored) > 1 else 0.0
+    ids = [r.message_id for r in rows]
+    gpu_samples = [g for g in gpu if g is not None]
+    return {
+        "msgs_per_s": _rate(len(rows), span),
+        "p50_ms": round(float(np.percentile(latency, 50)), 1) if len(latency) else None,
+        "p95_ms": round(float(np.percentile(latency, 95)), 1) if len(latency) else None,
+        "p99_ms": round(float(np.percentile(latency, 99)), 1) if len(latency) else None,
+        "lost": len(texts) - len(set(ids)),
+        "duplicated": len(ids) - len(set(ids)),
+        "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu)), 1) if sampler.cpu else None,
+        "worker_rss_mb_peak": round(sampler.rss_mb, 1),
+        "gpu_utilisation_percent_mean": round(float(np.mean(gpu_samples)), 1) if gpu_samples else None,
+    }
+
+
+WARM_UP_ID = "bench-warm-up"
+
+
+def wait_for_assignment(store: Store, settings: Settings, worker, timeout: float = 120) -> None:
+    """One message through before timing starts: the worker has joined its group and loaded the model."""
+    asyncio.run(produce_lines([json.dumps({"id": WARM_UP_ID, "text": "warm up"}).encode()], settings.topic_posts,
+                              client_options(settings)))
+    deadline = time.monotonic() + timeout
+    while store.count(predictions) < 1:
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the worker did not process the warm-up message")
+        time.sleep(0.2)
+
+
+def run_bench(settings: Settings, messages: int, model_messages: int, baseline_messages: int,
+              db_path: Path, timeout: float, log=print) -> dict:
+    classifier = load_classifier(settings)
+    result = {
+        "device": classifier.runtime.device, "variant": classifier.runtime.variant, "model": classifier.model_version,
+        "batch_size": settings.batch_size, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "messages": messages,
+    }
+    log(f"model stages on {model_messages} tweets, batch {settings.batch_size}")
+    result.update(model_stages(classifier, bench_texts(settings, model_messages), settings.batch_size))
+    texts = bench_texts(settings, messages)
+    log(f"end to end, as fast as possible: {messages} messages through the embedded broker, a worker and SQLite")
+    burst = end_to_end(settings, texts, db_path, timeout, rate=None)
+    rate = round(0.8 * burst["msgs_per_s"], 1)
+    log(f"end to end, paced at {rate} msg/s (80% of that) for latency")
+    paced = end_to_end(settings, texts, db_path, timeout, rate=rate)
+    result.update({
+        "e2e_msgs_per_s": burst["msgs_per_s"], "e2e_paced_rate": rate, "e2e_p50_ms": paced["p50_ms"],
+        "e2e_p95_ms": paced["p95_ms"], "e2e_p99_ms": paced["p99_ms"], "e2e_burst_p99_ms": burst["p99_ms"],
+        "lost": burst["lost"] + paced["lost"], "duplicated": burst["duplicated"] + paced["duplicated"],
+        **{k: burst[k] for k in ("worker_cpu_percent_mean", "worker_rss_mb_peak", "gpu_utilisation_percent_mean")},
+    })
+    log(f"baseline: transformers pipeline on {baseline_messages} tweets")
+    result.update(baseline(bench_texts(settings, baseline_messages), min(200, baseline_messages)))
+    result["ratio_e2e_to_model_only"] = round(result["e2e_msgs_per_s"] / result["model_only_msgs_per_s"], 3)
+    batched = result.get("baseline_pipeline_batched_msgs_per_s")
+    result["ratio_e2e_to_baseline_batched"] = round(result["e2e_msgs_per_s"] / batched, 2) if batched else None
+    return result

@@ -1,0 +1,58 @@
+"""Kafka security settings reach the clients; secrets stay out of logs."""
+
+import logging
+import ssl
+
+import faust
+import pytest
+
+from streams.kafka import client_options, faust_credentials
+from streamsense.settings import Settings
+
+
+def test_plaintext_by_default():
+    settings = Settings(kafka_bootstrap_servers="k1:9092,k2:9092")
+    assert client_options(settings) == {"bootstrap_servers": "k1:9092,k2:9092", "security_protocol": "PLAINTEXT"}
+    assert faust_credentials(settings) is None
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_ssl_reaches_aiokafka_and_faust(mechanism):
+    settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism=mechanism,
+                        kafka_sasl_username="svc", kafka_sasl_password="s3cret")
+    options = client_options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert (options["sasl_mechanism"], options["sasl_plain_username"], options["sasl_plain_password"]) == \
+        (mechanism, "svc", "s3cret")
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    credentials = faust_credentials(settings)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert (credentials.username, credentials.password, credentials.mechanism.value) == ("svc", "s3cret", mechanism)
+    assert isinstance(credentials.ssl_context, ssl.SSLContext)
+
+
+def test_sasl_plaintext_has_no_tls():
+    options = client_options(Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN",
+                                      kafka_sasl_username="u", kafka_sasl_password="p"))
+    assert "ssl_context" not in options
+
+
+def test_ssl_uses_the_configured_ca(tmp_path):
+    ca = tmp_path / "missing-ca.pem"
+    with pytest.raises(FileNotFoundError):  # the CA file is really read, not ignored
+        client_options(Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=ca))
+    settings = Settings(kafka_security_protocol="SSL")
+    assert isinstance(faust_credentials(settings), faust.SSLCredentials)
+    assert client_options(settings)["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+
+
+def test_sasl_without_credentials_is_a_clear_error():
+    with pytest.raises(ValueError, match="STREAMSENSE_KAFKA_SASL_USERNAME"):
+        client_options(Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN"))
+
+
+def test_secrets_are_masked_in_settings_repr(caplog):
+    settings = Settings(kafka_sasl_password="s3cret", database_url="sqlite:///x.db")
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("settings: %s", settings)
+    assert "s3cret" not in caplog.text and "**********" in caplog.text
