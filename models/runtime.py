@@ -50,6 +50,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def providers_for(device: str, available: Sequence[str], tensorrt: bool = False) -> list[str]:
+    """Execution providers in preference order; TensorRT only when asked for and present."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    chosen = ["TensorrtExecutionProvider"] if tensorrt and "TensorrtExecutionProvider" in available else []
+    return chosen + ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def choose_device(requested: str, available: Sequence[str]) -> str:
     if requested == "cuda" and "CUDAExecutionProvider" not in available:
         raise RuntimeError("device=cuda but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
@@ -62,7 +70,7 @@ class ModelRuntime:
     """One ONNX session over a verified model directory; `device` picks the fp16 (cuda) or int8 (cpu) variant."""
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "auto", threads: int = 0, group_size: int = 64,
-                 variant: str | None = None):
+                 variant: str | None = None, tensorrt: bool = False):
         self.path = Path(model_dir)
         self.card = verify(self.path)
         self.name = self.card.get("name") or self.path.name
@@ -70,7 +78,8 @@ class ModelRuntime:
         self.tasks = [Task(t["name"], tuple(t["labels"]), "", t["metric"], t.get("positive")) for t in self.card["tasks"]]
         self.max_length = int(self.card["max_length"])
         self.group_size = group_size
-        self.device = choose_device(device, ort.get_available_providers())
+        available = ort.get_available_providers()
+        self.device = choose_device(device, available)
         variants = self.card["variants"]
         if variant is not None and variant not in variants:
             raise ValueError(f"model {self.path} has no variant {variant!r}; it has {', '.join(variants)}")
@@ -79,8 +88,8 @@ class ModelRuntime:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(self.path / self.variant_file), options, providers=providers)
+        self.session = ort.InferenceSession(str(self.path / self.variant_file), options,
+                                            providers=providers_for(self.device, available, tensorrt))
         self.outputs = list(self.card["outputs"])
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -105,10 +114,20 @@ class ModelRuntime:
         probs = {t.name: np.zeros((n, len(t.labels)), dtype=np.float32) for t in self.tasks}
         for group in length_groups([len(x) for x in encoded.ids], self.group_size):
             input_ids, mask = pad([encoded.ids[i] for i in group])
-            logits = self.session.run(self.outputs, {"input_ids": input_ids, "attention_mask": mask})
-            for task, out in zip(self.tasks, logits):
+            for task, out in zip(self.tasks, self._run(input_ids, mask)):
                 probs[task.name][group] = softmax(out.astype(np.float32))
         return probs
+
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+        """One session run through IO binding: on CUDA the inputs are copied to the device once and the outputs
+        are allocated there, then copied back together; on CPU it is the same path without copies."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", input_ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        for name in self.outputs:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
         encoded = self.tokenize(texts)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import faust
 
+from streams.batching import OverlappedBatches
 from streams.pipeline import Incoming, Processor
 from streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streams.store import Store
@@ -45,32 +46,38 @@ def create_app(settings: Settings, processor: Processor, store: Store) -> faust.
         web_bind=settings.web_host,
         datadir=Path(tempfile.gettempdir()) / f"streamsense-{settings.app_id}",
     )
-    model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
     topic_sink = TopicSink(app.producer)
     sql_pool = ThreadPoolExecutor(1, thread_name_prefix="sql")
     sql_sink = SqlSink(store, sql_pool)
     outbox = AlertOutbox(store, topic_sink, settings.topic_alerts, sql_pool)
     input_topics = list(processor.topics.kinds)
 
+    async def deliver(processed) -> None:
+        await topic_sink.publish(processed.outgoing)
+        await sql_sink.write(processed.batch)
+        await outbox.flush()
+
+    def fatal(exc: BaseException) -> None:
+        # Faust would restart the agent past this batch; exit so the restart resumes from SQL offsets.
+        log.critical("agent failed; exiting so the worker restarts from stored offsets", exc_info=exc)
+        os._exit(70)
+
     async def handle(stream) -> None:
-        loop = asyncio.get_running_loop()
+        batches = OverlappedBatches(processor.prepare, processor.finish, deliver,
+                                    ThreadPoolExecutor(1, thread_name_prefix="prepare"),
+                                    ThreadPoolExecutor(1, thread_name_prefix="model"), fatal)
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait):
-                messages = [
+                await batches.submit([
                     Incoming(e.message.topic, e.message.partition, e.message.offset,
                              e.message.key, e.message.value, e.message.timestamp)
                     for e in events
-                ]
-                processed = await loop.run_in_executor(model_pool, processor.process, messages)
-                await topic_sink.publish(processed.outgoing)
-                await sql_sink.write(processed.batch)
-                await outbox.flush()
+                ])
+            await batches.drain()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Faust would restart the agent past this batch; exit so the restart resumes from SQL offsets.
-            log.critical("agent failed; exiting so the worker restarts from stored offsets", exc_info=True)
-            os._exit(70)
+        except Exception as exc:
+            fatal(exc)
 
     for topic_name in input_topics:
         app.agent(app.topic(topic_name), name=f"classify-{topic_name}")(handle)

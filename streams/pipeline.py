@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from models.classifier import Classifier, Prediction
+from models.runtime import Encoded
 from streams.alerts import AlertRules
 from streams.records import DecodeError, Record, decode
 from streams.store import Batch, sha256, text_for_storage
@@ -51,6 +52,16 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A batch after decoding and tokenizing: what inference needs."""
+
+    messages: list[Incoming]
+    valid: list[tuple[Incoming, Record]]
+    failed: list[tuple[Incoming, str]]
+    encoded: Encoded | None  # token ids of the valid texts (None: tokenizing failed)
+
+
+@dataclass(frozen=True)
 class Processed:
     batch: Batch
     outgoing: list[Outgoing]
@@ -68,6 +79,10 @@ class Processor:
         self.store_text = store_text
 
     def process(self, messages: list[Incoming]) -> Processed:
+        return self.finish(self.prepare(messages))
+
+    def prepare(self, messages: list[Incoming]) -> Prepared:
+        """Decode and validate, then tokenize the valid texts once (CPU work that can overlap inference)."""
         valid: list[tuple[Incoming, Record]] = []
         failed: list[tuple[Incoming, str]] = []
         for msg in messages:
@@ -75,7 +90,17 @@ class Processor:
                 valid.append((msg, decode(self.topics.kinds[msg.topic], msg.value)))
             except DecodeError as exc:
                 failed.append((msg, exc.reason))
-        results = self._classify(valid)
+        try:
+            encoded = self.classifier.tokenize([record.model_text for _, record in valid]) if valid else None
+        except Exception as exc:  # leave it to finish(), which isolates the message that breaks it
+            log.warning("tokenizing a batch of %d failed (%s)", len(valid), type(exc).__name__)
+            encoded = None
+        return Prepared(messages, valid, failed, encoded)
+
+    def finish(self, prepared: Prepared) -> Processed:
+        """Infer, decide, and shape the rows and messages of one batch."""
+        valid, failed = prepared.valid, list(prepared.failed)
+        results = self._predict(prepared)
         rows, alerts, out = [], [], []
         for (msg, record), result in zip(valid, results):
             if isinstance(result, Exception):
@@ -97,21 +122,32 @@ class Processor:
                 ("source_partition", str(msg.partition).encode()), ("source_offset", str(msg.offset).encode()),
             ]))
         offsets: dict[tuple[str, int], int] = {}
-        for msg in messages:
+        for msg in prepared.messages:
             tp = (msg.topic, msg.partition)
             offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
         return Processed(Batch(rows, alerts, dead, offsets), out)
 
-    def _classify(self, items: list[tuple[Incoming, Record]]) -> list[Prediction | Exception]:
-        """Classify a batch; on a model error split it in halves until the failing message stands alone."""
+    def _predict(self, prepared: Prepared) -> list[Prediction | Exception]:
+        items = prepared.valid
         if not items:
             return []
+        if prepared.encoded is not None:
+            try:
+                return self.classifier.predict([r.model_text for _, r in items], prepared.encoded)
+            except Exception as exc:  # a model failure must cost one message, not the batch
+                if len(items) == 1:
+                    return [exc]
+                log.warning("model failed on a batch of %d (%s); splitting", len(items), type(exc).__name__)
+                return self._classify(items[: len(items) // 2]) + self._classify(items[len(items) // 2 :])
+        return self._classify(items)
+
+    def _classify(self, items: list[tuple[Incoming, Record]]) -> list[Prediction | Exception]:
+        """Classify; on a failure split in halves until the failing message stands alone."""
         try:
             return self.classifier.classify([record.model_text for _, record in items])
-        except Exception as exc:  # a model failure must cost one message, not the batch
+        except Exception as exc:
             if len(items) == 1:
                 return [exc]
-            log.warning("model failed on a batch of %d (%s); splitting", len(items), type(exc).__name__)
             mid = len(items) // 2
             return self._classify(items[:mid]) + self._classify(items[mid:])
 

@@ -14,7 +14,8 @@ from streamsense.settings import Settings
 
 
 def load_classifier(settings: Settings) -> Classifier:
-    runtime = ModelRuntime(resolve(settings.model_registry, settings.model), settings.device, settings.intra_op_threads)
+    runtime = ModelRuntime(resolve(settings.model_registry, settings.model), settings.device, settings.intra_op_threads,
+                           tensorrt=settings.tensorrt)
     return Classifier(runtime, RiskRules.load(settings.risk_rules))
 
 

@@ -125,7 +125,7 @@ def test_duplicate_ids_first_wins(classifier, database_url):
 
 
 class FlakyClassifier:
-    """Wraps the real classifier; fails any batch that contains the poison text."""
+    """Wraps the real classifier; inference fails for any batch that contains the poison text."""
 
     def __init__(self, inner, poison: str):
         self.inner, self.poison, self.calls = inner, poison, []
@@ -134,11 +134,17 @@ class FlakyClassifier:
     def model_version(self):
         return self.inner.model_version
 
-    def classify(self, texts):
+    def tokenize(self, texts):
+        return self.inner.tokenize(texts)
+
+    def predict(self, texts, encoded):
         self.calls.append(len(texts))
         if any(self.poison in t for t in texts):
             raise RuntimeError("forced model failure")
-        return self.inner.classify(texts)
+        return self.inner.predict(texts, encoded)
+
+    def classify(self, texts):
+        return self.predict(texts, self.inner.tokenize(texts))
 
 
 def test_model_failure_splits_batch_and_dead_letters_only_the_culprit(classifier):
@@ -150,5 +156,6 @@ def test_model_failure_splits_batch_and_dead_letters_only_the_culprit(classifier
     assert sorted(r["message_id"] for r in out.batch.predictions) == sorted(f"m{i}" for i in range(16) if i != 11)
     [dead] = out.batch.dead_letters
     assert dead["source_offset"] == 11 and "forced model failure" in dead["error"]
-    assert flaky.calls[0] == 16 and max(flaky.calls[1:]) == 8
+    assert flaky.calls[:3] == [16, 8, 8]  # whole batch, then halves, then down to the culprit
+    assert flaky.calls.count(1) == 2
     assert out.batch.offsets == {("posts", 0): 16}
