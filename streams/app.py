@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,13 +20,16 @@ from streams.batching import OverlappedBatches
 from streams.pipeline import Incoming, Processor
 from streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streams.store import Store
+from streams.web import Health, WebServer
 from streams.kafka import faust_broker_url, faust_credentials
+from streams.metrics import Metrics, consumer_highwater
 from streamsense.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, processor: Processor, store: Store) -> faust.App:
+def create_app(settings: Settings, processor: Processor, store: Store, metrics: Metrics,
+               health: Health) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=faust_broker_url(settings),
@@ -53,9 +57,11 @@ def create_app(settings: Settings, processor: Processor, store: Store) -> faust.
     input_topics = list(processor.topics.kinds)
 
     async def deliver(processed) -> None:
+        started = time.perf_counter()
         await topic_sink.publish(processed.outgoing)
         await sql_sink.write(processed.batch)
-        await outbox.flush()
+        metrics.observe_batch(processed, time.perf_counter() - started, consumer_highwater(app.consumer))
+        metrics.observe_alerts(await outbox.flush())
 
     def fatal(exc: BaseException) -> None:
         # Faust would restart the agent past this batch; exit so the restart resumes from SQL offsets.
@@ -95,6 +101,9 @@ def create_app(settings: Settings, processor: Processor, store: Store) -> faust.
     @app.task
     async def publish_left_over_alerts() -> None:
         """Alerts stored before a crash but never acknowledged by the alerts topic."""
-        await outbox.flush()
+        metrics.observe_alerts(await outbox.flush())
+
+    if settings.web_port is not None:
+        app.web_server(WebServer(settings, metrics, health))
 
     return app

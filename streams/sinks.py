@@ -48,11 +48,12 @@ class AlertOutbox:
         self.store, self.topic_sink, self.topic, self.executor = store, topic_sink, topic, executor
         self.lock = asyncio.Lock()  # agents share one outbox: publish each pending alert once
 
-    async def flush(self) -> int:
+    async def flush(self) -> list[dict]:
+        """Publish what is pending; returns the alerts published."""
         async with self.lock:
             return await self._flush()
 
-    async def _flush(self) -> int:
+    async def _flush(self) -> list[dict]:
         loop = asyncio.get_running_loop()
         pending = await retry_forever(lambda: loop.run_in_executor(self.executor, self.store.unpublished_alerts),
                                       "reading the alert outbox")
@@ -62,7 +63,7 @@ class AlertOutbox:
             ids = [row["id"] for row in pending]
             await retry_forever(lambda: loop.run_in_executor(self.executor, self.store.mark_published, ids),
                                 "marking alerts published")
-        return len(pending)
+        return pending
 
 
 class SqlSink:

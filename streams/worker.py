@@ -8,8 +8,10 @@ from models.risk import RiskRules
 from models.runtime import ModelRuntime
 from streams.alerts import AlertRules
 from streams.kafka import wait_for_kafka
+from streams.metrics import Metrics, model_labels
 from streams.pipeline import Processor, Topics
 from streams.store import Store
+from streams.web import Health
 from streamsense.settings import Settings
 
 
@@ -43,5 +45,10 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     wait_for_kafka(settings, log)
     log.info("model %s on %s (%s)", processor.classifier.model_version,
                                      processor.classifier.runtime.device, processor.classifier.runtime.variant_file)
-    app = create_app(settings, processor, store)
+    metrics, health = Metrics(), Health()
+    metrics.instrument(processor.classifier.runtime)
+    model = model_labels(processor.classifier.runtime)
+    metrics.set_model(model)
+    health.model_loaded(model)
+    app = create_app(settings, processor, store, metrics, health)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

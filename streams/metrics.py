@@ -1,0 +1,107 @@
+"""Prometheus metrics of the worker, in a registry of its own (served by streams/web.py at /metrics).
+
+The agent calls `observe_batch` once per batch, after the SQL commit (every message of a batch is one
+result row or one dead letter, so the Processed batch says it all), and `observe_alerts` with the alerts
+the outbox published (the store may drop candidates: cooldowns, rate limits); `instrument` times the
+model's tokenize and infer calls wherever the pipeline makes them (they run in worker threads).
+"""
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from faust.types import TP
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from streams.pipeline import Processed
+
+NAMESPACE = "streamsense"
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+END_TO_END_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+def _timed(histogram: Histogram, fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        with histogram.time():
+            return fn(*args, **kwargs)
+    return timed
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        common = dict(namespace=NAMESPACE, registry=self.registry)
+        self.messages_in = Counter("messages_in", "Messages consumed", ["topic"], **common)
+        self.messages_out = Counter("messages_out", "Messages produced (predictions, alerts, dead letters)",
+                                    ["topic"], **common)
+        self.dead_letters = Counter("dead_letters", "Messages dead-lettered, by source topic", ["topic"], **common)
+        self.alerts = Counter("alerts", "Alerts published on the alerts topic", ["rule", "severity"], **common)
+        self.batch_size = Histogram("batch_size", "Messages per batch", buckets=BATCH_SIZE_BUCKETS, **common)
+        self.tokenize_seconds = Histogram("tokenize_seconds", "Tokenizer time per call", buckets=MODEL_BUCKETS,
+                                          **common)
+        self.inference_seconds = Histogram("inference_seconds", "ONNX inference time per call",
+                                           buckets=MODEL_BUCKETS, **common)
+        self.batch_seconds = Histogram("batch_seconds", "Batch delivery: produce + SQL commit", buckets=BATCH_BUCKETS,
+                                       **common)
+        self.end_to_end_seconds = Histogram("end_to_end_seconds", "Kafka record timestamp → SQL commit, per message",
+                                            buckets=END_TO_END_BUCKETS, **common)
+        self.consumer_lag = Gauge("consumer_lag", "High-water mark minus next offset, as of the last batch",
+                                  ["topic", "partition"], **common)
+        self.model = Info("model", "The loaded model", **common)  # exposed as streamsense_model_info
+
+    def instrument(self, runtime) -> None:
+        """Time every `tokenize` and `infer` call of this model runtime (a models.runtime.ModelRuntime)."""
+        runtime.tokenize = _timed(self.tokenize_seconds, runtime.tokenize)
+        runtime.infer = _timed(self.inference_seconds, runtime.infer)
+
+    def set_model(self, info: dict[str, str]) -> None:
+        self.model.info(info)
+
+    def observe_batch(self, processed: Processed, seconds: float,
+                      highwater: Callable[[str, int], int | None] | None = None) -> None:
+        """Count one committed batch. `highwater(topic, partition)` gives the consumer's high-water mark, if known."""
+        now = time.time()
+        rows, dead = processed.batch.predictions, processed.batch.dead_letters
+        self.batch_size.observe(len(rows) + len(dead))
+        self.batch_seconds.observe(seconds)
+        for row in rows:
+            self.messages_in.labels(row["source_topic"]).inc()
+            if row["produced_at"]:  # the Kafka timestamp
+                self.end_to_end_seconds.observe(max(now - row["produced_at"].timestamp(), 0.0))
+        for letter in dead:
+            self.messages_in.labels(letter["source_topic"]).inc()
+            self.dead_letters.labels(letter["source_topic"]).inc()
+        for out in processed.outgoing:
+            self.messages_out.labels(out.topic).inc()
+        if highwater:
+            for (topic, partition), next_offset in processed.batch.offsets.items():
+                mark = highwater(topic, partition)
+                if mark is not None:
+                    self.consumer_lag.labels(topic, str(partition)).set(max(mark - next_offset, 0))
+
+    def observe_alerts(self, alerts: Iterable[Mapping]) -> None:
+        """Count published alerts (rows of the alerts table, or anything with `rule` and `severity`)."""
+        for alert in alerts:
+            self.alerts.labels(alert["rule"], alert["severity"]).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def consumer_highwater(consumer) -> Callable[[str, int], int | None]:
+    """`observe_batch`'s high-water lookup over a Faust (or aiokafka) consumer."""
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            return consumer.highwater(TP(topic, partition))
+        except Exception:  # revoked since the batch was read, or the consumer stopped: no figure this time
+            return None
+    return highwater
+
+
+def model_labels(runtime) -> dict[str, str]:
+    """model_info labels (and /health's model) from a models.runtime.ModelRuntime."""
+    return {"name": runtime.name, "version": runtime.version, "device": runtime.device, "variant": runtime.variant}
