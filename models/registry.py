@@ -174,6 +174,7 @@ def render_markdown(card: dict) -> str:
         (f"Mean headline score: {validation.get('score')}. "
          f"Risk tasks report the probability of their positive label ({risks})."),
         "",
+        *_test_section(card),
         "## Training",
         "",
         (f"Trained on {training['device']} for {training['steps']} steps ({training['minutes']} minutes) "
@@ -207,6 +208,20 @@ def render_markdown(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _test_section(card: dict) -> list[str]:
+    """Test-split metrics recorded by `streamsense models eval --record`, one table per variant."""
+    lines = []
+    for variant, report in card["metrics"].get("test", {}).items():
+        rows = [[name, m["n"], m["macro_recall"], m["macro_f1"], m["accuracy"]]
+                for name, m in report.items() if isinstance(m, dict) and "macro_f1" in m]
+        lat = report["latency"]
+        lines += [f"## Test metrics: {variant} on {report['device']}", "",
+                  *_table(["task", "n", "macro recall", "macro F1", "accuracy"], rows), "",
+                  f"Latency on the evaluating machine: {lat['mean_ms_per_batch']} ms per batch of "
+                  f"{lat['batch_size']} (p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s.", ""]
+    return lines
 
 
 def _parity_row(card: dict, variant: str) -> list:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, Text,
-    UniqueConstraint, create_engine, func, select,
+    UniqueConstraint, create_engine, event, func, select,
 )
 from sqlalchemy.engine import Engine
 
@@ -108,6 +108,8 @@ class Store:
         self.alert_rules = alert_rules
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_wal)
 
     def migrate(self) -> None:
         migrate(self.url)
@@ -182,9 +184,13 @@ class Store:
 
 def _engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
-        # WAL lets readers (queries, dashboard) run while the worker writes.
-        return {"connect_args": {"timeout": 30}}
+        return {"connect_args": {"timeout": 30}}  # wait up to 30 s for a lock, then fail (and the sink retries)
     return {"pool_size": 5, "max_overflow": 5}
+
+
+def _sqlite_wal(dbapi_connection, _record) -> None:
+    """WAL lets readers (queries, the dashboard) run while the worker writes."""
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
 def migrate(url: str) -> None:

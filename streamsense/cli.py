@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamsense.insights import alerts_app, register as register_insights
 from streamsense.settings import Settings
 
 app = typer.Typer(help="StreamSense: sentiment and risk classification for Kafka streams.", no_args_is_help=True,
@@ -17,6 +18,7 @@ models_app = typer.Typer(help="The model registry: list and evaluate shipped or 
 db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+register_insights(app)
 console = Console(stderr=True)
 
 
@@ -144,6 +146,20 @@ def demo(
     out.print(f"results are in {db.resolve()} (tables predictions, alerts, dead_letters)")
 
 
+@alerts_app.command("check")
+def alerts_check(path: Optional[Path] = typer.Argument(None, help="Rules file (default: STREAMSENSE_ALERT_RULES).")):
+    """Validate an alert rules file and list its rules."""
+    from streams.alerts import AlertRules, AlertRulesError
+
+    try:
+        rules = AlertRules.load(path or Settings().alert_rules)
+    except AlertRulesError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)
+    for rule in rules.rules:
+        Console().print(f"{rule.name}: {rule.model_dump(exclude_defaults=True, exclude={'name'})}")
+
+
 @db_app.command("upgrade")
 def db_upgrade():
     """Create or upgrade the schema at STREAMSENSE_DATABASE_URL."""
@@ -228,15 +244,22 @@ def models_eval(
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
     limit: Optional[int] = typer.Option(None, help="Evaluate on at most this many test rows per task."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    record: bool = typer.Option(False, help="Write the metrics into the model card (model.json, MODEL_CARD.md)."),
 ):
     """Evaluate a model on the test splits: macro recall / F1, accuracy, latency per batch."""
     from models.evaluate import evaluate
-    from models.registry import resolve
+    from models.registry import read_card, resolve, write_card
 
     settings = Settings()
     path = resolve(settings.model_registry, model or settings.model)
     report = evaluate(path, settings.datasets_dir, device=device, variant=variant, limit=limit,
                       threads=settings.intra_op_threads)
+    if record:
+        if limit:
+            raise typer.BadParameter("--record needs the whole test splits (no --limit)")
+        card = read_card(path)
+        card["metrics"].setdefault("test", {})[report["variant"]] = report
+        write_card(path, card)
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -17,6 +17,8 @@ depends_on = None
 
 VIEWS = ("sentiment_by_group_minute", "sentiment_by_group_hour", "risk_by_product_level", "top_risky_tickets",
          "alert_counts_by_rule", "stored_per_minute")
+# When a message happened, for the sentiment views: its Kafka timestamp, else when it was stored.
+MESSAGE_TIME = "COALESCE(created_at, produced_at, stored_at)"  # event time, as the alert windows
 SQLITE_FORMATS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000"}
 
 
@@ -28,7 +30,7 @@ def bucket(unit: str, expr: str, dialect: str) -> str:
 
 
 def sentiment_view(unit: str, dialect: str) -> str:
-    start = bucket(unit, "COALESCE(produced_at, stored_at)", dialect)
+    start = bucket(unit, MESSAGE_TIME, dialect)
     negative = "SUM(CASE WHEN sentiment = 'negative' THEN 1 ELSE 0 END)"
     return f"""
         CREATE VIEW sentiment_by_group_{unit} AS
@@ -53,11 +55,11 @@ def upgrade() -> None:
         WHERE kind = 'ticket'
         GROUP BY grp, risk_level
     """)
-    op.execute("""
+    op.execute(f"""
         CREATE VIEW top_risky_tickets AS
         SELECT message_id AS ticket_id, grp AS product, author AS customer_id, priority, risk_level, risk_score,
                risk_explanation, sentiment, SUBSTR(text, 1, 160) AS excerpt,
-               COALESCE(produced_at, stored_at) AS produced_at
+               {MESSAGE_TIME} AS produced_at
         FROM predictions
         WHERE kind = 'ticket'
         ORDER BY risk_score DESC, message_id

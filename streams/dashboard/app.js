@@ -1,0 +1,325 @@
+// StreamSense dashboard: fetches /api/summary and draws inline SVG charts (no libraries, nothing from a CDN).
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#3366cc", "#d6453d", "#2f9e62", "#f0a030", "#8e44ad", "#17a2b8", "#7f8c8d", "#c2185b"];
+const SENTIMENTS = ["negative", "neutral", "positive"];
+const LEVELS = ["low", "medium", "high", "critical"];
+const KINDS = ["post", "ticket", "dead_letter"];
+const KIND_NAMES = {post: "posts", ticket: "tickets", dead_letter: "dead letters", alert: "alerts"};
+const STEP_MS = {minute: 60e3, hour: 3600e3};
+const MAX_LINES = 6;
+const REFRESH_MS = 10e3;
+const WIDE = 900, HALF = 520;  // viewBox widths of full-width and half-width charts
+const SMOOTH = {minute: 5, hour: 1};  // negative share over this many trailing buckets
+const state = {kind: "post", bucket: "minute"};
+
+const cssVar = name => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+const colours = names => Object.fromEntries(names.map(n => [n, cssVar("--" + n)]));
+
+function add(parent, tag, attrs = {}, text = null) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG_NS, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function svgIn(container, width, height) {
+  container.replaceChildren();
+  return add(container, "svg:svg", {viewBox: `0 0 ${width} ${height}`, role: "img"});
+}
+
+function empty(svg, width, height, message) {
+  add(svg, "svg:text", {x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty"}, message);
+}
+
+const pad2 = n => String(n).padStart(2, "0");
+function clock(ms, withDate) {
+  const d = new Date(ms);
+  const time = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}`;
+  return withDate ? `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())} ${time}` : time;
+}
+
+// Evenly spaced slots from the first to the last bucket, so that empty buckets show as gaps.
+function slots(times, step) {
+  if (!times.length) return [];
+  const first = Math.min(...times), last = Math.max(...times), out = [];
+  for (let t = first; t <= last; t += step) out.push(t);
+  return out;
+}
+
+function xAxis(svg, ticks, x, y, withDate) {
+  const every = Math.max(1, Math.ceil(ticks.length / 8));
+  ticks.forEach((t, i) => {
+    if (i % every) return;
+    add(svg, "svg:text", {x: x(t), y: y + 16, "text-anchor": "middle"}, clock(t, withDate && i === 0));
+  });
+  add(svg, "svg:line", {x1: 50, x2: x(ticks[ticks.length - 1]) + 10, y1: y, y2: y, class: "axis"});
+}
+
+function yGrid(svg, top, bottom, right, max, format) {
+  for (let i = 0; i <= 4; i++) {
+    const y = bottom - (bottom - top) * i / 4;
+    add(svg, "svg:line", {x1: 50, x2: right, y1: y, y2: y, class: "grid"});
+    add(svg, "svg:text", {x: 44, y: y + 4, "text-anchor": "end"}, format(max * i / 4));
+  }
+}
+
+function legend(svg, entries, x, y) {
+  const g = add(svg, "svg:g", {class: "legend"});
+  entries.forEach(([label, colour], i) => {
+    add(g, "svg:rect", {x, y: y + i * 20, width: 12, height: 12, rx: 2, fill: colour});
+    add(g, "svg:text", {x: x + 18, y: y + i * 20 + 11}, label);
+  });
+}
+
+// One line per group: negative share over the trailing SMOOTH buckets; a gap where those held no messages.
+function lineChart(container, rows, bucket) {
+  const step = STEP_MS[bucket], width = WIDE, height = 260, top = 12, bottom = height - 28, right = width - 190;
+  const svg = svgIn(container, width, height);
+  if (!rows.length) return empty(svg, width, height, "no messages yet");
+  const byGroup = new Map();
+  for (const r of rows) {
+    const key = r.grp ?? "(none)";
+    if (!byGroup.has(key)) byGroup.set(key, {n: 0, buckets: new Map()});
+    const g = byGroup.get(key);
+    g.n += r.n;
+    g.buckets.set(Date.parse(r.bucket_start), r);
+  }
+  const groups = [...byGroup.entries()].sort((a, b) => b[1].n - a[1].n).slice(0, MAX_LINES);
+  const ticks = slots(rows.map(r => Date.parse(r.bucket_start)), step);
+  const span = Math.max(ticks[ticks.length - 1] - ticks[0], 1);
+  const x = t => ticks.length === 1 ? (50 + right) / 2 : 60 + (right - 70) * (t - ticks[0]) / span;
+  const y = share => bottom - (bottom - top) * share;
+  yGrid(svg, top, bottom, right, 1, v => `${Math.round(v * 100)}%`);
+  xAxis(svg, ticks, x, bottom, true);
+  groups.forEach(([name, g], i) => {
+    const colour = PALETTE[i % PALETTE.length];
+    let d = "", joined = false;
+    for (const t of ticks) {
+      let n = 0, negative = 0;
+      for (let k = 0; k < SMOOTH[bucket]; k++) {
+        const r = g.buckets.get(t - k * step);
+        if (r) { n += r.n; negative += r.negative; }
+      }
+      if (!n) { joined = false; continue; }
+      d += `${joined ? "L" : "M"}${x(t).toFixed(1)},${y(negative / n).toFixed(1)}`;
+      joined = true;
+      if (g.buckets.has(t)) {
+        const dot = add(svg, "svg:circle", {cx: x(t), cy: y(negative / n), r: 2.5, fill: colour, class: "point"});
+        add(dot, "svg:title", {}, `${name} ${clock(t, true)}: ${negative} of ${n} negative`);
+      }
+    }
+    add(svg, "svg:path", {d, stroke: colour, class: "line series", "data-group": name});
+  });
+  legend(svg, groups.map(([name, g], i) => [`${name} (${g.n})`, PALETTE[i % PALETTE.length]]), right + 24, top);
+}
+
+// Stacked bars per time bucket; `values(t)` gives {key: count}.
+function stackedBars(container, width, height, times, step, keys, palette, values) {
+  const top = 12, bottom = height - 28, right = width - 130;
+  const svg = svgIn(container, width, height);
+  if (!times.length) return empty(svg, width, height, "no rows yet");
+  const ticks = slots(times, step);
+  const max = Math.max(...ticks.map(t => keys.reduce((sum, k) => sum + (values(t)[k] || 0), 0)), 1);
+  const band = (right - 60) / ticks.length, barWidth = Math.min(band * 0.8, 40);
+  const x = t => 60 + band * ((t - ticks[0]) / step) + band / 2;
+  yGrid(svg, top, bottom, right, max, v => String(Math.round(v)));
+  xAxis(svg, ticks, x, bottom, false);
+  for (const t of ticks) {
+    let y = bottom;
+    for (const k of keys) {
+      const n = values(t)[k] || 0;
+      if (!n) continue;
+      const h = (bottom - top) * n / max;
+      y -= h;
+      const bar = add(svg, "svg:rect", {x: x(t) - barWidth / 2, y, width: barWidth, height: h, fill: palette[k],
+                                        class: "bar", "data-key": k});
+      add(bar, "svg:title", {}, `${clock(t, true)} ${KIND_NAMES[k] || k}: ${n}`);
+    }
+  }
+  legend(svg, keys.map(k => [KIND_NAMES[k] || k, palette[k]]), right + 20, top);
+}
+
+// Rows folded per bucket start: Map(t -> {key: n}), `accumulate(sums, row)` adding each row in.
+function perBucket(rows, accumulate) {
+  const out = new Map();
+  for (const r of rows) {
+    const t = Date.parse(r.bucket_start);
+    if (!out.has(t)) out.set(t, {});
+    accumulate(out.get(t), r);
+  }
+  return out;
+}
+
+function volumeChart(rows, bucket) {
+  const sums = perBucket(rows, (into, r) => { for (const s of SENTIMENTS) into[s] = (into[s] || 0) + r[s]; });
+  stackedBars(document.getElementById("volume-chart"), WIDE, 150, [...sums.keys()], STEP_MS[bucket], SENTIMENTS,
+              colours(SENTIMENTS), t => sums.get(t) || {});
+}
+
+function throughputChart(rows) {
+  const sums = perBucket(rows, (into, r) => { into[r.kind] = r.n; });
+  const palette = {post: PALETTE[0], ticket: PALETTE[3], dead_letter: PALETTE[1]};
+  stackedBars(document.getElementById("throughput-chart"), HALF, 260, [...sums.keys()], STEP_MS.minute, KINDS,
+              palette, t => sums.get(t) || {});
+}
+
+// Horizontal stacked bars: tickets per product split by risk level.
+function riskChart(rows) {
+  const products = new Map();
+  for (const r of rows) {
+    const name = r.product ?? "(none)";
+    const p = products.get(name) || {total: 0, weighted: 0};
+    p[r.risk_level] = r.n;
+    p.total += r.n;
+    p.weighted += r.n * r.avg_risk_score;
+    products.set(name, p);
+  }
+  const list = [...products.entries()].sort((a, b) => b[1].total - a[1].total);
+  const width = HALF, rowH = 22, top = 8, left = 96, right = width - 110;
+  const height = Math.max(top + list.length * rowH + 30, 80);
+  const svg = svgIn(document.getElementById("risk-chart"), width, height);
+  if (!list.length) return empty(svg, width, height, "no tickets yet");
+  const max = Math.max(...list.map(([, p]) => p.total));
+  const palette = colours(LEVELS);
+  list.forEach(([name, p], i) => {
+    const y = top + i * rowH;
+    add(svg, "svg:text", {x: left - 8, y: y + 14, "text-anchor": "end", class: "bar-label"}, name);
+    let x = left;
+    for (const level of LEVELS) {
+      if (!p[level]) continue;
+      const w = (right - left) * p[level] / max;
+      const bar = add(svg, "svg:rect", {x, y: y + 2, width: w, height: rowH - 6, fill: palette[level], class: "bar",
+                                        "data-key": level});
+      add(bar, "svg:title", {}, `${name}: ${p[level]} ${level}`);
+      x += w;
+    }
+    add(svg, "svg:text", {x: x + 6, y: y + 14}, `${p.total} · avg ${(p.weighted / p.total).toFixed(2)}`);
+  });
+  const legendY = top + list.length * rowH + 10;
+  LEVELS.forEach((level, i) => {
+    add(svg, "svg:rect", {x: left + i * 90, y: legendY, width: 12, height: 12, rx: 2, fill: palette[level]});
+    add(svg, "svg:text", {x: left + i * 90 + 18, y: legendY + 11, class: "bar-label"}, level);
+  });
+}
+
+function fillTable(id, rows, cells, emptyText) {
+  const body = document.querySelector(`#${id} tbody`);
+  body.replaceChildren();
+  if (!rows.length) {
+    const td = add(add(body, "tr"), "td", {colspan: document.querySelectorAll(`#${id} th`).length, class: "empty"});
+    td.textContent = emptyText;
+    return;
+  }
+  for (const row of rows) cells(add(body, "tr"), row);
+}
+
+const badge = (parent, level) => add(parent, "span", {class: `badge ${level}`}, level);
+const shortTime = iso => iso ? clock(Date.parse(iso), true) : "";
+
+function alertsTable(rows) {
+  fillTable("alerts-table", rows, (tr, a) => {
+    tr.className = "alert";
+    add(tr, "td", {class: "time"}, shortTime(a.created_at));
+    badge(add(tr, "td"), a.severity);
+    add(tr, "td", {}, a.rule);
+    add(tr, "td", {}, a.key);
+    const cell = add(tr, "td");
+    add(cell, "div", {class: "summary"}, a.summary);
+    const items = Array.isArray(a.evidence) ? a.evidence : [];
+    if (items.length) {
+      const list = add(cell, "ul", {class: "evidence"});
+      for (const e of items) {
+        const li = add(list, "li");
+        add(li, "span", {class: "id"}, `${e.message_id ?? ""}${typeof e.risk_score === "number" ?
+          ` (${e.risk_score.toFixed(2)})` : ""}`);
+        li.append(`: ${e.excerpt ?? ""}`);
+      }
+    }
+  }, "no alerts");
+}
+
+function ticketsTable(rows) {
+  fillTable("tickets-table", rows, (tr, t) => {
+    add(tr, "td", {class: "num"}, t.risk_score.toFixed(2));
+    badge(add(tr, "td"), t.risk_level);
+    add(tr, "td", {}, t.ticket_id);
+    add(tr, "td", {}, t.product ?? "");
+    add(tr, "td", {}, t.priority ?? "");
+    add(tr, "td", {}, t.risk_explanation);
+    add(tr, "td", {}, t.excerpt ?? "(text not stored)");
+  }, "no tickets");
+}
+
+function totals(data) {
+  const box = document.getElementById("totals");
+  box.replaceChildren();
+  const newest = data.throughput.length ? data.throughput[0].bucket_start : null;
+  const cards = [...["post", "ticket", "alert", "dead_letter"].map(k => [KIND_NAMES[k], data.totals[k] ?? 0]),
+                 ["newest stored minute (UTC)", newest ? clock(Date.parse(newest)) : "–"]];
+  for (const [label, value] of cards) {
+    const card = add(box, "div", {class: "card"});
+    add(card, "div", {class: "value"}, String(value));
+    add(card, "div", {class: "label"}, label);
+  }
+}
+
+function render(data) {
+  totals(data);
+  document.getElementById("group-word").textContent = state.kind === "post" ? "brand (posts)" : "product (tickets)";
+  document.getElementById("smooth-note").textContent = SMOOTH[data.bucket] > 1 ?
+    `, over the trailing ${SMOOTH[data.bucket]} ${data.bucket}s` : "";
+  const sentiment = data.sentiment.filter(r => r.kind === state.kind);
+  lineChart(document.getElementById("sentiment-chart"), sentiment, data.bucket);
+  volumeChart(sentiment, data.bucket);
+  riskChart(data.risk);
+  throughputChart(data.throughput);
+  alertsTable(data.alerts);
+  ticketsTable(data.top_tickets);
+  fillTable("rules-table", data.alert_counts, (tr, r) => {
+    add(tr, "td", {}, r.rule);
+    badge(add(tr, "td"), r.severity);
+    add(tr, "td", {class: "num"}, String(r.n));
+    add(tr, "td", {class: "time"}, shortTime(r.last_created_at));
+  }, "no alerts");
+  fillTable("offsets-table", data.offsets, (tr, o) => {
+    add(tr, "td", {}, o.group_id);
+    add(tr, "td", {}, o.topic);
+    add(tr, "td", {class: "num"}, String(o.partition));
+    add(tr, "td", {class: "num"}, String(o.next_offset));
+  }, "no offsets stored yet");
+}
+
+async function load() {
+  const error = document.getElementById("error");
+  try {
+    const response = await fetch(`/api/summary?bucket=${state.bucket}`, {cache: "no-store"});
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || response.statusText);
+    render(data);
+    error.hidden = true;
+    document.getElementById("updated").textContent = `updated ${clock(Date.parse(data.generated_at))}:` +
+      `${pad2(new Date(data.generated_at).getUTCSeconds())} UTC · every ${REFRESH_MS / 1000} s`;
+    document.body.dataset.ready = "1";
+  } catch (exc) {
+    error.textContent = `Could not load data: ${exc.message}`;
+    error.hidden = false;
+  }
+}
+
+function toggle(id, key) {
+  document.getElementById(id).addEventListener("click", event => {
+    const value = event.target.dataset[key];
+    if (!value) return;
+    state[key] = value;
+    for (const b of document.querySelectorAll(`#${id} button`)) b.classList.toggle("on", b === event.target);
+    load();
+  });
+}
+
+toggle("kind-toggle", "kind");
+toggle("bucket-toggle", "bucket");
+load();
+setInterval(load, REFRESH_MS);

@@ -1,0 +1,255 @@
+"""The dashboard: its JSON API, and the page itself in headless Chromium over a store filled with the real samples."""
+
+import asyncio
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from aiohttp import web
+
+from streams.broker import free_port
+from streams.dashboard import create_app
+from streams.produce import read_lines
+from streams.store import Batch, Store
+from streamsense.demo import SAMPLES
+from streamsense.settings import PROJECT_ROOT
+from tests.bi_rows import alert, prediction
+from tests.helpers import wait_until
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000"]
+SPAN = timedelta(minutes=55)
+BATCH = 64
+
+
+def level_of(score: float) -> str:
+    return "critical" if score >= 0.9 else "high" if score >= 0.7 else "medium" if score >= 0.4 else "low"
+
+
+def sample_rows(now: datetime) -> list[dict]:
+    """The bundled posts and tickets over the last 55 minutes, with made-up but plausible results: a quarter of
+    the posts negative, then acme-air turning negative in the last 10 minutes; ticket risk mostly low."""
+    rng = random.Random(7)
+    posts = [json.loads(line) for line in read_lines(SAMPLES / "posts.jsonl")]
+    tickets = [json.loads(line) for line in read_lines(SAMPLES / "tickets.jsonl")]
+    rows = []
+    for i, p in enumerate(posts):
+        at = now - SPAN + SPAN * i / len(posts)
+        spike = p["channel"] == "acme-air" and at > now - timedelta(minutes=10)
+        sentiment = rng.choices(["negative", "neutral", "positive"], [8, 1, 1] if spike else [25, 45, 30])[0]
+        rows.append(prediction("post", p["id"], p["channel"], sentiment, at, p["text"], partition=i % 2,
+                               offset=i // 2))
+    for i, t in enumerate(tickets):
+        at = now - SPAN + SPAN * (i + 0.5) / len(tickets)
+        score = round(rng.betavariate(2, 4), 3)
+        sentiment = "negative" if score >= 0.5 else rng.choice(["negative", "neutral", "positive"])
+        rows.append(prediction("ticket", t["id"], t["product"], sentiment, at, t["body"], level_of(score), score,
+                               t.get("priority"), partition=i % 2, offset=i // 2))
+    return sorted(rows, key=lambda r: r["produced_at"])
+
+
+def alerts_for(rows: list[dict], now: datetime) -> list[dict]:
+    out = [alert("high_risk", r["risk_level"], [r], r["produced_at"]) for r in rows
+           if r["kind"] == "ticket" and r["risk_level"] in ("high", "critical")]
+    start = now - timedelta(minutes=5)
+    negative = [r for r in rows
+                if r["grp"] == "acme-air" and r["sentiment"] == "negative" and r["produced_at"] >= start]
+    out.append(alert("negative_share_spike", "high", negative[:3], now, "acme-air (posts): negative share 80% vs "
+                     "25% baseline", (start, now)))
+    return out
+
+
+def fill(database_url: str) -> dict:
+    """Write the sample rows in worker-sized batches through Store.write; returns what was written."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rows = sample_rows(now)
+    alerts = alerts_for(rows, now)
+    dead = [{"source_topic": "posts", "source_partition": 0, "source_offset": 1000 + i, "error": "invalid JSON",
+             "payload": b"not json"} for i in range(3)]
+    store = Store(database_url, "streamsense")
+    store.migrate()
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start:start + BATCH]
+        offsets = defaultdict(int)
+        for r in chunk:
+            key = (r["source_topic"], r["source_partition"])
+            offsets[key] = max(offsets[key], r["source_offset"] + 1)
+        ids = {r["message_id"] for r in chunk}
+        store.write(Batch(chunk, [a for a in alerts if a["evidence"][-1]["message_id"] in ids],
+                          dead if start == 0 else [], dict(offsets)))
+    store.dispose()
+    return {"rows": rows, "alerts": alerts, "dead": dead}
+
+
+@contextmanager
+def serving(database_url: str):
+    """The dashboard on a free port, in a thread of its own."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(database_url))
+    port = free_port()
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def get(url: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def share(rows) -> float:
+    rows = list(rows)
+    return sum(r["negative"] for r in rows) / sum(r["n"] for r in rows)
+
+
+@pytest.fixture
+def filled(database_url):
+    return database_url, fill(database_url)
+
+
+def test_api(filled):
+    url, written = filled
+    rows, alerts = written["rows"], written["alerts"]
+    with serving(url) as base:
+        status, headers, body = get(f"{base}/api/summary")
+        assert status == 200 and headers["Cache-Control"] == "no-store"
+        data = json.loads(body)
+        assert data["totals"] == {"post": 420, "ticket": 150, "alert": len(alerts), "dead_letter": 3}
+        assert sum(r["n"] for r in data["sentiment"]) == len(rows)
+        acme = [r for r in data["sentiment"] if r["grp"] == "acme-air"]
+        recent = datetime.fromisoformat(data["generated_at"]) - timedelta(minutes=9)
+        assert share(r for r in acme if datetime.fromisoformat(r["bucket_start"]) >= recent) > 0.6
+        assert share(r for r in acme if datetime.fromisoformat(r["bucket_start"]) < recent - timedelta(minutes=2)) < 0.4
+        newest_first = sorted(alerts, key=lambda a: a["created_at"], reverse=True)
+        assert [a["id"] for a in data["alerts"]] == [a["id"] for a in newest_first][:15]
+        assert sum(r["n"] for r in data["risk"]) == 150
+        assert [t["risk_score"] for t in data["top_tickets"]] == sorted(
+            (r["risk_score"] for r in rows if r["kind"] == "ticket"), reverse=True)[:10]
+        assert sum(r["n"] for r in data["throughput"]) == len(rows) + 3
+        assert {(o["topic"], o["partition"]): o["next_offset"] for o in data["offsets"]} == {
+            ("posts", 0): 210, ("posts", 1): 210, ("tickets", 0): 75, ("tickets", 1): 75}
+
+        hourly = json.loads(get(f"{base}/api/summary?bucket=hour&buckets=2")[2])
+        assert sum(r["n"] for r in hourly["sentiment"]) == len(rows)
+
+        status, _, body = get(f"{base}/api/reports/top-risky-tickets?limit=3")
+        report = json.loads(body)
+        assert status == 200 and len(report["rows"]) == 3 and report["columns"][0] == "ticket_id"
+        assert json.loads(get(f"{base}/api/reports")[2])[0]["name"] == "sentiment-minute"
+        assert get(f"{base}/api/reports/nope")[0] == 404
+        assert get(f"{base}/api/reports/throughput?since=yesterday")[0] == 400
+        assert get(f"{base}/api/reports/offsets?since=1h")[0] == 400
+        assert get(f"{base}/api/reports/offsets?limit=0")[0] == 400
+        assert get(f"{base}/api/summary?bucket=day")[0] == 400
+
+        status, headers, body = get(f"{base}/")
+        assert status == 200 and b"/static/app.js" in body
+        assert headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert get(f"{base}/static/app.js")[0] == 200
+
+
+def test_serve_runs_until_interrupted(filled):
+    url, _ = filled
+    port = free_port()
+    code = f"import sys; from streams.dashboard import serve; serve(sys.argv[1], '127.0.0.1', {port})"
+    process = subprocess.Popen([sys.executable, "-c", code, url], cwd=PROJECT_ROOT)
+    try:
+        status, _, body = wait_until(lambda: _answer(f"http://127.0.0.1:{port}/api/summary"), 30, what="dashboard")
+        assert status == 200 and json.loads(body)["totals"]["post"] == 420
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+
+
+def _answer(url: str):
+    try:
+        return get(url)
+    except OSError:  # not listening yet
+        return None
+
+
+def test_api_explains_a_database_without_the_schema(database_url):
+    with serving(database_url) as base:
+        status, _, body = get(f"{base}/api/summary")
+    assert status == 503 and "streamsense db upgrade" in json.loads(body)["error"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing: pip install -e '.[test]'")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Chromium is not installed: apt-get install -y chromium chromium-driver (make test does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    yield browser
+    browser.quit()
+
+
+def test_page_in_chromium(filled, browser, artifacts):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, written = filled
+    with serving(url) as base:
+        browser.get(base)
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
+
+        def count(css: str) -> int:
+            return browser.execute_script(f"return document.querySelectorAll({css!r}).length")
+
+        assert browser.find_element("id", "error").get_attribute("hidden") is not None
+        assert count("#sentiment-chart svg path.series") == 5  # one line per brand
+        assert count("#sentiment-chart svg circle.point") > 100
+        assert count("#volume-chart svg rect.bar") > 50
+        assert count("#risk-chart svg rect.bar") >= 9  # at least one bar per product
+        assert count("#throughput-chart svg rect.bar") >= 3  # posts, tickets, dead letters
+        shown = min(15, len(written["alerts"]))
+        assert count("#alerts-table tr.alert") == shown
+        assert count("#alerts-table tr.alert .evidence li") >= shown
+        newest = max(written["alerts"], key=lambda a: a["created_at"])
+        first = browser.find_element("css selector", "#alerts-table tr.alert")
+        excerpt = " ".join(newest["evidence"][0]["excerpt"].split())  # as rendered: white space collapsed
+        assert newest["summary"] in first.text and excerpt in first.text
+        assert count("#tickets-table tbody tr") == 10
+        assert count("#offsets-table tbody tr") == 4
+        assert "unreliable" in browser.find_element("css selector", ".note").text
+
+        # the whole page in one shot: a window as tall as the page plus the browser's own frame
+        height = browser.execute_script("return document.documentElement.scrollHeight + window.outerHeight"
+                                        " - window.innerHeight")
+        browser.set_window_size(1400, height)
+        name = "dashboard.png" if url.startswith("sqlite") else "dashboard-postgresql.png"
+        assert browser.save_screenshot(str(artifacts / name))
+
+        browser.find_element("css selector", "#kind-toggle [data-kind=ticket]").click()
+        browser.find_element("css selector", "#bucket-toggle [data-bucket=hour]").click()
+        WebDriverWait(browser, 30).until(lambda b: count("#sentiment-chart svg path.series") == 6)  # top 6 products
+        assert "product" in browser.find_element("id", "group-word").text
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
