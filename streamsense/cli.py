@@ -140,7 +140,8 @@ def demo(
     out.print(f"alerts raised: [bold]{summary['alerts']}[/]   dead-lettered: [bold]{summary['dlq']}[/]   "
               f"model: {summary['model']}")
     out.print(f"worker throughput: {summary['worker_msgs_per_s']} msg/s   latency produce→SQL p50/p95: "
-              f"{summary['latency_ms']['p50']}/{summary['latency_ms']['p95']} ms   total {summary['seconds']} s")
+              f"{summary['latency_ms']['p50']}/{summary['latency_ms']['p95']} ms (the samples are produced while the "
+              f"worker starts)   total {summary['seconds']} s")
     for line in summary["alert_examples"]:
         out.print(f"  {line}")
     out.print(f"results are in {db.resolve()} (tables predictions, alerts, dead_letters)")
