@@ -4,13 +4,12 @@ cannot raise an alert twice, and SQL keeps the window state, so restarts neither
 
 import hashlib
 import tomllib
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, and_, case, cast, func, select
 
 from models.risk import LEVELS
 
@@ -78,6 +77,20 @@ class NegativeSentiment(_Rule):
         return None
 
 
+class Counts(NamedTuple):
+    """Messages in one (kind, group, window), and how many of them are negative."""
+
+    n: int
+    negative: int
+
+
+def _bucket(dialect: str, column, seconds: int):
+    """The window index of a timestamp: whole seconds since the epoch // window length."""
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", column), Integer) // seconds
+    return func.floor(func.extract("epoch", column) / seconds)
+
+
 class _Windowed(_Rule):
     window_seconds: int = Field(ge=1)
     baseline_windows: int = Field(ge=1)
@@ -88,11 +101,11 @@ class _Windowed(_Rule):
 class NegativeShare(_Windowed):
     kind: Literal["negative_share"]
 
-    def measure(self, rows) -> float:
-        return sum(1 for r in rows if r.sentiment == "negative") / len(rows) if rows else 0.0
+    def measure(self, counts: "Counts") -> float:
+        return counts.negative / counts.n if counts.n else 0.0
 
-    def counts_in_baseline(self, rows) -> bool:
-        return len(rows) >= self.min_messages  # a share of a handful of messages is noise
+    def counts_in_baseline(self, counts: "Counts") -> bool:
+        return counts.n >= self.min_messages  # a share of a handful of messages is noise
 
     def describe(self, value: float, baseline: float) -> str:
         return f"negative share {value:.0%} vs baseline {baseline:.0%} (x{self.factor} threshold)"
@@ -101,10 +114,10 @@ class NegativeShare(_Windowed):
 class Volume(_Windowed):
     kind: Literal["volume"]
 
-    def measure(self, rows) -> float:
-        return float(len(rows))
+    def measure(self, counts: "Counts") -> float:
+        return float(counts.n)
 
-    def counts_in_baseline(self, rows) -> bool:
+    def counts_in_baseline(self, counts: "Counts") -> bool:
         return True  # quiet windows are the baseline a volume spike stands out from
 
     def describe(self, value: float, baseline: float) -> str:
@@ -159,36 +172,47 @@ class AlertRules(BaseModel):
         return out
 
     def windowed(self, conn, predictions, rows: list[dict], model_version: str) -> list[dict]:
-        """Candidate alerts for the windows this batch's rows fall in, from SQL (this transaction's rows included)."""
+        """Candidate alerts for the windows this batch's rows fall in, from SQL (this transaction's rows included).
+
+        One aggregate query per rule: message and negative counts per (kind, group, window) over the touched
+        windows and their baselines."""
         out = []
+        when = func.coalesce(predictions.c.created_at, predictions.c.produced_at, predictions.c.stored_at)
         for rule in (r for r in self.rules if isinstance(r, (NegativeShare, Volume))):
             size = timedelta(seconds=rule.window_seconds)
             touched = {(r["kind"], r["grp"], _window_start(_event_time(r), rule.window_seconds))
                        for r in rows if r["grp"]}
+            if not touched:
+                continue
+            index = _bucket(conn.dialect.name, when, rule.window_seconds).label("bucket")
+            found = conn.execute(
+                select(predictions.c.kind, predictions.c.grp, index, func.count(),
+                       func.sum(case((predictions.c.sentiment == "negative", 1), else_=0)))
+                .where(predictions.c.kind.in_({k for k, _, _ in touched}),
+                       predictions.c.grp.in_({g for _, g, _ in touched}),
+                       when >= min(t for _, _, t in touched) - size * rule.baseline_windows,
+                       when < max(t for _, _, t in touched) + size)
+                .group_by(predictions.c.kind, predictions.c.grp, index)
+            ).all()
+            counts = {(k, g, int(w)): Counts(n, int(neg or 0)) for k, g, w, n, neg in found}
             for kind, group, start in sorted(touched):
-                since = start - size * rule.baseline_windows
-                when = func.coalesce(predictions.c.created_at, predictions.c.produced_at, predictions.c.stored_at)
-                found = conn.execute(
-                    select(predictions.c.message_id, predictions.c.sentiment, predictions.c.text,
-                           predictions.c.risk_score, when.label("at"))
-                    .where(and_(predictions.c.kind == kind, predictions.c.grp == group,
-                                when >= since, when < start + size))
-                ).all()
-                windows = defaultdict(list)
-                for r in found:
-                    windows[_window_start(_aware(r.at), rule.window_seconds)].append(r)
-                current = windows.get(start, [])
-                if len(current) < rule.min_messages:
+                at = int(start.timestamp()) // rule.window_seconds
+                current = counts.get((kind, group, at), Counts(0, 0))
+                if current.n < rule.min_messages:
                     continue
-                previous = [windows.get(start - size * i, []) for i in range(1, rule.baseline_windows + 1)]
-                history = [rule.measure(w) for w in previous if rule.counts_in_baseline(w)]
-                if not history or not any(previous):  # no baseline yet: nothing to compare with
+                previous = [counts.get((kind, group, at - i), Counts(0, 0)) for i in range(1, rule.baseline_windows + 1)]
+                history = [rule.measure(c) for c in previous if rule.counts_in_baseline(c)]
+                if not history or not any(c.n for c in previous):  # no baseline yet: nothing to compare with
                     continue
                 baseline = sum(history) / len(history)
                 value = rule.measure(current)
                 if baseline > 0 and value > rule.factor * baseline:
                     key = f"{kind}:{group}"
-                    worst = sorted(current, key=lambda r: (r.sentiment != "negative", -r.risk_score))[:EVIDENCE_MAX]
+                    worst = conn.execute(
+                        select(predictions.c.message_id, predictions.c.text, predictions.c.risk_score)
+                        .where(predictions.c.kind == kind, predictions.c.grp == group, when >= start, when < start + size)
+                        .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
+                        .limit(EVIDENCE_MAX)).all()
                     out.append(_alert(
                         rule, key, rule.severity or "medium", f"{group} ({kind}s): {rule.describe(value, baseline)}",
                         [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst], model_version,
