@@ -40,6 +40,7 @@ class TrainConfig:
     freeze_embeddings: bool = True
     seed: int = 13
     device: str = "auto"
+    init_from: str | None = None  # a trained directory to continue from (same tasks)
 
 
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -155,7 +156,12 @@ def train(cfg: TrainConfig) -> dict:
     val_sets = {t.name: load_split(data_dir, t, "validation", cfg.val_limit, cfg.seed) for t in tasks}
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-    model = build_model(cfg.base_model, tasks).to(device)
+    model = build_model(cfg.base_model, tasks)
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(Path(cfg.init_from) / "model.safetensors"))
+    model = model.to(device)
     if cfg.freeze_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]

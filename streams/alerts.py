@@ -172,15 +172,16 @@ class AlertRules(BaseModel):
         return out
 
     def windowed(self, conn, predictions, rows: list[dict], model_version: str) -> list[dict]:
-        """Candidate alerts for the windows this batch's rows fall in, from SQL (this transaction's rows included).
+        """Candidate alerts for the windows this batch's rows (with `event_at`) fall in, from SQL (this
+        transaction's rows included).
 
         One aggregate query per rule: message and negative counts per (kind, group, window) over the touched
         windows and their baselines."""
         out = []
-        when = func.coalesce(predictions.c.created_at, predictions.c.produced_at, predictions.c.stored_at)
+        when = predictions.c.event_at
         for rule in (r for r in self.rules if isinstance(r, (NegativeShare, Volume))):
             size = timedelta(seconds=rule.window_seconds)
-            touched = {(r["kind"], r["grp"], _window_start(_event_time(r), rule.window_seconds))
+            touched = {(r["kind"], r["grp"], _window_start(_aware(r["event_at"]), rule.window_seconds))
                        for r in rows if r["grp"]}
             if not touched:
                 continue
@@ -241,11 +242,6 @@ class AlertRules(BaseModel):
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _event_time(row: dict) -> datetime:
-    """Event time: the message's own created_at, else its Kafka timestamp, else when it was stored."""
-    return _aware(row.get("created_at") or row.get("produced_at") or row.get("stored_at") or datetime.now(timezone.utc))
 
 
 def _window_start(at: datetime, seconds: int) -> datetime:

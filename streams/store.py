@@ -43,6 +43,7 @@ predictions = Table(
     Column("created_at", DateTime(timezone=True)),  # from the message
     Column("produced_at", DateTime(timezone=True)),  # Kafka timestamp
     Column("stored_at", DateTime(timezone=True), nullable=False),  # set at write time (UTC)
+    Column("event_at", DateTime(timezone=True), nullable=False),  # created_at, else produced_at, else stored_at
     UniqueConstraint("kind", "message_id", name="uq_predictions_kind_message"),
 )
 
@@ -126,14 +127,14 @@ class Store:
     def write(self, batch: Batch) -> None:
         """One transaction: rows are inserted if absent (first wins), offsets only move forward."""
         now = datetime.now(timezone.utc)
+        rows = [{**row, "stored_at": now, "event_at": row["created_at"] or row["produced_at"] or now}
+                for row in batch.predictions]
         with self.engine.begin() as conn:
-            if batch.predictions:
-                conn.execute(self._insert(predictions).on_conflict_do_nothing(
-                    index_elements=["kind", "message_id"]), [{**row, "stored_at": now} for row in batch.predictions])
+            if rows:
+                conn.execute(self._insert(predictions).on_conflict_do_nothing(index_elements=["kind", "message_id"]), rows)
             candidates = list(batch.alerts)
-            if self.alert_rules and batch.predictions:
-                candidates += self.alert_rules.windowed(conn, predictions, batch.predictions,
-                                                        batch.predictions[0]["model_version"])
+            if self.alert_rules and rows:
+                candidates += self.alert_rules.windowed(conn, predictions, rows, rows[0]["model_version"])
             for alert in candidates:
                 if self.alert_rules is None or self.alert_rules.allows(conn, alerts, alert):
                     conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), alert)

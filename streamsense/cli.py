@@ -185,6 +185,7 @@ def train(
     patience: int = typer.Option(3, help="Validation runs without improvement before stopping."),
     seed: int = typer.Option(13),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    init_from: Optional[Path] = typer.Option(None, help="Continue from a trained directory instead of the base."),
 ):
     """Fine-tune the shared MiniLM encoder with one head per task (needs the `train` extra)."""
     from models.train import TrainConfig, base_model_path, train as run_train
@@ -195,6 +196,7 @@ def train(
         tasks=tuple(t.strip() for t in tasks.split(",")), epochs=epochs, max_steps=max_steps,
         max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size, lr=lr,
         eval_every=eval_every, patience=patience, seed=seed, device=device,
+        init_from=str(init_from) if init_from else None,
     ))
     console.print(f"trained in {summary['minutes']} min on {summary['device']}; best validation: "
                   f"{json.dumps(summary['validation'])}")

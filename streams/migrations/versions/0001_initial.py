@@ -43,9 +43,10 @@ def upgrade() -> None:
         sa.Column("created_at", TZ),
         sa.Column("produced_at", TZ),
         sa.Column("stored_at", TZ, nullable=False),
+        sa.Column("event_at", TZ, nullable=False),
         sa.UniqueConstraint("kind", "message_id", name="uq_predictions_kind_message"),
     )
-    op.create_index("ix_predictions_kind_grp_produced", "predictions", ["kind", "grp", "produced_at"])
+    op.create_index("ix_predictions_kind_grp_event", "predictions", ["kind", "grp", "event_at"])
     op.create_index("ix_predictions_risk", "predictions", ["risk_level", "risk_score"])
     op.create_table(
         "alerts",
