@@ -40,8 +40,8 @@ def assert_exactly_once(store: Store, expected: list[dict]) -> None:
     assert not missing, f"{len(missing)} messages lost, e.g. {sorted(missing)[:5]}"
     assert len(ids) == len(set(ids)) == len(expected), "duplicated or unexpected rows"
     with store.engine.connect() as conn:
-        keys = [r[0] for r in conn.execute(select(alerts.c.key))]
-    assert len(keys) == len(set(keys)), "an alert was raised twice"
+        raised = conn.execute(select(alerts.c.rule, alerts.c.key, alerts.c.window_start)).all()
+    assert len(raised) == len(set(raised)), "an alert was raised twice for one (rule, key, window)"
 
 
 def wait_stored(store: Store, at_least: int, timeout: float = 120) -> None:
