@@ -81,6 +81,7 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
                 ])
             await batches.drain()
         except asyncio.CancelledError:
+            await batches.drain()  # shutting down: finish the batch in flight (produce, commit), then stop
             raise
         except Exception as exc:
             fatal(exc)

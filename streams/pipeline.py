@@ -59,6 +59,7 @@ class Prepared:
     valid: list[tuple[Incoming, Record]]
     failed: list[tuple[Incoming, str]]
     encoded: Encoded | None  # token ids of the valid texts (None: tokenizing failed)
+    classifier: Classifier  # the model that tokenized it finishes it, even if a reload happens in between
 
 
 @dataclass(frozen=True)
@@ -90,27 +91,29 @@ class Processor:
                 valid.append((msg, decode(self.topics.kinds[msg.topic], msg.value)))
             except DecodeError as exc:
                 failed.append((msg, exc.reason))
+        classifier = self.classifier
         try:
-            encoded = self.classifier.tokenize([record.model_text for _, record in valid]) if valid else None
+            encoded = classifier.tokenize([record.model_text for _, record in valid]) if valid else None
         except Exception as exc:  # leave it to finish(), which isolates the message that breaks it
             log.warning("tokenizing a batch of %d failed (%s)", len(valid), type(exc).__name__)
             encoded = None
-        return Prepared(messages, valid, failed, encoded)
+        return Prepared(messages, valid, failed, encoded, classifier)
 
     def finish(self, prepared: Prepared) -> Processed:
         """Infer, decide, and shape the rows and messages of one batch."""
         valid, failed = prepared.valid, list(prepared.failed)
         results = self._predict(prepared)
+        version = prepared.classifier.model_version
         rows, alerts, out = [], [], []
         for (msg, record), result in zip(valid, results):
             if isinstance(result, Exception):
                 failed.append((msg, f"model error: {type(result).__name__}: {result}"))
                 continue
-            rows.append(self._row(msg, record, result))
-            out.append(Outgoing(self.topics.predictions, record.id.encode(), _json(self._prediction_message(msg, record, result))))
+            rows.append(self._row(msg, record, result, version))
+            out.append(Outgoing(self.topics.predictions, record.id.encode(),
+                                _json(self._prediction_message(msg, record, result, version))))
             excerpt = text_for_storage(record.model_text, self.store_text) or ""
-            alerts += self.alert_rules.per_message(record.kind, record.id, record.group, excerpt, result,
-                                                   self.classifier.model_version,
+            alerts += self.alert_rules.per_message(record.kind, record.id, record.group, excerpt, result, version,
                                                    msg.produced_at or datetime.now(timezone.utc))
         dead = []
         for msg, reason in failed:
@@ -128,30 +131,31 @@ class Processor:
         return Processed(Batch(rows, alerts, dead, offsets), out)
 
     def _predict(self, prepared: Prepared) -> list[Prediction | Exception]:
-        items = prepared.valid
+        items, classifier = prepared.valid, prepared.classifier
         if not items:
             return []
         if prepared.encoded is not None:
             try:
-                return self.classifier.predict([r.model_text for _, r in items], prepared.encoded)
+                return classifier.predict([r.model_text for _, r in items], prepared.encoded)
             except Exception as exc:  # a model failure must cost one message, not the batch
                 if len(items) == 1:
                     return [exc]
                 log.warning("model failed on a batch of %d (%s); splitting", len(items), type(exc).__name__)
-                return self._classify(items[: len(items) // 2]) + self._classify(items[len(items) // 2 :])
-        return self._classify(items)
+                mid = len(items) // 2
+                return self._classify(classifier, items[:mid]) + self._classify(classifier, items[mid:])
+        return self._classify(classifier, items)
 
-    def _classify(self, items: list[tuple[Incoming, Record]]) -> list[Prediction | Exception]:
+    def _classify(self, classifier: Classifier, items: list[tuple[Incoming, Record]]) -> list[Prediction | Exception]:
         """Classify; on a failure split in halves until the failing message stands alone."""
         try:
-            return self.classifier.classify([record.model_text for _, record in items])
+            return classifier.classify([record.model_text for _, record in items])
         except Exception as exc:
             if len(items) == 1:
                 return [exc]
             mid = len(items) // 2
-            return self._classify(items[:mid]) + self._classify(items[mid:])
+            return self._classify(classifier, items[:mid]) + self._classify(classifier, items[mid:])
 
-    def _row(self, msg: Incoming, record: Record, p: Prediction) -> dict:
+    def _row(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> dict:
         text = record.model_text
         scores = p.sentiment.scores
         return {
@@ -163,12 +167,11 @@ class Processor:
             "p_negative": scores["negative"], "p_neutral": scores["neutral"], "p_positive": scores["positive"],
             "risk_level": p.risk.level, "risk_score": p.risk.score, "risk_labels": p.risk.labels,
             "risk_signals": p.risk.signals, "risk_explanation": p.risk.explanation,
-            "model_version": self.classifier.model_version,
+            "model_version": model_version,
             "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
             "created_at": record.created_at, "produced_at": msg.produced_at,
         }
 
-    def _prediction_message(self, msg: Incoming, record: Record, p: Prediction) -> dict:
-        return {"id": record.id, "kind": record.kind, **p.to_dict(),
-                "model_version": self.classifier.model_version,
+    def _prediction_message(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> dict:
+        return {"id": record.id, "kind": record.kind, **p.to_dict(), "model_version": model_version,
                 "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}}

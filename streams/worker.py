@@ -1,6 +1,8 @@
 """Wires settings → model → processor → Faust app, and runs the worker."""
 
+import asyncio
 import logging
+import signal
 
 from models.classifier import Classifier
 from models.registry import resolve
@@ -12,6 +14,7 @@ from streams.metrics import Metrics, model_labels
 from streams.pipeline import Processor, Topics
 from streams.store import Store
 from streams.web import Health
+from streamsense.logs import logging_config
 from streamsense.settings import Settings
 
 
@@ -51,4 +54,32 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     metrics.set_model(model)
     health.model_loaded(model)
     app = create_app(settings, processor, store, metrics, health)
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+    @app.task
+    async def reload_on_sighup() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
+            None, reload_model, processor, metrics, health))
+
+    faust.Worker(app, loglevel=loglevel,
+                 logging_config=logging_config(settings.log_format, loglevel)).execute_from_commandline()
+
+
+def reload_model(processor: Processor, metrics: Metrics, health: Health) -> bool:
+    """Load the model that the settings name now (environment and .env read again) and swap it in.
+
+    Batches already tokenized finish on the model that tokenized them; nothing is dropped. A model that fails to
+    load or verify leaves the running one in place."""
+    log = logging.getLogger(__name__)
+    try:
+        classifier = load_classifier(Settings())
+    except Exception as exc:  # keep serving with the current model
+        log.error("model reload failed, keeping %s: %s", processor.classifier.model_version, exc)
+        return False
+    metrics.instrument(classifier.runtime)
+    processor.classifier = classifier
+    labels = model_labels(classifier.runtime)
+    metrics.set_model(labels)
+    health.model_loaded(labels)
+    log.info("model reloaded: now %s", classifier.model_version)
+    return True

@@ -33,9 +33,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+def start_worker(settings: Settings, log_path: Path, loglevel: str = "warning") -> subprocess.Popen:
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "streamsense", "worker", "--loglevel", "warning"],
+    return subprocess.Popen([sys.executable, "-m", "streamsense", "worker", "--loglevel", loglevel],
                             env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
 
 

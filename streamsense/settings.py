@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # Alerts
     alert_rules: Path = PROJECT_ROOT / "streams" / "alert_rules.toml"
 
+    log_format: Literal["text", "json"] = "text"
+
     # Worker HTTP endpoints /metrics, /health, /live (streams/web.py): off unless a port is set
     web_port: int | None = None
     web_host: str = "127.0.0.1"

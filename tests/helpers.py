@@ -67,8 +67,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "c
 
 
 @contextmanager
-def worker(settings: Settings, log_dir: Path, name: str = "worker"):
-    process = start_worker(settings, log_dir / f"{name}.log")
+def worker(settings: Settings, log_dir: Path, name: str = "worker", loglevel: str = "warning"):
+    process = start_worker(settings, log_dir / f"{name}.log", loglevel)
     try:
         yield process
     finally:
