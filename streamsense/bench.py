@@ -86,7 +86,7 @@ class ProcessSampler:
     """CPU share and peak RSS of a process from /proc, sampled in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.5):
-        self.pid, self.interval, self.cpu, self.rss_mb = pid, interval, [], 0.0
+        self.pid, self.interval, self.cpu, self.rss = pid, interval, [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -104,7 +104,7 @@ class ProcessSampler:
                 last, last_t = ticks, now
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
-                        self.rss_mb = max(self.rss_mb, int(line.split()[1]) / 1024)
+                        self.rss.append(int(line.split()[1]) / 1024)
             except (FileNotFoundError, ProcessLookupError):
                 return
 
@@ -172,7 +172,10 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
         "lost": len(texts) - len(set(ids)),
         "duplicated": len(ids) - len(set(ids)),
         "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu)), 1) if sampler.cpu else None,
-        "worker_rss_mb_peak": round(sampler.rss_mb, 1),
+        "worker_rss_mb_peak": round(max(sampler.rss, default=0.0), 1),
+        # RSS over the run, first / middle / last sample: flat when memory is bounded
+        "worker_rss_mb_trend": [round(sampler.rss[i], 1) for i in (0, len(sampler.rss) // 2, -1)] if sampler.rss else [],
+        "seconds": round(span, 1),
         "gpu_utilisation_percent_mean": round(float(np.mean(gpu_samples)), 1) if gpu_samples else None,
     }
 
@@ -189,6 +192,12 @@ def wait_for_assignment(store: Store, settings: Settings, worker, timeout: float
         if worker.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the worker did not process the warm-up message")
         time.sleep(0.2)
+
+
+def run_load(settings: Settings, messages: int, db_path: Path, timeout: float) -> dict:
+    """The long load run: end to end only, as fast as possible, every message counted."""
+    result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None)
+    return {"messages": messages, "batch_size": settings.batch_size, **result}
 
 
 def run_bench(settings: Settings, messages: int, model_messages: int, baseline_messages: int,

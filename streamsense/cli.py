@@ -284,11 +284,18 @@ def bench(
     messages: Optional[int] = typer.Option(None, help="Messages end to end (default 30000; quick 3000)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
     db: Path = typer.Option(Path("streamsense-bench.db"), help="SQLite file for the end-to-end stage (recreated)."),
+    load: bool = typer.Option(False, help="Only the end-to-end stage, for long load runs (e.g. --messages 1000000)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
-    from streamsense.bench import run_bench
+    from streamsense.bench import run_bench, run_load
 
     n = messages or (3000 if quick else 30000)
+    if load:
+        result = run_load(Settings(), n, db.resolve(), timeout=24 * 3600)
+        print(json.dumps(result, indent=2))
+        if json_out:
+            json_out.write_text(json.dumps(result, indent=2))
+        return
     result = run_bench(Settings(), n, model_messages=2000 if quick else 20000,
                        baseline_messages=500 if quick else 5000, db_path=db.resolve(), timeout=600 if quick else 3600,
                        log=lambda m: console.print(f"[dim]{m}[/]"))
