@@ -1,10 +1,13 @@
 """Kafka connection options from settings, for Faust and for plain aiokafka clients alike."""
 
+import asyncio
 import ssl
 
 import faust
+from aiokafka import AIOKafkaClient
 from faust.types.auth import CredentialsT
 
+from streams.retry import retry_forever
 from streamsense.settings import Settings
 
 
@@ -53,12 +56,8 @@ def faust_broker_url(settings: Settings) -> list[str]:
     return [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")]
 
 
-def wait_for_kafka(settings: Settings, log, max_backoff: float = 10.0) -> None:
+def wait_for_kafka(settings: Settings) -> None:
     """Block until the cluster answers a metadata request: Faust exits at start-up when it cannot bootstrap."""
-    import asyncio
-    import time
-
-    from aiokafka import AIOKafkaClient
 
     async def probe() -> None:
         client = AIOKafkaClient(**client_options(settings))
@@ -67,13 +66,4 @@ def wait_for_kafka(settings: Settings, log, max_backoff: float = 10.0) -> None:
         finally:
             await client.close()
 
-    delay = 0.5
-    while True:
-        try:
-            asyncio.run(probe())
-            return
-        except Exception as exc:  # any failure to reach the cluster: wait and try again
-            log.warning("Kafka at %s not reachable (%s); retrying in %.1fs",
-                        settings.kafka_bootstrap_servers, type(exc).__name__, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, max_backoff)
+    asyncio.run(retry_forever(probe, f"reaching Kafka at {settings.kafka_bootstrap_servers}"))

@@ -45,7 +45,7 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
         store.migrate()
     processor = build_processor(settings, alert_rules)
     log = logging.getLogger(__name__)
-    wait_for_kafka(settings, log)
+    wait_for_kafka(settings)
     log.info("model %s on %s (%s)", processor.classifier.model_version,
                                      processor.classifier.runtime.device, processor.classifier.runtime.variant_file)
     metrics, health = Metrics(), Health()
