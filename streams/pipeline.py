@@ -114,7 +114,7 @@ class Processor:
                                 _json(self._prediction_message(msg, record, result, version))))
             excerpt = text_for_storage(record.model_text, self.store_text) or ""
             alerts += self.alert_rules.per_message(record.kind, record.id, record.group, excerpt, result, version,
-                                                   msg.produced_at or datetime.now(timezone.utc))
+                                                   record.created_at or msg.produced_at or datetime.now(timezone.utc))
         dead = []
         for msg, reason in failed:
             log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)

@@ -1,7 +1,7 @@
 """Wire records: JSON in, validated on decode; anything invalid raises DecodeError with the reason."""
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,6 +33,12 @@ class _Record(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         return value
+
+    @field_validator("created_at", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # A time without a zone is taken as UTC, so every stored time is comparable.
+        return value.replace(tzinfo=timezone.utc) if value and value.tzinfo is None else value
 
     @field_validator("*", mode="after")
     @classmethod

@@ -60,3 +60,10 @@ def test_oversized_message_is_rejected_before_parsing():
 def test_one_megabyte_text_is_accepted():
     post = decode("post", json.dumps({"id": "big", "text": "word " * 200_000}).encode())
     assert len(post.text) == 1_000_000
+
+
+def test_created_at_without_a_zone_is_utc():
+    post = decode("post", b'{"id": "a", "text": "x", "created_at": "2026-11-01T09:00:00"}')
+    assert post.created_at.isoformat() == "2026-11-01T09:00:00+00:00"
+    other = decode("post", b'{"id": "b", "text": "x", "created_at": "2026-11-01T10:00:00+01:00"}')
+    assert other.created_at.utcoffset().total_seconds() == 3600
