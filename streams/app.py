@@ -17,12 +17,12 @@ from pathlib import Path
 import faust
 
 from streams.batching import OverlappedBatches
+from streams.kafka import faust_broker_url, faust_credentials
+from streams.metrics import Metrics, consumer_highwater
 from streams.pipeline import Incoming, Processor
 from streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streams.store import Store
 from streams.web import Health, WebServer
-from streams.kafka import faust_broker_url, faust_credentials
-from streams.metrics import Metrics, consumer_highwater
 from streamsense.settings import Settings
 
 log = logging.getLogger(__name__)
