@@ -16,5 +16,5 @@ install-dev:  ## + training/export (CPU torch) and tests
 demo: install  ## embedded broker + SQLite + shipped model, replay real samples, print the summary
 	$(PYTHON) -m streamsense demo
 
-test: install-dev
-	$(PYTHON) -m pytest -q -rs
+test: install-dev  ## tests with real processes are retried once; a rerun shows as R in the summary
+	$(PYTHON) -m pytest -q -rsR --reruns 1 --reruns-delay 2
