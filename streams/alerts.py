@@ -1,6 +1,7 @@
 """Alert rules from a TOML file: per-message rules (pure) and windowed rules (read from SQL, in the batch's
 transaction), gated by cooldown and rate limits. Ids are deterministic per (rule, key, window): a replay
-cannot raise an alert twice, and SQL keeps the window state, so restarts neither lose nor repeat it."""
+cannot raise an alert twice, and SQL keeps the window state (the store's window counters), so restarts neither
+lose nor repeat it."""
 
 import hashlib
 import tomllib
@@ -9,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import Integer, and_, case, cast, func, select
+from sqlalchemy import and_, case, func, select
 
 from models.risk import LEVELS
+from streams.store import alert_windows, alerts, predictions, window_index
 
 DEFAULT_RULES = Path(__file__).with_name("alert_rules.toml")
 EXCERPT_CHARS = 200
@@ -84,13 +86,6 @@ class Counts(NamedTuple):
     negative: int
 
 
-def _bucket(dialect: str, column, seconds: int):
-    """The window index of a timestamp: whole seconds since the epoch // window length."""
-    if dialect == "sqlite":
-        return cast(func.strftime("%s", column), Integer) // seconds
-    return func.floor(func.extract("epoch", column) / seconds)
-
-
 class _Windowed(_Rule):
     window_seconds: int = Field(ge=1)
     baseline_windows: int = Field(ge=1)
@@ -155,6 +150,10 @@ class AlertRules(BaseModel):
     def by_name(self) -> dict:
         return {r.name: r for r in self.rules}
 
+    @property
+    def window_lengths(self) -> set[int]:
+        return {r.window_seconds for r in self.rules if isinstance(r, _Windowed)}
+
     def per_message(self, kind: str, message_id: str, group: str | None, text: str, prediction,
                     model_version: str, at: datetime) -> list[dict]:
         """Candidate alerts for one classified message (gated later, in the store's transaction)."""
@@ -171,33 +170,30 @@ class AlertRules(BaseModel):
                                   alert_id(rule.name, key, window)))
         return out
 
-    def windowed(self, conn, predictions, rows: list[dict], model_version: str) -> list[dict]:
+    def windowed(self, conn, rows: list[dict], model_version: str) -> list[dict]:
         """Candidate alerts for the windows this batch's rows (with `event_at`) fall in, from SQL (this
         transaction's rows included).
 
-        One aggregate query per rule: message and negative counts per (kind, group, window) over the touched
-        windows and their baselines."""
+        One query per rule reads the counters of the touched windows and their baselines: a handful of rows,
+        however many messages the windows hold."""
         out = []
+        c = alert_windows.c
         when = predictions.c.event_at
-        for rule in (r for r in self.rules if isinstance(r, (NegativeShare, Volume))):
+        for rule in (r for r in self.rules if isinstance(r, _Windowed)):
             size = timedelta(seconds=rule.window_seconds)
-            touched = {(r["kind"], r["grp"], _window_start(_aware(r["event_at"]), rule.window_seconds))
+            touched = {(r["kind"], r["grp"], window_index(r["event_at"], rule.window_seconds))
                        for r in rows if r["grp"]}
             if not touched:
                 continue
-            index = _bucket(conn.dialect.name, when, rule.window_seconds).label("bucket")
             found = conn.execute(
-                select(predictions.c.kind, predictions.c.grp, index, func.count(),
-                       func.sum(case((predictions.c.sentiment == "negative", 1), else_=0)))
-                .where(predictions.c.kind.in_({k for k, _, _ in touched}),
-                       predictions.c.grp.in_({g for _, g, _ in touched}),
-                       when >= min(t for _, _, t in touched) - size * rule.baseline_windows,
-                       when < max(t for _, _, t in touched) + size)
-                .group_by(predictions.c.kind, predictions.c.grp, index)
+                select(c.kind, c.grp, c.window_index, c.messages, c.negatives)
+                .where(c.window_seconds == rule.window_seconds,
+                       c.kind.in_({k for k, _, _ in touched}),
+                       c.grp.in_({g for _, g, _ in touched}),
+                       c.window_index.in_({at - i for _, _, at in touched for i in range(rule.baseline_windows + 1)}))
             ).all()
-            counts = {(k, g, int(w)): Counts(n, int(neg or 0)) for k, g, w, n, neg in found}
-            for kind, group, start in sorted(touched):
-                at = int(start.timestamp()) // rule.window_seconds
+            counts = {(k, g, at): Counts(n, neg) for k, g, at, n, neg in found}
+            for kind, group, at in sorted(touched):
                 current = counts.get((kind, group, at), Counts(0, 0))
                 if current.n < rule.min_messages:
                     continue
@@ -209,44 +205,46 @@ class AlertRules(BaseModel):
                 value = rule.measure(current)
                 if baseline > 0 and value > rule.factor * baseline:
                     key = f"{kind}:{group}"
+                    start = datetime.fromtimestamp(at * rule.window_seconds, timezone.utc)
+                    alert = _alert(
+                        rule, key, rule.severity or "medium", f"{group} ({kind}s): {rule.describe(value, baseline)}", [],
+                        model_version, start + size, alert_id(rule.name, key, start.isoformat()), (start, start + size))
+                    if not self.allows(conn, alert):  # stored already, or held back: spare the evidence query
+                        continue
                     worst = conn.execute(
                         select(predictions.c.message_id, predictions.c.text, predictions.c.risk_score)
                         .where(predictions.c.kind == kind, predictions.c.grp == group, when >= start, when < start + size)
                         .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
                         .limit(EVIDENCE_MAX)).all()
-                    out.append(_alert(
-                        rule, key, rule.severity or "medium", f"{group} ({kind}s): {rule.describe(value, baseline)}",
-                        [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst], model_version,
-                        start + size, alert_id(rule.name, key, start.isoformat()), (start, start + size)))
+                    alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
+                    out.append(alert)
         return out
 
-    def allows(self, conn, alerts_table, alert: dict) -> bool:
-        """False inside the rule's cooldown for the same key, or over its rate per minute (by message time)."""
+    def allows(self, conn, alert: dict) -> bool:
+        """False when the alert is stored already, inside the rule's cooldown for the same key, or over its rate per
+        minute (by message time)."""
+        if conn.execute(select(alerts.c.id).where(alerts.c.id == alert["id"])).first():
+            return False
         rule = self.by_name.get(alert["rule"])
         if rule is None:
             return True
         at = alert["created_at"]
-        earlier = and_(alerts_table.c.rule == rule.name, alerts_table.c.id != alert["id"], alerts_table.c.created_at <= at)
+        earlier = and_(alerts.c.rule == rule.name, alerts.c.id != alert["id"], alerts.c.created_at <= at)
         if rule.cooldown_seconds:
             since = at - timedelta(seconds=rule.cooldown_seconds)
-            if conn.execute(select(func.count()).select_from(alerts_table).where(
-                    earlier, alerts_table.c.key == alert["key"], alerts_table.c.created_at > since)).scalar_one():
+            if conn.execute(select(func.count()).select_from(alerts).where(
+                    earlier, alerts.c.key == alert["key"], alerts.c.created_at > since)).scalar_one():
                 return False
         if rule.max_per_minute:
             since = at - timedelta(minutes=1)
-            if conn.execute(select(func.count()).select_from(alerts_table).where(
-                    earlier, alerts_table.c.created_at > since)).scalar_one() >= rule.max_per_minute:
+            if conn.execute(select(func.count()).select_from(alerts).where(
+                    earlier, alerts.c.created_at > since)).scalar_one() >= rule.max_per_minute:
                 return False
         return True
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _window_start(at: datetime, seconds: int) -> datetime:
-    epoch = int(at.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, timezone.utc)
 
 
 def _evidence(message_id: str, kind: str, text: str, risk_score: float) -> dict:

@@ -1,5 +1,7 @@
-"""SQL store: results, alerts, dead letters and processed offsets, written in one transaction per batch."""
+"""SQL store: results, alerts, dead letters, processed offsets and alert window counters, written in one transaction
+per batch."""
 
+import calendar
 import hashlib
 from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, Text,
-    UniqueConstraint, create_engine, event, func, select,
+    UniqueConstraint, case, cast, create_engine, event, func, literal, select, text,
 )
 from sqlalchemy.engine import Engine
 
@@ -80,6 +82,24 @@ consumer_offsets = Table(
     Column("next_offset", BigInteger, nullable=False),
 )
 
+# Messages and negative ones per (window length, kind, group, window) for the windowed alert rules, counted once per
+# stored prediction; only the lengths in alert_window_lengths are counted.
+alert_windows = Table(
+    "alert_windows", metadata,
+    Column("window_seconds", Integer, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("grp", String(200), primary_key=True),
+    Column("window_index", BigInteger, primary_key=True),  # whole seconds since the epoch // window_seconds
+    Column("messages", Integer, nullable=False),
+    Column("negatives", Integer, nullable=False),
+)
+
+alert_window_lengths = Table(
+    "alert_window_lengths", metadata,
+    Column("window_seconds", Integer, primary_key=True),
+)
+
+
 def text_for_storage(text: str, mode: str) -> str | None:
     if mode == "full":
         return text
@@ -90,6 +110,18 @@ def text_for_storage(text: str, mode: str) -> str | None:
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def window_index(at: datetime, seconds: int) -> int:
+    """The window a time falls in: whole seconds since the epoch // window length (a time without a zone is UTC)."""
+    return calendar.timegm(at.utctimetuple()) // seconds
+
+
+def _window_index_sql(dialect: str, column, seconds: int):
+    """window_index() in SQL."""
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", column), Integer) // seconds
+    return cast(func.floor(func.extract("epoch", column) / seconds), BigInteger)
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,7 @@ class Store:
         self.url = url
         self.group_id = group_id
         self.alert_rules = alert_rules
+        self._lengths_registered = False
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
@@ -129,14 +162,20 @@ class Store:
         now = datetime.now(timezone.utc)
         rows = [{**row, "stored_at": now, "event_at": row["created_at"] or row["produced_at"] or now}
                 for row in batch.predictions]
+        if self.alert_rules and not self._lengths_registered:
+            self._register_window_lengths()
         with self.engine.begin() as conn:
             if rows:
-                conn.execute(self._insert(predictions).on_conflict_do_nothing(index_elements=["kind", "message_id"]), rows)
+                added = conn.execute(
+                    self._insert(predictions).on_conflict_do_nothing(index_elements=["kind", "message_id"])
+                    .returning(predictions.c.kind, predictions.c.grp, predictions.c.sentiment, predictions.c.event_at),
+                    rows).all()
+                self._count_windows(conn, added)
             candidates = list(batch.alerts)
             if self.alert_rules and rows:
-                candidates += self.alert_rules.windowed(conn, predictions, rows, rows[0]["model_version"])
+                candidates += self.alert_rules.windowed(conn, rows, rows[0]["model_version"])
             for alert in candidates:
-                if self.alert_rules is None or self.alert_rules.allows(conn, alerts, alert):
+                if self.alert_rules is None or self.alert_rules.allows(conn, alert):
                     conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), alert)
             if batch.dead_letters:
                 conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
@@ -152,6 +191,51 @@ class Store:
                     [{"group_id": self.group_id, "topic": t, "partition": p, "next_offset": o}
                      for (t, p), o in batch.offsets.items()],
                 )
+
+    def _count_windows(self, conn, added) -> None:
+        """Add the predictions this batch inserted (not the duplicates it skipped) to the counters of every counted
+        window length, in one upsert. Reading the lengths FOR SHARE holds off a registration until this commits."""
+        lengths = conn.scalars(select(alert_window_lengths.c.window_seconds).with_for_update(read=True)).all()
+        counts: dict[tuple, list[int]] = {}
+        for row in added:
+            if row.grp:
+                for seconds in lengths:
+                    n = counts.setdefault((seconds, row.kind, row.grp, window_index(row.event_at, seconds)), [0, 0])
+                    n[0] += 1
+                    n[1] += row.sentiment == "negative"
+        if counts:
+            stmt = self._insert(alert_windows)
+            conn.execute(  # in key order, so concurrent batches lock shared counter rows in the same order
+                stmt.on_conflict_do_update(
+                    index_elements=["window_seconds", "kind", "grp", "window_index"],
+                    set_={"messages": alert_windows.c.messages + stmt.excluded.messages,
+                          "negatives": alert_windows.c.negatives + stmt.excluded.negatives}),
+                [{"window_seconds": s, "kind": k, "grp": g, "window_index": i, "messages": n, "negatives": neg}
+                 for (s, k, g, i), (n, neg) in sorted(counts.items())])
+
+    def _register_window_lengths(self) -> None:
+        """Start counting the window lengths of this store's rules: a length not counted yet gets its counters
+        rebuilt from the stored predictions (replacing any left from before). The lock (PostgreSQL; on SQLite, the
+        write lock the first insert takes) waits for batches in flight and holds off new ones, so each stored
+        prediction is counted once, by the rebuild or by its batch."""
+        lengths = sorted(self.alert_rules.window_lengths)
+        if lengths:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("LOCK TABLE alert_window_lengths IN EXCLUSIVE MODE"))
+                new = conn.scalars(self._insert(alert_window_lengths).on_conflict_do_nothing()
+                                   .returning(alert_window_lengths.c.window_seconds),
+                                   [{"window_seconds": s} for s in lengths]).all()
+                for seconds in new:
+                    index = _window_index_sql(self.dialect, predictions.c.event_at, seconds).label("window_index")
+                    conn.execute(alert_windows.delete().where(alert_windows.c.window_seconds == seconds))
+                    conn.execute(alert_windows.insert().from_select(
+                        ["window_seconds", "kind", "grp", "window_index", "messages", "negatives"],
+                        select(literal(seconds), predictions.c.kind, predictions.c.grp, index, func.count(),
+                               func.sum(case((predictions.c.sentiment == "negative", 1), else_=0)))
+                        .where(predictions.c.grp != "")
+                        .group_by(predictions.c.kind, predictions.c.grp, index)))
+        self._lengths_registered = True
 
     def unpublished_alerts(self, limit: int = 500) -> list[dict]:
         with self.engine.connect() as conn:

@@ -1,15 +1,19 @@
-"""Alert rules: validation, per-message rules, windowed rules over SQL, cooldown, rate limit, outbox."""
+"""Alert rules: validation, per-message rules, windowed rules over SQL and their window counters, cooldown, rate
+limit, outbox."""
 
 import asyncio
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import event, select
 
 from models.risk import Risk
 from models.classifier import Prediction, Sentiment
 from streams.alerts import AlertRules, AlertRulesError, alert_message
 from streams.sinks import AlertOutbox
-from streams.store import Batch, Store, alerts
+from streams.store import Batch, Store, alert_window_lengths, alert_windows, alerts, predictions, window_index
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -197,3 +201,120 @@ def test_outbox_publishes_each_alert_once(tmp_path, database_url):
     assert message.topic == "alerts" and message.key == b"ticket:9"
     assert b'"severity": "critical"' in message.value
     store.dispose()
+
+
+# --- window counters -------------------------------------------------------------------------------------------
+
+COUNTED = WINDOWED + '\n[[rules]]\nname="vol"\nkind="volume"\nwindow_seconds=300\nbaseline_windows=2\nfactor=3\n'
+
+
+def counters(store) -> dict:
+    with store.engine.connect() as conn:
+        return {tuple(r[:4]): tuple(r[4:]) for r in conn.execute(alert_windows.select())}
+
+
+def counted_from_predictions(store) -> dict:
+    """What the counters must hold: an aggregate over every stored prediction with a group, per counted length."""
+    expected = {}
+    with store.engine.connect() as conn:
+        lengths = conn.scalars(select(alert_window_lengths.c.window_seconds)).all()
+        for kind, grp, sentiment, at in conn.execute(select(predictions.c.kind, predictions.c.grp,
+                                                            predictions.c.sentiment, predictions.c.event_at)):
+            for seconds in lengths if grp else ():
+                n, neg = expected.get((seconds, kind, grp, window_index(at, seconds)), (0, 0))
+                expected[seconds, kind, grp, window_index(at, seconds)] = (n + 1, neg + (sentiment == "negative"))
+    return expected
+
+
+def test_window_counters_count_each_stored_message_once(tmp_path, database_url):
+    store = Store(database_url, "g", rules_from(COUNTED, tmp_path))
+    store.migrate()
+    first = [row(i, T0 + timedelta(seconds=40 * i), "negative" if i % 3 else "neutral", grp=g, kind=k)
+             for i in range(12) for g, k in (("acme", "post"), ("globex", "post"), ("acme", "ticket"))]
+    store.write(Batch(first, [], [], {}))
+    store.write(Batch(first[:10], [], [], {}))  # a replay
+    changed = {**first[0], "sentiment": "negative" if first[0]["sentiment"] == "neutral" else "neutral"}
+    twice = row(50, T0 + timedelta(minutes=3), "negative")
+    store.write(Batch([changed, twice, twice, row(51, T0, "negative", grp=None)], [], [], {}))  # first wins
+    assert {s for s, *_ in counters(store)} == {60, 300}
+    assert counters(store) == counted_from_predictions(store)
+    before = counters(store)
+    store.write(Batch(first + [twice], [], [], {}))
+    assert counters(store) == before
+    store.dispose()
+
+
+def test_window_counters_are_rebuilt_for_messages_stored_before(tmp_path, database_url):
+    plain = Store(database_url, "g")  # no rules, as before the counters existed: nothing is counted
+    plain.migrate()
+    plain.write(Batch([row(i, T0 + timedelta(seconds=25 * i), "negative" if i % 2 else "neutral") for i in range(20)],
+                      [], [], {}))
+    assert counters(plain) == {}
+    rules = rules_from(COUNTED, tmp_path)
+    store = Store(database_url, "g", rules)
+    store.write(Batch([row(99, T0, "negative")], [], [], {}))  # the first batch counts the stored rows, then its own
+    assert counters(store) == counted_from_predictions(store)
+    assert counters(store)[60, "post", "acme", window_index(T0, 60)] == (4, 2)
+    restarted = Store(database_url, "g", rules)
+    restarted.write(Batch([row(100, T0, "neutral")], [], [], {}))
+    plain.write(Batch([row(101, T0, "neutral")], [], [], {}))  # every store counts the lengths counted so far
+    assert counters(store) == counted_from_predictions(store)
+    assert counters(store)[60, "post", "acme", window_index(T0, 60)] == (6, 2)
+    for s in (plain, store, restarted):
+        s.dispose()
+
+
+def test_a_burst_into_one_window_reads_counters_not_the_window(tmp_path, database_url):
+    rules = rules_from('[[rules]]\nname="vol"\nkind="volume"\nwindow_seconds=60\nbaseline_windows=2\nfactor=3\n'
+                       'min_messages=5\n', tmp_path)
+    store = Store(database_url, "g", rules)
+    store.migrate()
+    store.write(Batch([row(i, T0, "neutral") for i in range(3)], [], [], {}))
+    burst = T0 + timedelta(minutes=1, seconds=10)
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    for n in range(30):
+        statements.clear()
+        store.write(Batch([row(1000 * n + i, burst, "neutral") for i in range(20)], [], [], {}))
+        if n == 2:
+            early = list(statements)
+    last = list(statements)
+    [alert] = store.unpublished_alerts()  # raised by the first burst batch, with its evidence
+    assert alert["rule"] == "vol" and len(alert["evidence"]) == 5
+    # the last batch ran the same statements as an early one, and read nothing from predictions
+    assert last == early
+    assert [s for s in last if "predictions" in s] == [s for s in last if s.startswith("INSERT INTO predictions")]
+    assert counters(store)[60, "post", "acme", window_index(burst, 60)] == (600, 0)
+    store.dispose()
+
+
+def test_window_length_registered_while_another_worker_writes(tmp_path, database_url):
+    """A length's counters are rebuilt while batches are in flight: each message counts once, by one or the other."""
+    plain = Store(database_url, "g")
+    plain.migrate()
+    done = threading.Event()
+
+    def write_batches():
+        n = 0
+        while not done.is_set():
+            plain.write(Batch([row(1000 * n + i, T0 + timedelta(seconds=i), "negative") for i in range(200)], [], [], {}))
+            n += 1
+
+    writer = threading.Thread(target=write_batches)
+    writer.start()
+    stores = []
+    try:
+        for seconds in (60, 120, 180):
+            time.sleep(0.3)
+            rules = rules_from(f'[[rules]]\nname="v"\nkind="volume"\nwindow_seconds={seconds}\nbaseline_windows=1\n'
+                               'factor=3\n', tmp_path)
+            stores.append(Store(database_url, "g", rules))
+            stores[-1].write(Batch([row(seconds, T0, "neutral", grp="other")], [], [], {}))
+        time.sleep(0.3)
+    finally:
+        done.set()
+        writer.join()
+    assert {s for s, *_ in counters(plain)} == {60, 120, 180}
+    assert counters(plain) == counted_from_predictions(plain)
+    for s in (plain, *stores):
+        s.dispose()
