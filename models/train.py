@@ -215,6 +215,10 @@ def train(cfg: TrainConfig) -> dict:
             if stale >= cfg.patience or out_of_time:
                 break
     bar.close()
+    # Test metrics of the kept weights, for the record only: selection used validation alone.
+    model.load_state_dict(best_state)
+    test_sets = {t.name: load_split(data_dir, t, "test") for t in tasks}
+    test_metrics = evaluate(model, tokenizer, test_sets, tasks, cfg.max_length, device)
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,6 +235,7 @@ def train(cfg: TrainConfig) -> dict:
         "steps": history[-1]["step"],
         "minutes": history[-1]["minutes"],
         "validation": best_metrics,
+        "test": test_metrics,
         "history": history,
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2))
