@@ -80,6 +80,8 @@ class ModelRuntime:
         self.group_size = group_size
         available = ort.get_available_providers()
         self.device = choose_device(device, available)
+        if self.device == "cuda":
+            ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels (e.g. torch's), if the system has none
         variants = self.card["variants"]
         if variant is not None and variant not in variants:
             raise ValueError(f"model {self.path} has no variant {variant!r}; it has {', '.join(variants)}")

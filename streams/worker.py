@@ -20,7 +20,7 @@ from streamsense.settings import Settings
 
 def load_classifier(settings: Settings) -> Classifier:
     runtime = ModelRuntime(resolve(settings.model_registry, settings.model), settings.device, settings.intra_op_threads,
-                           tensorrt=settings.tensorrt)
+                           group_size=settings.length_group_size, tensorrt=settings.tensorrt)
     return Classifier(runtime, RiskRules.load(settings.risk_rules))
 
 

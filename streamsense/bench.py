@@ -2,6 +2,7 @@
 on the same real tweets, in one run."""
 
 import asyncio
+import multiprocessing
 import json
 import os
 import platform
@@ -9,6 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,16 +85,26 @@ def baseline(texts: list[str], per_message: int) -> dict:
 
 
 class ProcessSampler:
-    """CPU share and peak RSS of a process from /proc, sampled in a thread."""
+    """CPU share and RSS of processes from /proc, sampled in a thread; several processes are summed."""
 
-    def __init__(self, pid: int, interval: float = 0.5):
-        self.pid, self.interval, self.cpu, self.rss = pid, interval, [], []
+    def __init__(self, pids: list[int], interval: float = 0.5):
+        self.pids, self.interval, self.cpu, self.rss = pids, interval, [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _ticks(self) -> int:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        total = 0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total
+
+    def _rss_mb(self) -> float:
+        kb = 0
+        for pid in self.pids:
+            line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmRSS:"))
+            kb += int(line.split()[1])
+        return kb / 1024
 
     def _run(self) -> None:
         hz = os.sysconf("SC_CLK_TCK")
@@ -102,9 +114,7 @@ class ProcessSampler:
                 ticks, now = self._ticks(), time.monotonic()
                 self.cpu.append(100.0 * (ticks - last) / hz / (now - last_t))
                 last, last_t = ticks, now
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.rss.append(int(line.split()[1]) / 1024)
+                self.rss.append(self._rss_mb())
             except (FileNotFoundError, ProcessLookupError):
                 return
 
@@ -126,35 +136,50 @@ def gpu_utilisation() -> float | None:
         return None
 
 
-def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None) -> dict:
-    """The real broker → a worker process → SQL, every message counted; produced as fast as possible, or paced
-    at `rate` per second. Latency is produce time (Kafka timestamp) → SQL commit."""
+def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | None) -> int:
+    return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate))
+
+
+def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
+               workers: int = 1, producers: int = 1) -> dict:
+    """The real broker → `workers` worker processes (one group) → SQL, every message counted; produced as fast as
+    possible by `producers` processes, or paced at `rate` per second. Latency is produce time (Kafka timestamp) →
+    SQL commit."""
     run = uuid.uuid4().hex[:8]
     lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
     db_path.unlink(missing_ok=True)
     with EmbeddedBroker(free_port()) as broker:
         settings = settings.model_copy(update={
             "kafka_bootstrap_servers": broker.bootstrap_servers, "app_id": f"bench-{run}",
-            "database_url": f"sqlite:///{db_path}", "topic_posts": f"bench-posts-{run}"})
+            "database_url": f"sqlite:///{db_path}", "topic_posts": f"bench-posts-{run}",
+            "topic_partitions": max(settings.topic_partitions, workers)})
         store = Store(settings.database_url, settings.app_id)
         store.migrate()
-        worker = start_worker(settings, db_path.with_suffix(".worker.log"))
+        procs = [start_worker(settings, db_path.with_suffix(f".worker{i}.log")) for i in range(workers)]
         try:
-            wait_for_assignment(store, settings, worker)
-            with ProcessSampler(worker.pid) as sampler:
+            wait_for_group(store, settings, procs)
+            options = client_options(settings)
+            share = None if rate is None else rate / producers
+            parts = [lines[i::producers] for i in range(producers)]
+            with ProcessSampler([p.pid for p in procs]) as sampler, \
+                    ProcessPoolExecutor(producers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 gpu = []
-                producing = threading.Thread(target=lambda: asyncio.run(produce_lines(
-                    lines, settings.topic_posts, client_options(settings), chunk=50 if rate else 500, rate=rate)))
-                producing.start()
-                deadline = time.monotonic() + timeout
+                started = time.monotonic()
+                sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share) for part in parts]
+                deadline = started + timeout
+                produced_s = None
                 while store.count(predictions) < len(texts) + 1 and time.monotonic() < deadline:
-                    if worker.poll() is not None:
-                        raise RuntimeError(f"worker exited with code {worker.returncode}")
+                    if any(p.poll() is not None for p in procs):
+                        raise RuntimeError(f"a worker exited with code {[p.returncode for p in procs]}")
+                    if produced_s is None and all(f.done() for f in sending):
+                        produced_s = time.monotonic() - started
                     gpu.append(gpu_utilisation())
                     time.sleep(0.5)
-                producing.join()
+                sent = sum(f.result() for f in sending)
+                produced_s = produced_s or time.monotonic() - started
         finally:
-            stop_worker(worker)
+            for p in procs:
+                stop_worker(p)
         with store.engine.connect() as conn:
             rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at)
                                 .where(predictions.c.message_id != WARM_UP_ID)).all()
@@ -166,6 +191,8 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
     gpu_samples = [g for g in gpu if g is not None]
     return {
         "msgs_per_s": _rate(len(rows), span),
+        # the producers' own rate: when it is close to msgs_per_s, producing (not the workers) set the pace
+        "produce_msgs_per_s": _rate(sent, produced_s),
         "p50_ms": round(float(np.percentile(latency, 50)), 1) if len(latency) else None,
         "p95_ms": round(float(np.percentile(latency, 95)), 1) if len(latency) else None,
         "p99_ms": round(float(np.percentile(latency, 99)), 1) if len(latency) else None,
@@ -181,46 +208,55 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
 
 
 WARM_UP_ID = "bench-warm-up"
+GROUP_SETTLE_S = 15.0
 
 
-def wait_for_assignment(store: Store, settings: Settings, worker, timeout: float = 120) -> None:
-    """One message through before timing starts: the worker has joined its group and loaded the model."""
+def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float = 120) -> None:
+    """Before timing starts: every worker has loaded its model and the group owns all partitions. A warm-up
+    message goes through first; with several workers, the group then gets `settle` seconds to finish
+    rebalancing (workers join one by one)."""
     asyncio.run(produce_lines([json.dumps({"id": WARM_UP_ID, "text": "warm up"}).encode()], settings.topic_posts,
                               client_options(settings)))
     deadline = time.monotonic() + timeout
     while store.count(predictions) < 1:
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the worker did not process the warm-up message")
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            raise RuntimeError("the workers did not process the warm-up message")
         time.sleep(0.2)
+    if len(procs) > 1:
+        time.sleep(GROUP_SETTLE_S)
 
 
-def run_load(settings: Settings, messages: int, db_path: Path, timeout: float) -> dict:
+def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
+             producers: int = 1) -> dict:
     """The long load run: end to end only, as fast as possible, every message counted."""
-    result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None)
-    return {"messages": messages, "batch_size": settings.batch_size, **result}
+    result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, workers=workers,
+                        producers=producers)
+    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, **result}
 
 
 def run_bench(settings: Settings, messages: int, model_messages: int, baseline_messages: int,
-              db_path: Path, timeout: float, log=print) -> dict:
+              db_path: Path, timeout: float, workers: int = 1, producers: int = 1, log=print) -> dict:
     classifier = load_classifier(settings)
     result = {
         "device": classifier.runtime.device, "variant": classifier.runtime.variant, "model": classifier.model_version,
         "batch_size": settings.batch_size, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "messages": messages,
+        "messages": messages, "workers": workers, "producers": producers,
     }
     log(f"model stages on {model_messages} tweets, batch {settings.batch_size}")
     result.update(model_stages(classifier, bench_texts(settings, model_messages), settings.batch_size))
     texts = bench_texts(settings, messages)
-    log(f"end to end, as fast as possible: {messages} messages through the embedded broker, a worker and SQLite")
-    burst = end_to_end(settings, texts, db_path, timeout, rate=None)
+    log(f"end to end, as fast as possible: {messages} messages through the embedded broker, {workers} worker(s) "
+        "and SQLite")
+    burst = end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers, producers=producers)
     rate = round(0.8 * burst["msgs_per_s"], 1)
     log(f"end to end, paced at {rate} msg/s (80% of that) for latency")
-    paced = end_to_end(settings, texts, db_path, timeout, rate=rate)
+    paced = end_to_end(settings, texts, db_path, timeout, rate=rate, workers=workers, producers=producers)
     result.update({
         "e2e_msgs_per_s": burst["msgs_per_s"], "e2e_paced_rate": rate, "e2e_p50_ms": paced["p50_ms"],
         "e2e_p95_ms": paced["p95_ms"], "e2e_p99_ms": paced["p99_ms"], "e2e_burst_p99_ms": burst["p99_ms"],
         "lost": burst["lost"] + paced["lost"], "duplicated": burst["duplicated"] + paced["duplicated"],
-        **{k: burst[k] for k in ("worker_cpu_percent_mean", "worker_rss_mb_peak", "gpu_utilisation_percent_mean")},
+        **{k: burst[k] for k in ("produce_msgs_per_s", "worker_cpu_percent_mean", "worker_rss_mb_peak",
+                                 "gpu_utilisation_percent_mean")},
     })
     log(f"baseline: transformers pipeline on {baseline_messages} tweets")
     result.update(baseline(bench_texts(settings, baseline_messages), min(200, baseline_messages)))

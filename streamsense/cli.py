@@ -199,7 +199,7 @@ def train(
         init_from=str(init_from) if init_from else None,
     ))
     console.print(f"trained in {summary['minutes']} min on {summary['device']}; best validation: "
-                  f"{json.dumps(summary['validation'])}")
+                  f"{json.dumps(summary['validation'])}; test: {json.dumps(summary['test'])}")
 
 
 @app.command()
@@ -285,19 +285,23 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
     db: Path = typer.Option(Path("streamsense-bench.db"), help="SQLite file for the end-to-end stage (recreated)."),
     load: bool = typer.Option(False, help="Only the end-to-end stage, for long load runs (e.g. --messages 1000000)."),
+    workers: int = typer.Option(1, help="Worker processes in one group end to end (one GPU can serve several)."),
+    producers: int = typer.Option(1, help="Producer processes feeding the end-to-end stage."),
+    model_messages: Optional[int] = typer.Option(None, help="Tweets for the model stages (default 20000; quick 2000)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
 
     n = messages or (3000 if quick else 30000)
     if load:
-        result = run_load(Settings(), n, db.resolve(), timeout=24 * 3600)
+        result = run_load(Settings(), n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers)
         print(json.dumps(result, indent=2))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))
         return
-    result = run_bench(Settings(), n, model_messages=2000 if quick else 20000,
+    result = run_bench(Settings(), n, model_messages=model_messages or (2000 if quick else 20000),
                        baseline_messages=500 if quick else 5000, db_path=db.resolve(), timeout=600 if quick else 3600,
+                       workers=workers, producers=producers,
                        log=lambda m: console.print(f"[dim]{m}[/]"))
     table = Table(title=f"StreamSense bench ({result['device']}, {result['variant']}, batch {result['batch_size']})")
     table.add_column("measure")

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     model: str = "streamsense-minilm:latest"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = 0  # 0 = onnxruntime's default
+    length_group_size: int = Field(64, ge=1, description="a batch is sorted by length into runs of this many")
     tensorrt: bool = False  # try onnxruntime's TensorRT provider first on CUDA
     risk_rules: Path = PROJECT_ROOT / "models" / "risk_rules.toml"
     datasets_dir: Path = Field(default_factory=_default_datasets_dir)
