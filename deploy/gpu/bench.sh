@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU machine: `streamsense bench` on the exported fp16 model with the CUDA provider: several workers share the GPU,
+# batches of 1024 sorted by length into runs of 256. Results: $OUT/bench.json and the log.
+set -euo pipefail
+source deploy/gpu/env.sh
+export STREAMSENSE_MODEL=${STREAMSENSE_MODEL:-/var/tmp/ss/model/streamsense-minilm} STREAMSENSE_DEVICE=cuda
+export STREAMSENSE_BATCH_SIZE=${STREAMSENSE_BATCH_SIZE:-1024} STREAMSENSE_LENGTH_GROUP_SIZE=${STREAMSENSE_LENGTH_GROUP_SIZE:-256}
+export STREAMSENSE_TOPIC_PARTITIONS=${STREAMSENSE_TOPIC_PARTITIONS:-8}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 - <<'PY'
+# model stage alone at several run lengths inside a batch of 1024 (the bench below uses one)
+import os, time
+from streams.worker import load_classifier
+from streamsense.bench import bench_texts
+from streamsense.settings import Settings
+for group in (64, 256, 1024):
+    clf = load_classifier(Settings(length_group_size=group))
+    texts = bench_texts(Settings(), 204800)
+    batches = [clf.runtime.tokenize(texts[i:i + 1024]) for i in range(0, len(texts), 1024)]
+    clf.runtime.infer(batches[0])
+    start = time.perf_counter()
+    for b in batches:
+        clf.runtime.infer(b)
+    print(f"model only, batch 1024, length runs of {group}: {len(texts) / (time.perf_counter() - start):,.0f} msg/s "
+          f"({clf.runtime.session.get_providers()[0]})")
+PY
+python3 -m streamsense bench --messages "${MESSAGES:-500000}" --model-messages 200000 --workers "${WORKERS:-4}" \
+  --producers "${PRODUCERS:-4}" --db /var/tmp/ss/bench.db --json "$OUT/bench.json"
+tail -n 20 /var/tmp/ss/bench.worker0.log
