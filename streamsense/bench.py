@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from streams.broker import EmbeddedBroker, free_port
 from streams.kafka import client_options
 from streams.produce import produce_lines
 from streams.store import Store, predictions
 from streams.worker import load_classifier
-from streamsense.demo import start_worker, stop_worker
+from streamsense.demo import local_stack
 from streamsense.settings import Settings
 
 
@@ -147,43 +146,31 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
     SQL commit."""
     run = uuid.uuid4().hex[:8]
     lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
-    db_path.unlink(missing_ok=True)
-    with EmbeddedBroker(free_port()) as broker:
-        settings = settings.model_copy(update={
-            "kafka_bootstrap_servers": broker.bootstrap_servers, "app_id": f"bench-{run}",
-            "database_url": f"sqlite:///{db_path}", "topic_posts": f"bench-posts-{run}",
-            "topic_partitions": max(settings.topic_partitions, workers)})
-        store = Store(settings.database_url, settings.app_id)
-        store.migrate()
-        procs = [start_worker(settings, db_path.with_suffix(f".worker{i}.log")) for i in range(workers)]
-        try:
-            wait_for_group(store, settings, procs)
-            options = client_options(settings)
-            share = None if rate is None else rate / producers
-            parts = [lines[i::producers] for i in range(producers)]
-            with ProcessSampler([p.pid for p in procs]) as sampler, \
-                    ProcessPoolExecutor(producers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                gpu = []
-                started = time.monotonic()
-                sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share) for part in parts]
-                deadline = started + timeout
-                produced_s = None
-                while store.count(predictions) < len(texts) + 1 and time.monotonic() < deadline:
-                    if any(p.poll() is not None for p in procs):
-                        raise RuntimeError(f"a worker exited with code {[p.returncode for p in procs]}")
-                    if produced_s is None and all(f.done() for f in sending):
-                        produced_s = time.monotonic() - started
-                    gpu.append(gpu_utilisation())
-                    time.sleep(0.5)
-                sent = sum(f.result() for f in sending)
-                produced_s = produced_s or time.monotonic() - started
-        finally:
-            for p in procs:
-                stop_worker(p)
+    with local_stack(settings, db_path, workers, app_id=f"bench-{run}", topic_posts=f"bench-posts-{run}",
+                     topic_partitions=max(settings.topic_partitions, workers)) as (settings, store, procs):
+        wait_for_group(store, settings, procs)
+        options = client_options(settings)
+        share = None if rate is None else rate / producers
+        parts = [lines[i::producers] for i in range(producers)]
+        with ProcessSampler([p.pid for p in procs]) as sampler, \
+                ProcessPoolExecutor(producers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            gpu = []
+            started = time.monotonic()
+            sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share) for part in parts]
+            deadline = started + timeout
+            produced_s = None
+            while store.count(predictions) < len(texts) + 1 and time.monotonic() < deadline:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"a worker exited with code {[p.returncode for p in procs]}")
+                if produced_s is None and all(f.done() for f in sending):
+                    produced_s = time.monotonic() - started
+                gpu.append(gpu_utilisation())
+                time.sleep(0.5)
+            sent = sum(f.result() for f in sending)
+            produced_s = produced_s or time.monotonic() - started
         with store.engine.connect() as conn:
             rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at)
                                 .where(predictions.c.message_id != WARM_UP_ID)).all()
-        store.dispose()
     stored = [r.stored_at for r in rows]
     latency = np.array([(r.stored_at - r.produced_at).total_seconds() * 1000 for r in rows if r.produced_at])
     span = (max(stored) - min(stored)).total_seconds() if len(stored) > 1 else 0.0

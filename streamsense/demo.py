@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -47,6 +49,26 @@ def stop_worker(process: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def local_stack(settings: Settings, db_path: Path, workers: int = 1,
+                **overrides) -> Iterator[tuple[Settings, Store, list[subprocess.Popen]]]:
+    """The embedded broker, a fresh SQLite file and `workers` worker processes (one group) on them, with the
+    settings that point at both; workers stopped and the store closed on exit."""
+    db_path.unlink(missing_ok=True)
+    with EmbeddedBroker(free_port()) as broker:
+        settings = settings.model_copy(update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers, "database_url": f"sqlite:///{db_path}", **overrides})
+        store = Store(settings.database_url, settings.app_id)
+        store.migrate()
+        procs = [start_worker(settings, db_path.with_suffix(f".worker{i}.log")) for i in range(workers)]
+        try:
+            yield settings, store, procs
+        finally:
+            for process in procs:
+                stop_worker(process)
+            store.dispose()
 
 
 def wait_for(store: Store, expected: int, worker: subprocess.Popen, timeout: float) -> int:
@@ -93,34 +115,22 @@ def summarise(store: Store, produced: dict[str, int], seconds: float) -> dict:
 
 def run_demo(settings: Settings, db_path: Path, timeout: float = 300.0, log=print) -> dict:
     started = time.monotonic()
-    db_path.unlink(missing_ok=True)
-    with EmbeddedBroker(free_port()) as broker:
-        settings = settings.model_copy(update={
-            "kafka_bootstrap_servers": broker.bootstrap_servers,
-            "app_id": f"streamsense-demo-{uuid.uuid4().hex[:8]}",
-            "database_url": f"sqlite:///{db_path}",
-        })
-        store = Store(settings.database_url, settings.app_id)
-        store.migrate()
-        log(f"broker on {broker.bootstrap_servers}, database {db_path}; starting worker")
-        worker = start_worker(settings, db_path.with_suffix(".worker.log"))
-        try:
-            posts = read_lines(SAMPLES / "posts.jsonl") + MALFORMED[:3]
-            tickets = read_lines(SAMPLES / "tickets.jsonl") + MALFORMED[3:]
-            options = client_options(settings)
+    app_id = f"streamsense-demo-{uuid.uuid4().hex[:8]}"
+    with local_stack(settings, db_path, app_id=app_id) as (settings, store, (worker,)):
+        log(f"broker on {settings.kafka_bootstrap_servers}, database {db_path}; worker started")
+        posts = read_lines(SAMPLES / "posts.jsonl") + MALFORMED[:3]
+        tickets = read_lines(SAMPLES / "tickets.jsonl") + MALFORMED[3:]
+        options = client_options(settings)
 
-            async def produce_all():
-                return (await produce_lines(posts, settings.topic_posts, options),
-                        await produce_lines(tickets, settings.topic_tickets, options))
+        async def produce_all():
+            return (await produce_lines(posts, settings.topic_posts, options),
+                    await produce_lines(tickets, settings.topic_tickets, options))
 
-            sent_posts, sent_tickets = asyncio.run(produce_all())
-            log(f"produced {sent_posts} posts and {sent_tickets} tickets (including {len(MALFORMED)} malformed)")
-            seen = wait_for(store, sent_posts + sent_tickets, worker, timeout)
-            if seen < sent_posts + sent_tickets:
-                raise TimeoutError(f"only {seen} of {sent_posts + sent_tickets} messages were processed in {timeout}s")
-        finally:
-            stop_worker(worker)
+        sent_posts, sent_tickets = asyncio.run(produce_all())
+        log(f"produced {sent_posts} posts and {sent_tickets} tickets (including {len(MALFORMED)} malformed)")
+        seen = wait_for(store, sent_posts + sent_tickets, worker, timeout)
+        if seen < sent_posts + sent_tickets:
+            raise TimeoutError(f"only {seen} of {sent_posts + sent_tickets} messages were processed in {timeout}s")
+        stop_worker(worker)  # its last commits are in before the summary is read
         produced = {"posts": sent_posts - 3, "tickets": sent_tickets - (len(MALFORMED) - 3)}
-        summary = summarise(store, produced, time.monotonic() - started)
-        store.dispose()
-        return summary
+        return summarise(store, produced, time.monotonic() - started)
