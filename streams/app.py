@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
+from faust.types import TP
 
 from streams.batching import OverlappedBatches
 from streams.kafka import faust_broker_url, faust_credentials
@@ -22,6 +23,7 @@ from streams.metrics import Metrics, consumer_highwater
 from streams.pipeline import Incoming, Processor
 from streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streams.store import Store
+from streams.watchdog import StarvationWatch
 from streams.web import Health, WebServer
 from streamsense.settings import Settings
 
@@ -55,11 +57,13 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     sql_sink = SqlSink(store, sql_pool)
     outbox = AlertOutbox(store, topic_sink, settings.topic_alerts, sql_pool)
     input_topics = list(processor.topics.kinds)
+    watch = StarvationWatch(settings.partition_stall_seconds)
 
     async def deliver(processed) -> None:
         started = time.perf_counter()
         await topic_sink.publish(processed.outgoing)
         await sql_sink.write(processed.batch)
+        watch.advanced(processed.batch.offsets)
         metrics.observe_batch(processed, time.perf_counter() - started, consumer_highwater(app.consumer))
         metrics.observe_alerts(await outbox.flush())
 
@@ -95,9 +99,25 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(None, store.next_offsets, input_topics)
         commit = {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
+        watch.assigned({(tp.topic, tp.partition): offset for tp, offset in commit.items()})
         if commit:
             log.info("resuming %d partitions from stored offsets", len(commit))
             await app.consumer._commit(commit)
+
+    @app.timer(interval=max(1.0, settings.partition_stall_seconds / 4))
+    async def resume_starved_partitions() -> None:
+        starved = watch.starved(consumer_highwater(app.consumer))
+        if starved:
+            tps = [TP(topic, partition) for topic, partition in starved]
+            consumer = app.consumer
+            log.warning("partitions %s have unread messages and no progress for %.0f s while others progress: "
+                        "resuming their fetching (faust flow-control workaround; active %s, buffered %s)",
+                        starved, settings.partition_stall_seconds,
+                        [tp in (consumer._active_partitions or ()) for tp in tps],
+                        [tp in consumer._buffered_partitions for tp in tps])
+            consumer.resume_partitions(tps)
+            watch.reset(starved)
+            metrics.partition_resumes.inc(len(tps))
 
     @app.task
     async def publish_left_over_alerts() -> None:

@@ -50,6 +50,8 @@ class Metrics:
                                             buckets=END_TO_END_BUCKETS, **common)
         self.consumer_lag = Gauge("consumer_lag", "High-water mark minus next offset, as of the last batch",
                                   ["topic", "partition"], **common)
+        self.partition_resumes = Counter("partition_resumes", "Starved partitions whose fetching was resumed "
+                                         "(faust flow-control workaround)", **common)
         self.model = Info("model", "The loaded model", **common)  # exposed as streamsense_model_info
 
     def instrument(self, runtime) -> None:

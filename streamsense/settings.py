@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # Batching
     batch_size: int = Field(64, ge=1)
     batch_max_wait: float = Field(0.5, gt=0, description="seconds to wait for a batch to fill")
+    # a partition with unread messages and no progress for this long, while others progress, gets its fetching resumed
+    partition_stall_seconds: float = Field(60.0, gt=0)
 
     # Storage
     database_url: str = "sqlite:///streamsense.db"
