@@ -70,8 +70,10 @@ def write_trained(out: Path, datasets: Path) -> None:
 
 
 # A random tiny encoder gives every text nearly the same features, so its labels are near-ties that int8
-# noise flips; TOLERANCES are set from a trained MiniLM (see exporters/parity.py).
-TINY_TOLERANCES = TOLERANCES | {"int8": Tolerance(max_abs=0.1, min_agreement=0.8)}
+# noise flips, and how many flip depends on onnxruntime's quantizer (1.31: agreement >= 0.8, max diff <= 0.1;
+# 1.32: 0.78 and 0.26). Negating a head (test_perturbed_weights_fail_parity) still falls far below 0.6.
+# TOLERANCES are set from a trained MiniLM (see exporters/parity.py).
+TINY_TOLERANCES = TOLERANCES | {"int8": Tolerance(max_abs=0.5, min_agreement=0.6)}
 
 
 @pytest.fixture(scope="module")
