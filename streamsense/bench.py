@@ -2,8 +2,8 @@
 on the same real tweets, in one run."""
 
 import asyncio
-import multiprocessing
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -200,7 +200,7 @@ GROUP_SETTLE_S = 15.0
 
 def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float = 120) -> None:
     """Before timing starts: every worker has loaded its model and the group owns all partitions. A warm-up
-    message goes through first; with several workers, the group then gets `settle` seconds to finish
+    message goes through first; with several workers, the group then gets GROUP_SETTLE_S seconds to finish
     rebalancing (workers join one by one)."""
     asyncio.run(produce_lines([json.dumps({"id": WARM_UP_ID, "text": "warm up"}).encode()], settings.topic_posts,
                               client_options(settings)))

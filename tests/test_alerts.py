@@ -136,11 +136,17 @@ def test_negative_share_spike_fires_once_per_window_and_survives_restart(tmp_pat
     again.dispose()
 
 
-def test_volume_spike(tmp_path, database_url):
+def volume_store(tmp_path, database_url) -> Store:
+    """A migrated store with one volume rule: 1-minute windows, 2 baseline windows, factor 3."""
     rules = rules_from('[[rules]]\nname="vol"\nkind="volume"\nwindow_seconds=60\nbaseline_windows=2\nfactor=3\n'
                        'min_messages=5\n', tmp_path)
     store = Store(database_url, "g", rules)
     store.migrate()
+    return store
+
+
+def test_volume_spike(tmp_path, database_url):
+    store = volume_store(tmp_path, database_url)
     for minute in range(2):
         store.write(Batch([row(i, T0 + timedelta(minutes=minute), "neutral") for i in range(3)], [], [], {}))
     store.write(Batch([row(i, T0 + timedelta(minutes=2), "neutral") for i in range(9)], [], [], {}))
@@ -265,10 +271,7 @@ def test_window_counters_are_rebuilt_for_messages_stored_before(tmp_path, databa
 
 
 def test_a_burst_into_one_window_reads_counters_not_the_window(tmp_path, database_url):
-    rules = rules_from('[[rules]]\nname="vol"\nkind="volume"\nwindow_seconds=60\nbaseline_windows=2\nfactor=3\n'
-                       'min_messages=5\n', tmp_path)
-    store = Store(database_url, "g", rules)
-    store.migrate()
+    store = volume_store(tmp_path, database_url)
     store.write(Batch([row(i, T0, "neutral") for i in range(3)], [], [], {}))
     burst = T0 + timedelta(minutes=1, seconds=10)
     statements = []

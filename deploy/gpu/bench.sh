@@ -9,20 +9,20 @@ export STREAMSENSE_TOPIC_PARTITIONS=${STREAMSENSE_TOPIC_PARTITIONS:-8}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 - <<'PY'
 # model stage alone at several run lengths inside a batch of 1024 (the bench below uses one)
-import os, time
+import time
 from streams.worker import load_classifier
 from streamsense.bench import bench_texts
 from streamsense.settings import Settings
-for group in (64, 256, 1024):
-    clf = load_classifier(Settings(length_group_size=group))
-    texts = bench_texts(Settings(), 204800)
-    batches = [clf.runtime.tokenize(texts[i:i + 1024]) for i in range(0, len(texts), 1024)]
-    clf.runtime.infer(batches[0])
+texts = bench_texts(Settings(), 204800)
+runtimes = {group: load_classifier(Settings(length_group_size=group)).runtime for group in (64, 256, 1024)}
+batches = [runtimes[64].tokenize(texts[i:i + 1024]) for i in range(0, len(texts), 1024)]
+for group, runtime in runtimes.items():
+    runtime.infer(batches[0])
     start = time.perf_counter()
     for b in batches:
-        clf.runtime.infer(b)
+        runtime.infer(b)
     print(f"model only, batch 1024, length runs of {group}: {len(texts) / (time.perf_counter() - start):,.0f} msg/s "
-          f"({clf.runtime.session.get_providers()[0]})")
+          f"({runtime.session.get_providers()[0]})")
 PY
 python3 -m streamsense bench --messages "${MESSAGES:-500000}" --model-messages 200000 --workers "${WORKERS:-4}" \
   --producers "${PRODUCERS:-4}" --db /var/tmp/ss/bench.db --json "$OUT/bench.json"
