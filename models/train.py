@@ -141,8 +141,18 @@ def evaluate(model, tokenizer, splits: dict[str, list[Example]], tasks: list[Tas
     return metrics
 
 
-def train(cfg: TrainConfig) -> dict:
+def save_trained(out: Path, model: MultiTaskModel, tokenizer, summary: dict) -> None:
+    """The directory `load_trained` reads: weights, encoder config, tokenizer and training.json."""
     from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    model.encoder.config.save_pretrained(out)
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    (out / "training.json").write_text(json.dumps(summary, indent=2))
+
+
+def train(cfg: TrainConfig) -> dict:
     from transformers import AutoTokenizer
 
     random.seed(cfg.seed)
@@ -220,11 +230,6 @@ def train(cfg: TrainConfig) -> dict:
     test_sets = {t.name: load_split(data_dir, t, "test") for t in tasks}
     test_metrics = evaluate(model, tokenizer, test_sets, tasks, cfg.max_length, device)
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(best_state, out / "model.safetensors")
-    model.encoder.config.save_pretrained(out)
-    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     best_metrics = max(history, key=lambda m: m["score"])
     summary = {
         "base_model": BASE_MODEL_NAME if cfg.base_model == base_model_path() else cfg.base_model,
@@ -238,5 +243,5 @@ def train(cfg: TrainConfig) -> dict:
         "test": test_metrics,
         "history": history,
     }
-    (out / "training.json").write_text(json.dumps(summary, indent=2))
+    save_trained(Path(cfg.output_dir), model, tokenizer, summary)
     return summary
