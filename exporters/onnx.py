@@ -90,7 +90,8 @@ def export(
         "files": file_entries(out_dir, [s["file"] for s in VARIANTS.values()] + [TOKENIZER]),
         "parity": parity,
         "metrics": {"validation": training["validation"]},
-        "training": {key: training[key] for key in ("device", "minutes", "steps", "train_examples", "config")},
+        "training": {key: training[key] for key in ("device", "minutes", "steps", "train_examples", "config", "soup")
+                     if key in training},
         "tools": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,

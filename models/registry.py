@@ -180,6 +180,7 @@ def render_markdown(card: dict) -> str:
         (f"Trained on {training['device']} for {training['steps']} steps ({training['minutes']} minutes) "
          f"on the train splits of {datasets}; examples per task: {examples}."),
         "",
+        *_soup_section(training),
         "## Variants and export parity",
         "",
         *_table(
@@ -222,6 +223,16 @@ def _test_section(card: dict) -> list[str]:
                   f"Latency on the evaluating machine: {lat['mean_ms_per_batch']} ms per batch of "
                   f"{lat['batch_size']} (p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s.", ""]
     return lines
+
+
+def _soup_section(training: dict) -> list[str]:
+    """What a weight-averaged model (`streamsense models soup`) was averaged from."""
+    if "soup" not in training:
+        return []
+    rows = [[part["from"], part["weight"], part["device"], part["steps"], part["minutes"], part["validation_score"]]
+            for part in training["soup"]]
+    return ["The weights are an average of these models (steps and minutes above are their sums):", "",
+            *_table(["model", "weight", "trained on", "steps", "minutes", "validation score"], rows), ""]
 
 
 def _parity_row(card: dict, variant: str) -> list:

@@ -220,6 +220,36 @@ def export(
         console.print(f"published as {publish(output, settings.model_registry, publish_as)}")
 
 
+@models_app.command("recover")
+def models_recover(
+    model: str = typer.Argument(..., help="name[:version] in the registry, or a model directory."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (torch weights)."),
+):
+    """Read a shipped model's weights back from its fp16 ONNX graph into a trained directory (needs `train`)."""
+    from exporters.recover import recover
+    from models.registry import resolve
+
+    settings = Settings()
+    summary = recover(resolve(settings.model_registry, model), output, settings.datasets_dir)
+    console.print(f"recovered {summary['recovered_from']['model']} into {output}: "
+                  f"parity {json.dumps(summary['recovered_from']['parity'])}")
+
+
+@models_app.command("soup")
+def models_soup(
+    trained: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="Trained directories (2 or more)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the averaged model."),
+    weights: Optional[str] = typer.Option(None, help="Comma-separated weights, one per directory (default: equal)."),
+):
+    """Average the weights of models fine-tuned from the same base (a model soup); score it like `train`."""
+    from models.soup import soup
+
+    summary = soup(trained, output, Settings().datasets_dir,
+                   [float(w) for w in weights.split(",")] if weights else None)
+    console.print(f"soup of {len(trained)} models in {output}; validation: {json.dumps(summary['validation'])}; "
+                  f"test: {json.dumps(summary['test'])}")
+
+
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")):
     """List the models in the registry (STREAMSENSE_MODEL_REGISTRY)."""

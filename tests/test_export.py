@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from exporters import (
@@ -22,9 +22,12 @@ from exporters import (
     export,
     export_config_for,
 )
+from exporters.convert import to_onnx
 from exporters.parity import TOLERANCES
+from exporters.recover import UnrecoverableGraphError, read_weights, recover
 from models.data import load_split
 from models.registry import verify
+from models.soup import soup
 from models.tasks import TASKS
 from models.train import (
     MultiTaskModel,
@@ -39,7 +42,7 @@ WORDS = ["the", "service", "was", "great", "awful", "slow", "thanks", "never", "
 
 
 def write_datasets(root: Path) -> None:
-    """Validation splits of random texts from 1 to 120 words, so some run past max_length."""
+    """Validation (and test) splits of random texts from 1 to 120 words, so some run past max_length."""
     rng = random.Random(0)
     for task in TASKS:
         folder = root / task.dataset
@@ -48,7 +51,8 @@ def write_datasets(root: Path) -> None:
             {"text": " ".join(rng.choices(WORDS, k=rng.randint(1, 120))), "label": rng.choice(task.labels)}
             for _ in range(40)
         ]
-        (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for split in ("validation", "test"):
+            (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def write_trained(out: Path, datasets: Path) -> None:
@@ -64,7 +68,8 @@ def write_trained(out: Path, datasets: Path) -> None:
     splits = {t.name: load_split(datasets, t, "validation") for t in TASKS}
     validation = evaluate(model, tokenizer, splits, list(TASKS), 64, "cpu")
     cfg = TrainConfig(base_model=base_model_path(), datasets_dir=str(datasets), output_dir=str(out), max_steps=0)
-    summary = {"config": asdict(cfg), "device": "cpu", "torch": torch.__version__, "steps": 0, "minutes": 0.0,
+    summary = {"base_model": "tiny-random-bert", "config": asdict(cfg), "device": "cpu", "torch": torch.__version__,
+               "steps": 0, "minutes": 0.0,
                "train_examples": {t.name: 0 for t in TASKS}, "validation": validation, "history": []}
     (out / "training.json").write_text(json.dumps(summary))
 
@@ -161,3 +166,62 @@ def test_unloadable_variant_is_skipped_only_when_optional(exported, tmp_path):
 def test_unsupported_architecture():
     with pytest.raises(UnsupportedArchitectureError, match="'gpt2'.*supported: \\['bert'\\]"):
         export_config_for(SimpleNamespace(model_type="gpt2"), ["sentiment"])
+
+
+def test_recover_reads_back_the_trained_weights(exported, tmp_path):
+    summary = recover(exported.out, tmp_path / "recovered", exported.root / "datasets", parity_limit=16)
+    original = load_file(exported.root / "trained" / "model.safetensors")
+    recovered = load_file(tmp_path / "recovered" / "model.safetensors")
+    assert set(recovered) == set(original)
+    for name, weight in original.items():
+        if name.startswith("encoder.pooler."):  # not in the graph: the heads read mean-pooled tokens
+            assert not recovered[name].any()
+            continue
+        assert torch.allclose(recovered[name], weight, atol=1e-3, rtol=1e-3), name  # fp16 rounding only
+    assert summary["recovered_from"]["sha256"] == exported.card["files"]["model.fp16.onnx"]["sha256"]
+    assert summary["recovered_from"]["parity"]["status"] == "passed"
+    model, _, tasks = load_trained(tmp_path / "recovered")
+    assert [t.name for t in tasks] == [t.name for t in TASKS]
+    assert (model.encoder.config.hidden_size, model.encoder.config.num_hidden_layers) == (32, 2)
+
+
+def test_recover_needs_the_optimized_layout(exported, tmp_path):
+    model, _, _ = load_trained(exported.root / "trained")
+    to_onnx(model, export_config_for(model.encoder.config, model.task_names), tmp_path / "raw.onnx")
+    with pytest.raises(UnrecoverableGraphError, match="expected the fused BERT layout"):
+        read_weights(tmp_path / "raw.onnx", model.task_names)
+
+
+def test_soup_averages_weights_and_scores_the_result(exported, tmp_path):
+    first = exported.root / "trained"
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    noisy = {k: v + torch.randn_like(v) * 0.05 for k, v in load_file(first / "model.safetensors").items()}
+    save_file(noisy, second / "model.safetensors")
+
+    summary = soup([first, second], tmp_path / "soup", exported.root / "datasets", weights=[1, 3])
+    averaged = load_file(tmp_path / "soup" / "model.safetensors")
+    for name, weight in load_file(first / "model.safetensors").items():
+        assert torch.allclose(averaged[name], 0.25 * weight + 0.75 * noisy[name], atol=1e-6), name
+    assert [part["weight"] for part in summary["soup"]] == [0.25, 0.75]
+    model, tokenizer, tasks = load_trained(tmp_path / "soup")
+    splits = {t.name: load_split(exported.root / "datasets", t, "test") for t in tasks}
+    assert summary["test"] == evaluate(model, tokenizer, splits, tasks, 64, "cpu")
+
+    card = export(tmp_path / "soup", tmp_path / "out", exported.root / "datasets", parity_limit=16,
+                  tolerances=TINY_TOLERANCES)
+    assert card["training"]["soup"] == summary["soup"]
+    assert "average of these models" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
+
+
+def test_soup_rejects_mismatched_models(exported, tmp_path):
+    first = exported.root / "trained"
+    with pytest.raises(ValueError, match="one non-negative weight per directory"):
+        soup([first, first], tmp_path / "soup", exported.root / "datasets", weights=[1.0])
+    other = tmp_path / "other"
+    shutil.copytree(first, other)
+    meta = json.loads((other / "training.json").read_text())
+    meta["config"]["tasks"] = ["complaint", "hate", "offensive", "sentiment"]
+    (other / "training.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="same tasks and architecture"):
+        soup([first, other], tmp_path / "soup", exported.root / "datasets")

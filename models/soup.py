@@ -1,0 +1,68 @@
+"""Weight averaging ("model soup", Wortsman et al. 2022) of models fine-tuned from the same base encoder.
+
+Models fine-tuned from one pre-trained encoder usually stay in one basin of the loss, so the average of
+their weights is itself a good model, often better than each, at the cost of one model at run time.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from models.data import load_split
+from models.train import evaluate, load_trained, save_trained
+
+
+def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[float] | None = None) -> dict:
+    """Average the weights of `trained_dirs` (same tasks, same architecture), evaluate, save as a trained directory.
+
+    `weights` (default: equal) are normalised to sum to 1. The result is scored on the validation splits (for
+    choosing weights) and the test splits (for the record), like `train`.
+    """
+    trained_dirs = [Path(d) for d in trained_dirs]
+    weights = [1.0] * len(trained_dirs) if weights is None else list(weights)
+    if len(trained_dirs) < 2:
+        raise ValueError("a soup needs at least two trained directories")
+    if len(weights) != len(trained_dirs) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"weights {weights}: one non-negative weight per directory, not all zero")
+    weights = [w / sum(weights) for w in weights]
+
+    start = time.monotonic()
+    loaded = [load_trained(d) for d in trained_dirs]
+    metas = [json.loads((d / "training.json").read_text()) for d in trained_dirs]
+    model, tokenizer, tasks = loaded[0]
+    states = [m.state_dict() for m, _, _ in loaded]
+    shapes = {k: v.shape for k, v in states[0].items()}
+    for d, (_, _, other_tasks), state in zip(trained_dirs[1:], loaded[1:], states[1:]):
+        if other_tasks != tasks or {k: v.shape for k, v in state.items()} != shapes:
+            raise ValueError(f"{d} does not match {trained_dirs[0]}: a soup needs the same tasks and architecture")
+    with torch.no_grad():
+        model.load_state_dict({k: sum(w * s[k].float() for w, s in zip(weights, states)) for k in shapes})
+
+    max_length = metas[0]["config"]["max_length"]
+    metrics = {
+        split: evaluate(model, tokenizer, {t.name: load_split(datasets_dir, t, split) for t in tasks}, tasks,
+                        max_length, "cpu")
+        for split in ("validation", "test")
+    }
+    summary = {
+        "base_model": metas[0]["base_model"],
+        "config": metas[0]["config"],
+        "torch": torch.__version__,
+        "train_examples": metas[0]["train_examples"],
+        "device": " + ".join(m["device"] for m in metas),
+        "minutes": round(sum(m["minutes"] for m in metas), 2),
+        "steps": sum(m["steps"] for m in metas),
+        "validation": metrics["validation"],
+        "test": metrics["test"],
+        "history": [],
+        "soup": [
+            {"from": m.get("recovered_from", {}).get("model", str(d)), "weight": round(w, 4), "device": m["device"], "minutes": m["minutes"], "steps": m["steps"],
+             "validation_score": m["validation"]["score"], "config": m["config"]}
+            for d, w, m in zip(trained_dirs, weights, metas)
+        ],
+        "soup_minutes": round((time.monotonic() - start) / 60, 2),
+    }
+    save_trained(Path(out), model, tokenizer, summary)
+    return summary
