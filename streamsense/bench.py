@@ -14,11 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select, union_all
 
 from streams.kafka import client_options
 from streams.produce import produce_lines
-from streams.store import Store, predictions
+from streams.store import Store, consumer_offsets, dead_letters, predictions
 from streams.worker import load_classifier
 from streamsense.demo import local_stack
 from streamsense.settings import Settings
@@ -171,6 +171,7 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
         with store.engine.connect() as conn:
             rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at)
                                 .where(predictions.c.message_id != WARM_UP_ID)).all()
+        partitions = offset_check(store, settings.topic_posts)
     stored = [r.stored_at for r in rows]
     latency = np.array([(r.stored_at - r.produced_at).total_seconds() * 1000 for r in rows if r.produced_at])
     span = (max(stored) - min(stored)).total_seconds() if len(stored) > 1 else 0.0
@@ -185,12 +186,35 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
         "p99_ms": round(float(np.percentile(latency, 99)), 1) if len(latency) else None,
         "lost": len(texts) - len(set(ids)),
         "duplicated": len(ids) - len(set(ids)),
+        "offset_gaps": sum(not p["contiguous"] for p in partitions.values()),
+        "partitions": partitions,
         "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu)), 1) if sampler.cpu else None,
         "worker_rss_mb_peak": round(max(sampler.rss, default=0.0), 1),
         # RSS over the run, first / middle / last sample: flat when memory is bounded
         "worker_rss_mb_trend": [round(sampler.rss[i], 1) for i in (0, len(sampler.rss) // 2, -1)] if sampler.rss else [],
         "seconds": round(span, 1),
         "gpu_utilisation_percent_mean": round(float(np.mean(gpu_samples)), 1) if gpu_samples else None,
+    }
+
+
+def offset_check(store: Store, topic: str) -> dict[int, dict]:
+    """Per partition of `topic`: messages handled (a result or a dead letter each), and whether their offsets are
+    exactly 0 … n − 1 with n the next offset committed in SQL (no gap, nothing twice, nothing acknowledged that
+    was not stored)."""
+    handled = union_all(*(
+        select(t.c.source_partition.label("partition"), t.c.source_offset.label("offset")).where(t.c.source_topic == topic)
+        for t in (predictions, dead_letters)
+    )).subquery()
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(handled.c.partition, func.count(), func.count(handled.c.offset.distinct()),
+                                   func.min(handled.c.offset), func.max(handled.c.offset)).group_by(handled.c.partition)).all()
+        committed = dict(conn.execute(select(consumer_offsets.c.partition, consumer_offsets.c.next_offset)
+                                      .where(consumer_offsets.c.group_id == store.group_id,
+                                             consumer_offsets.c.topic == topic)).all())
+    return {
+        partition: {"handled": n, "next_offset": committed.get(partition),
+                    "contiguous": n == distinct and low == 0 and high == n - 1 and committed.get(partition) == n}
+        for partition, n, distinct, low, high in rows
     }
 
 
@@ -242,6 +266,7 @@ def run_bench(settings: Settings, messages: int, model_messages: int, baseline_m
         "e2e_msgs_per_s": burst["msgs_per_s"], "e2e_paced_rate": rate, "e2e_p50_ms": paced["p50_ms"],
         "e2e_p95_ms": paced["p95_ms"], "e2e_p99_ms": paced["p99_ms"], "e2e_burst_p99_ms": burst["p99_ms"],
         "lost": burst["lost"] + paced["lost"], "duplicated": burst["duplicated"] + paced["duplicated"],
+        "offset_gaps": burst["offset_gaps"] + paced["offset_gaps"],
         **{k: burst[k] for k in ("produce_msgs_per_s", "worker_cpu_percent_mean", "worker_rss_mb_peak",
                                  "gpu_utilisation_percent_mean")},
     })

@@ -7,7 +7,7 @@ from streamsense.settings import Settings
 
 KEYS = {"model_only_msgs_per_s", "tokenize_infer_msgs_per_s", "e2e_msgs_per_s", "e2e_p50_ms", "e2e_p99_ms",
         "baseline_pipeline_msgs_per_s", "baseline_pipeline_batched_msgs_per_s", "ratio_e2e_to_model_only",
-        "ratio_e2e_to_baseline_batched", "messages", "lost", "duplicated", "device"}
+        "ratio_e2e_to_baseline_batched", "messages", "lost", "duplicated", "offset_gaps", "device"}
 
 
 @pytest.mark.slow
@@ -16,7 +16,8 @@ def test_bench_smoke(tmp_path):
     result = run_bench(Settings(batch_size=32), messages=300, model_messages=128, baseline_messages=64,
                        db_path=tmp_path / "bench.db", timeout=180, workers=2, producers=2, log=lambda m: None)
     assert KEYS <= set(result)
-    assert (result["messages"], result["lost"], result["duplicated"], result["device"]) == (300, 0, 0, "cpu")
+    assert (result["messages"], result["lost"], result["duplicated"], result["offset_gaps"], result["device"]) == (
+        300, 0, 0, 0, "cpu")
     assert (result["workers"], result["producers"]) == (2, 2)
     for key in ("model_only_msgs_per_s", "tokenize_infer_msgs_per_s", "e2e_msgs_per_s", "produce_msgs_per_s",
                 "baseline_pipeline_msgs_per_s", "baseline_pipeline_batched_msgs_per_s"):
