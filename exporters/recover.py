@@ -57,7 +57,8 @@ def read_weights(onnx_path: Path, task_names: list[str]) -> tuple[BertConfig, di
     graph = onnx.load(onnx_path).graph
     init = {t.name: torch.from_numpy(numpy_helper.to_array(t).astype(np.float32)) for t in graph.initializer}
     embed, attention, matmul, skip_norm, gelu = (
-        _nodes(graph, op) for op in ("EmbedLayerNormalization", "Attention", "MatMul", "SkipLayerNormalization", "BiasGelu")
+        _nodes(graph, op)
+        for op in ("EmbedLayerNormalization", "Attention", "MatMul", "SkipLayerNormalization", "BiasGelu")
     )
     layers = len(attention)
     if len(embed) != 1 or not layers or (len(matmul), len(skip_norm), len(gelu)) != (3 * layers, 2 * layers, layers):
@@ -99,7 +100,8 @@ def read_weights(onnx_path: Path, task_names: list[str]) -> tuple[BertConfig, di
             state[f"{layer}{name}.dense.weight"] = init[node_.input[1]].T.contiguous()
         state[f"{layer}intermediate.dense.bias"] = init[gelu[i].input[1]]
         for name, node_ in zip(("attention.output", "output"), skip_norm[2 * i : 2 * i + 2]):
-            gamma, beta, bias = (init[x] for x in node_.input[2:5])  # SkipLayerNormalization: x, skip, gamma, beta, bias
+            # SkipLayerNormalization inputs: x, skip, gamma, beta, bias
+            gamma, beta, bias = (init[x] for x in node_.input[2:5])
             state |= {f"{layer}{name}.LayerNorm.weight": gamma, f"{layer}{name}.LayerNorm.bias": beta,
                       f"{layer}{name}.dense.bias": bias}
     for task in task_names:

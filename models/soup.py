@@ -58,8 +58,9 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
         "test": metrics["test"],
         "history": [],
         "soup": [
-            {"from": m.get("recovered_from", {}).get("model", str(d)), "weight": round(w, 4), "device": m["device"], "minutes": m["minutes"], "steps": m["steps"],
-             "validation_score": m["validation"]["score"], "config": m["config"]}
+            {"from": m.get("recovered_from", {}).get("model", str(d)), "weight": round(w, 4), "device": m["device"],
+             "minutes": m["minutes"], "steps": m["steps"], "validation_score": m["validation"]["score"],
+             "config": m["config"]}
             for d, w, m in zip(trained_dirs, weights, metas)
         ],
         "soup_minutes": round((time.monotonic() - start) / 60, 2),

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, union_all
 
 from streams.kafka import client_options
 from streams.produce import produce_lines
-from streams.store import Store, consumer_offsets, dead_letters, predictions
+from streams.store import Store, dead_letters, predictions
 from streams.worker import load_classifier
 from streamsense.demo import local_stack
 from streamsense.settings import Settings
@@ -202,20 +202,21 @@ def offset_check(store: Store, topic: str) -> dict[int, dict]:
     exactly 0 … n − 1 with n the next offset committed in SQL (no gap, nothing twice, nothing acknowledged that
     was not stored)."""
     handled = union_all(*(
-        select(t.c.source_partition.label("partition"), t.c.source_offset.label("offset")).where(t.c.source_topic == topic)
+        select(t.c.source_partition.label("partition"), t.c.source_offset.label("offset"))
+        .where(t.c.source_topic == topic)
         for t in (predictions, dead_letters)
     )).subquery()
+    offset = handled.c.offset
     with store.engine.connect() as conn:
-        rows = conn.execute(select(handled.c.partition, func.count(), func.count(handled.c.offset.distinct()),
-                                   func.min(handled.c.offset), func.max(handled.c.offset)).group_by(handled.c.partition)).all()
-        committed = dict(conn.execute(select(consumer_offsets.c.partition, consumer_offsets.c.next_offset)
-                                      .where(consumer_offsets.c.group_id == store.group_id,
-                                             consumer_offsets.c.topic == topic)).all())
-    return {
-        partition: {"handled": n, "next_offset": committed.get(partition),
-                    "contiguous": n == distinct and low == 0 and high == n - 1 and committed.get(partition) == n}
-        for partition, n, distinct, low, high in rows
-    }
+        rows = conn.execute(select(handled.c.partition, func.count(), func.count(offset.distinct()), func.min(offset),
+                                   func.max(offset)).group_by(handled.c.partition)).all()
+    committed = store.next_offsets([topic])
+    result = {}
+    for partition, n, distinct, low, high in rows:
+        next_offset = committed.get((topic, partition))
+        result[partition] = {"handled": n, "next_offset": next_offset,
+                             "contiguous": n == distinct and low == 0 and high == n - 1 and next_offset == n}
+    return result
 
 
 WARM_UP_ID = "bench-warm-up"
