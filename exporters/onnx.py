@@ -29,6 +29,9 @@ FP32 = "model.fp32.onnx"  # optimized fp32 graph: the source of both variants, c
 TOKENIZER = "tokenizer.json"
 
 
+TRAINING_KEYS = ("device", "minutes", "steps", "train_examples", "config", "soup", "init")  # copied into the card
+
+
 def export(
     trained_dir: Path,
     out_dir: Path,
@@ -90,8 +93,7 @@ def export(
         "files": file_entries(out_dir, [s["file"] for s in VARIANTS.values()] + [TOKENIZER]),
         "parity": parity,
         "metrics": {"validation": training["validation"]},
-        "training": {key: training[key] for key in ("device", "minutes", "steps", "train_examples", "config", "soup")
-                     if key in training},
+        "training": {key: training[key] for key in TRAINING_KEYS if key in training},
         "tools": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,

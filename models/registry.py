@@ -180,7 +180,7 @@ def render_markdown(card: dict) -> str:
         (f"Trained on {training['device']} for {training['steps']} steps ({training['minutes']} minutes) "
          f"on the train splits of {datasets}; examples per task: {examples}."),
         "",
-        *_soup_section(training),
+        *_lineage_section(training),
         "## Variants and export parity",
         "",
         *_table(
@@ -225,13 +225,21 @@ def _test_section(card: dict) -> list[str]:
     return lines
 
 
-def _soup_section(training: dict) -> list[str]:
-    """What a weight-averaged model (`streamsense models soup`) was averaged from."""
-    if "soup" not in training:
-        return []
+def _lineage_section(training: dict) -> list[str]:
+    """What the weights were built from: a model continued (`train --init-from`) and/or averaged (`models soup`)."""
+    lines = []
+    if "init" in training:
+        init = training["init"]
+        lines += [f"Continued (`train --init-from`) from {init['from']}: validation score {init['validation_score']}, "
+                  f"{init['steps']} steps ({init['minutes']} minutes) on {init['device']}.", ""]
+        lines += _soup_table(init["soup"]) if "soup" in init else []
+    return lines + (_soup_table(training["soup"]) if "soup" in training else [])
+
+
+def _soup_table(parts: list[dict]) -> list[str]:
     rows = [[part["from"], part["weight"], part["device"], part["steps"], part["minutes"], part["validation_score"]]
-            for part in training["soup"]]
-    return ["The weights are an average of these models (steps and minutes above are their sums):", "",
+            for part in parts]
+    return ["Weight average (`models soup`) of these models (its steps and minutes are their sums):", "",
             *_table(["model", "weight", "trained on", "steps", "minutes", "validation score"], rows), ""]
 
 

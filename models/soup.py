@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from models.data import load_split
-from models.train import evaluate, load_trained, save_trained
+from models.train import evaluate, lineage, load_trained, save_trained
 
 
 def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[float] | None = None) -> dict:
@@ -57,12 +57,7 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
         "validation": metrics["validation"],
         "test": metrics["test"],
         "history": [],
-        "soup": [
-            {"from": m.get("recovered_from", {}).get("model", str(d)), "weight": round(w, 4), "device": m["device"],
-             "minutes": m["minutes"], "steps": m["steps"], "validation_score": m["validation"]["score"],
-             "config": m["config"]}
-            for d, w, m in zip(trained_dirs, weights, metas)
-        ],
+        "soup": [lineage(d) | {"weight": round(w, 4)} for d, w in zip(trained_dirs, weights)],
         "soup_minutes": round((time.monotonic() - start) / 60, 2),
     }
     save_trained(Path(out), model, tokenizer, summary)

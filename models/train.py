@@ -152,6 +152,20 @@ def save_trained(out: Path, model: MultiTaskModel, tokenizer, summary: dict) -> 
     (out / "training.json").write_text(json.dumps(summary, indent=2))
 
 
+def lineage(trained_dir: Path) -> dict:
+    """What a trained directory is, for the card of a model built from it (`models soup`, `train --init-from`)."""
+    meta = json.loads((Path(trained_dir) / "training.json").read_text())
+    if "recovered_from" in meta:
+        origin = meta["recovered_from"]["model"]
+    elif "soup" in meta:
+        origin = "soup of " + " + ".join(part["from"] for part in meta["soup"])
+    else:
+        origin = str(trained_dir)
+    entry = {"from": origin, "device": meta["device"], "minutes": meta["minutes"], "steps": meta["steps"],
+             "validation_score": meta["validation"]["score"], "config": meta["config"]}
+    return entry | {key: meta[key] for key in ("soup", "init") if key in meta}
+
+
 def train(cfg: TrainConfig) -> dict:
     from transformers import AutoTokenizer
 
@@ -243,5 +257,7 @@ def train(cfg: TrainConfig) -> dict:
         "test": test_metrics,
         "history": history,
     }
+    if cfg.init_from:
+        summary["init"] = lineage(Path(cfg.init_from))
     save_trained(Path(cfg.output_dir), model, tokenizer, summary)
     return summary

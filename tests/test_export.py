@@ -34,6 +34,7 @@ from models.train import (
     TrainConfig,
     base_model_path,
     evaluate,
+    lineage,
     load_trained,
 )
 
@@ -211,7 +212,24 @@ def test_soup_averages_weights_and_scores_the_result(exported, tmp_path):
     card = export(tmp_path / "soup", tmp_path / "out", exported.root / "datasets", parity_limit=16,
                   tolerances=TINY_TOLERANCES)
     assert card["training"]["soup"] == summary["soup"]
-    assert "average of these models" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "Weight average (`models soup`) of these models" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
+
+
+def test_card_names_what_a_continued_model_started_from(exported, tmp_path):
+    first = exported.root / "trained"
+    soup([first, first], tmp_path / "soup", exported.root / "datasets")
+    continued = tmp_path / "continued"  # what `train --init-from soup` leaves, its weights aside
+    shutil.copytree(first, continued)
+    meta = json.loads((continued / "training.json").read_text())
+    (continued / "training.json").write_text(json.dumps(meta | {"init": lineage(tmp_path / "soup")}))
+
+    card = export(continued, tmp_path / "out", exported.root / "datasets", parity_limit=16, tolerances=TINY_TOLERANCES)
+    init = card["training"]["init"]
+    assert init["from"] == f"soup of {first} + {first}"
+    assert [part["weight"] for part in init["soup"]] == [0.5, 0.5]
+    markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert f"Continued (`train --init-from`) from soup of {first} + {first}: validation score" in markdown
+    assert "Weight average (`models soup`) of these models" in markdown
 
 
 def test_soup_rejects_mismatched_models(exported, tmp_path):

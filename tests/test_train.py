@@ -2,6 +2,11 @@
 
 import json
 import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
 
 from models.data import load_split
 from models.tasks import TASKS_BY_NAME
@@ -20,17 +25,36 @@ def write_splits(root, task, sizes):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_train_keeps_the_best_validation_weights_and_records_their_test_metrics(tmp_path):
-    task = TASKS_BY_NAME["complaint"]
-    datasets, out = tmp_path / "datasets", tmp_path / "out"
-    write_splits(datasets, task, {"train": 64, "validation": 24, "test": 30})
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    datasets, out = root / "datasets", root / "out"
+    write_splits(datasets, TASKS_BY_NAME["complaint"], {"train": 64, "validation": 24, "test": 30})
     summary = train(TrainConfig(base_model=base_model_path(), datasets_dir=str(datasets), output_dir=str(out),
                                 tasks=("complaint",), max_steps=6, batch_size=8, eval_every=2, device="cpu"))
+    return SimpleNamespace(datasets=datasets, out=out, summary=summary)
 
+
+def test_train_keeps_the_best_validation_weights_and_records_their_test_metrics(trained):
+    summary, out = trained.summary, trained.out
     assert [h["step"] for h in summary["history"]] == [2, 4, 6]
     assert summary["validation"]["score"] == max(h["score"] for h in summary["history"])
     model, tokenizer, tasks = load_trained(out)
-    splits = {"complaint": load_split(datasets, task, "test")}
+    splits = {"complaint": load_split(trained.datasets, TASKS_BY_NAME["complaint"], "test")}
     assert summary["test"] == evaluate(model, tokenizer, splits, tasks, 64, "cpu")
     assert summary["test"]["complaint"]["n"] == 30
     assert json.loads((out / "training.json").read_text())["test"] == summary["test"]
+    assert "init" not in summary
+
+
+def test_init_from_starts_from_the_trained_weights_and_records_them(trained, tmp_path):
+    # Learning rates of zero leave the weights where they started: those of the directory continued from.
+    summary = train(TrainConfig(base_model=base_model_path(), datasets_dir=str(trained.datasets),
+                                output_dir=str(tmp_path / "next"), tasks=("complaint",), max_steps=2, batch_size=8,
+                                eval_every=2, lr=0.0, head_lr=0.0, device="cpu", init_from=str(trained.out)))
+    started, kept = load_file(trained.out / "model.safetensors"), load_file(tmp_path / "next" / "model.safetensors")
+    assert set(kept) == set(started)
+    assert all(torch.equal(kept[name], started[name]) for name in started)
+    assert summary["init"] == {"from": str(trained.out), "device": "cpu", "minutes": trained.summary["minutes"],
+                               "steps": 6, "validation_score": trained.summary["validation"]["score"],
+                               "config": json.loads((trained.out / "training.json").read_text())["config"]}
