@@ -29,7 +29,7 @@ FP32 = "model.fp32.onnx"  # optimized fp32 graph: the source of both variants, c
 TOKENIZER = "tokenizer.json"
 
 
-TRAINING_KEYS = ("device", "minutes", "steps", "train_examples", "config", "soup", "init")  # copied into the card
+TRAINING_KEYS = ("device", "minutes", "steps", "train_examples", "config", "soup", "soup_search", "init")  # to the card
 
 
 def export(

@@ -233,7 +233,13 @@ def _lineage_section(training: dict) -> list[str]:
         lines += [f"Continued (`train --init-from`) from {init['from']}: validation score {init['validation_score']}, "
                   f"{init['steps']} steps ({init['minutes']} minutes) on {init['device']}.", ""]
         lines += _soup_table(init["soup"]) if "soup" in init else []
-    return lines + (_soup_table(training["soup"]) if "soup" in training else [])
+    lines += _soup_table(training["soup"]) if "soup" in training else []
+    if "soup_search" in training:
+        rows = [[t["from"], t["alone"], t["soup"], "yes" if t["kept"] else "no"] for t in training["soup_search"]]
+        lines += ["Chosen greedily (`models soup --greedy`): best first, each kept only if the average improves "
+                  "on validation:", "",
+                  *_table(["model", "validation alone", "validation of the average with it", "kept"], rows), ""]
+    return lines
 
 
 def _soup_table(parts: list[dict]) -> list[str]:

@@ -11,14 +11,41 @@ from pathlib import Path
 import torch
 
 from models.data import load_split
-from models.train import evaluate, lineage, load_trained, save_trained
+from models.train import MultiTaskModel, evaluate, lineage, load_trained, save_trained
 
 
-def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[float] | None = None) -> dict:
+class NoBetterSoupError(ValueError):
+    """No average of the ingredients scores higher on validation than the best ingredient alone."""
+
+
+def _load(trained_dirs: list[Path]) -> tuple[MultiTaskModel, object, list, list[dict]]:
+    """The first model (to load averages into), its tokenizer and tasks, and every directory's weights."""
+    loaded = [load_trained(d) for d in trained_dirs]
+    model, tokenizer, tasks = loaded[0]
+    states = [m.state_dict() for m, _, _ in loaded]
+    shapes = {k: v.shape for k, v in states[0].items()}
+    for d, (_, _, other_tasks), state in zip(trained_dirs[1:], loaded[1:], states[1:]):
+        if other_tasks != tasks or {k: v.shape for k, v in state.items()} != shapes:
+            raise ValueError(f"{d} does not match {trained_dirs[0]}: a soup needs the same tasks and architecture")
+    return model, tokenizer, tasks, states
+
+
+def _average(model: MultiTaskModel, states: list[dict], weights: list[float]) -> None:
+    with torch.no_grad():
+        model.load_state_dict({k: sum(w * s[k].float() for w, s in zip(weights, states)) for k in states[0]})
+
+
+def _max_length(trained_dir: Path) -> int:
+    return json.loads((trained_dir / "training.json").read_text())["config"]["max_length"]
+
+
+def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[float] | None = None,
+         search: list[dict] | None = None) -> dict:
     """Average the weights of `trained_dirs` (same tasks, same architecture), evaluate, save as a trained directory.
 
     `weights` (default: equal) are normalised to sum to 1. The result is scored on the validation splits (for
-    choosing weights) and the test splits (for the record), like `train`.
+    choosing weights) and the test splits (for the record), like `train`. `search` records how the ingredients
+    were chosen (`greedy_soup`).
     """
     trained_dirs = [Path(d) for d in trained_dirs]
     weights = [1.0] * len(trained_dirs) if weights is None else list(weights)
@@ -29,21 +56,12 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
     weights = [w / sum(weights) for w in weights]
 
     start = time.monotonic()
-    loaded = [load_trained(d) for d in trained_dirs]
     metas = [json.loads((d / "training.json").read_text()) for d in trained_dirs]
-    model, tokenizer, tasks = loaded[0]
-    states = [m.state_dict() for m, _, _ in loaded]
-    shapes = {k: v.shape for k, v in states[0].items()}
-    for d, (_, _, other_tasks), state in zip(trained_dirs[1:], loaded[1:], states[1:]):
-        if other_tasks != tasks or {k: v.shape for k, v in state.items()} != shapes:
-            raise ValueError(f"{d} does not match {trained_dirs[0]}: a soup needs the same tasks and architecture")
-    with torch.no_grad():
-        model.load_state_dict({k: sum(w * s[k].float() for w, s in zip(weights, states)) for k in shapes})
-
-    max_length = metas[0]["config"]["max_length"]
+    model, tokenizer, tasks, states = _load(trained_dirs)
+    _average(model, states, weights)
     metrics = {
         split: evaluate(model, tokenizer, {t.name: load_split(datasets_dir, t, split) for t in tasks}, tasks,
-                        max_length, "cpu")
+                        _max_length(trained_dirs[0]), "cpu")
         for split in ("validation", "test")
     }
     summary = {
@@ -60,5 +78,37 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
         "soup": [lineage(d) | {"weight": round(w, 4)} for d, w in zip(trained_dirs, weights)],
         "soup_minutes": round((time.monotonic() - start) / 60, 2),
     }
+    if search is not None:
+        summary["soup_search"] = search
     save_trained(Path(out), model, tokenizer, summary)
     return summary
+
+
+def greedy_soup(trained_dirs: list[Path], out: Path, datasets_dir: Path) -> dict:
+    """Greedy soup: ingredients best first by their own validation score; each joins the uniform average only if
+    that raises the average's validation score. Only validation is read until the kept soup is scored by `soup`."""
+    trained_dirs = [Path(d) for d in trained_dirs]
+    if len(trained_dirs) < 2:
+        raise ValueError("a soup needs at least two trained directories")
+    model, tokenizer, tasks, states = _load(trained_dirs)
+    validation = {t.name: load_split(datasets_dir, t, "validation") for t in tasks}
+    max_length = _max_length(trained_dirs[0])
+
+    def score(indices: list[int]) -> float:
+        _average(model, [states[i] for i in indices], [1 / len(indices)] * len(indices))
+        return evaluate(model, tokenizer, validation, tasks, max_length, "cpu")["score"]
+
+    alone = [score([i]) for i in range(len(trained_dirs))]
+    order = sorted(range(len(trained_dirs)), key=lambda i: -alone[i])
+    kept, best = [order[0]], alone[order[0]]
+    search = [{"from": lineage(trained_dirs[order[0]])["from"], "alone": best, "soup": best, "kept": True}]
+    for i in order[1:]:
+        trial = score(kept + [i])
+        search.append({"from": lineage(trained_dirs[i])["from"], "alone": alone[i], "soup": trial,
+                       "kept": trial > best})
+        if trial > best:
+            kept, best = kept + [i], trial
+    if len(kept) == 1:
+        raise NoBetterSoupError(f"no average beats {trained_dirs[kept[0]]} alone on validation ({best}): "
+                                f"tried {json.dumps(search)}")
+    return soup([trained_dirs[i] for i in kept], out, datasets_dir, search=search)

@@ -240,12 +240,20 @@ def models_soup(
     trained: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="Trained directories (2 or more)."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the averaged model."),
     weights: Optional[str] = typer.Option(None, help="Comma-separated weights, one per directory (default: equal)."),
+    greedy: bool = typer.Option(False, help="Keep only the directories whose joining raises the validation score."),
 ):
     """Average the weights of models fine-tuned from the same base (a model soup); score it like `train`."""
-    from models.soup import soup
+    from models.soup import NoBetterSoupError, greedy_soup, soup
 
-    summary = soup(trained, output, Settings().datasets_dir,
-                   [float(w) for w in weights.split(",")] if weights else None)
+    if greedy and weights:
+        raise typer.BadParameter("--greedy averages the kept models equally: leave out --weights")
+    try:
+        summary = (greedy_soup(trained, output, Settings().datasets_dir) if greedy else
+                   soup(trained, output, Settings().datasets_dir,
+                        [float(w) for w in weights.split(",")] if weights else None))
+    except NoBetterSoupError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1)
     console.print(f"soup of {len(trained)} models in {output}; validation: {json.dumps(summary['validation'])}; "
                   f"test: {json.dumps(summary['test'])}")
 

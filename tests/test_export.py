@@ -27,7 +27,7 @@ from exporters.parity import TOLERANCES
 from exporters.recover import UnrecoverableGraphError, read_weights, recover
 from models.data import load_split
 from models.registry import verify
-from models.soup import soup
+from models.soup import NoBetterSoupError, greedy_soup, soup
 from models.tasks import TASKS
 from models.train import (
     MultiTaskModel,
@@ -230,6 +230,34 @@ def test_card_names_what_a_continued_model_started_from(exported, tmp_path):
     markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert f"Continued (`train --init-from`) from soup of {first} + {first}: validation score" in markdown
     assert "Weight average (`models soup`) of these models" in markdown
+
+
+def test_greedy_soup_keeps_only_what_raises_validation(exported, tmp_path, monkeypatch):
+    # Scored by closeness to the original weights: two near-mirrored perturbations average back close to them,
+    # a large perturbation only pulls the average away.
+    first = exported.root / "trained"
+    target = load_file(first / "model.safetensors")
+    noise = {k: torch.randn_like(v) * 0.05 for k, v in target.items()}
+    ingredients = {"far": 1.0, "near": 0.1, "mirror": -0.12}  # multiples of the noise
+    for name, scale in ingredients.items():
+        shutil.copytree(first, tmp_path / name)
+        save_file({k: v + scale * noise[k] for k, v in target.items()}, tmp_path / name / "model.safetensors")
+
+    def closeness(model, *_):
+        return {"score": -sum(float((v - target[k]).abs().sum()) for k, v in model.state_dict().items())}
+
+    monkeypatch.setattr("models.soup.evaluate", closeness)
+    summary = greedy_soup([tmp_path / name for name in ingredients], tmp_path / "soup", exported.root / "datasets")
+    search = summary["soup_search"]
+    assert [t["from"] for t in search] == [str(tmp_path / name) for name in ("near", "mirror", "far")]
+    assert [t["kept"] for t in search] == [True, True, False]
+    assert search[1]["soup"] == summary["validation"]["score"] > search[0]["alone"]
+    assert [part["from"] for part in summary["soup"]] == [str(tmp_path / "near"), str(tmp_path / "mirror")]
+    averaged = load_file(tmp_path / "soup" / "model.safetensors")
+    assert all(torch.allclose(averaged[k], v - 0.01 * noise[k], atol=1e-6) for k, v in target.items())
+
+    with pytest.raises(NoBetterSoupError, match="no average beats .*near alone"):
+        greedy_soup([tmp_path / "far", tmp_path / "near"], tmp_path / "none", exported.root / "datasets")
 
 
 def test_soup_rejects_mismatched_models(exported, tmp_path):
