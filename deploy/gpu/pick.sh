@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU machine: waits for the training runs, prints validation and test per run, exports the shared run with the best
-# validation score (test metrics play no part in the choice) to /var/tmp/ss/model and copies its weights to $OUT
-# in 15 MiB pieces (the first four; pick.sh rest sends the others).
+# GPU machine: waits for the training runs, prints validation and test per run, makes a greedy soup of the shared runs
+# (or, when no average beats the best run on validation, takes that run; test metrics play no part in the choice),
+# exports it to /var/tmp/ss/model and copies its weights to $OUT in 15 MiB pieces (the first four; pick.sh rest
+# sends the others).
 set -euo pipefail
 source deploy/gpu/env.sh
 runs=/var/tmp/ss/runs
@@ -22,10 +23,12 @@ print(json.dumps(out, indent=1))
 PY
 best=$(python3 -c "import json,sys; r=json.load(open('$OUT/runs.json')); print(max((k for k in r if k.startswith('shared') and 'validation' in r[k]), key=lambda k: r[k]['validation']['score']))")
 echo "best shared run by validation: $best"
-python3 -m streamsense export "$runs/$best" -o /var/tmp/ss/model/streamsense-minilm 2>&1 | tail -n 5
+chosen="$runs/$best"
+if python3 -m streamsense models soup --greedy "$runs"/shared-* -o /var/tmp/ss/soup; then chosen=/var/tmp/ss/soup; fi
+python3 -m streamsense export "$chosen" -o /var/tmp/ss/model/streamsense-minilm 2>&1 | tail -n 5
 mkdir -p /var/tmp/ss/pieces
-cp "$runs/$best/training.json" "$OUT/training.json"
-(cd /var/tmp/ss/pieces && rm -f w.* && split -b 15M -d "$runs/$best/model.safetensors" w. && sha256sum "$runs/$best/model.safetensors" > "$OUT/weights.sha256")
+cp "$chosen/training.json" "$OUT/training.json"
+(cd /var/tmp/ss/pieces && rm -f w.* && split -b 15M -d "$chosen/model.safetensors" w. && sha256sum "$chosen/model.safetensors" > "$OUT/weights.sha256")
 cp /var/tmp/ss/pieces/w.0[0-3] "$OUT"/
-tar czf "$OUT/small.tgz" -C "$runs/$best" config.json tokenizer.json
+tar czf "$OUT/small.tgz" -C "$chosen" config.json tokenizer.json
 ls -la "$OUT"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU machine: starts the training runs side by side on the one GPU, detached (setsid), so that later commands can
-# carry onnxruntime-gpu meanwhile. The shared model (four heads) at three learning rates and two seeds, and one
-# model per task for the shared-versus-separate comparison. Logs and outputs: /var/tmp/ss/runs/NAME.
+# carry onnxruntime-gpu meanwhile. Five seeds of the shared model (four heads), each on a full schedule (2 epochs, the
+# learning rate decays to zero; v2's run was cut at 6 minutes with the rate still high), as ingredients for
+# pick.sh's greedy soup. Logs and outputs: /var/tmp/ss/runs/NAME.
 set -euo pipefail
 source deploy/gpu/env.sh
 runs=/var/tmp/ss/runs
@@ -10,14 +11,11 @@ launch() {
   local name=$1; shift
   mkdir -p "$runs/$name"
   OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false setsid nohup python3 -m streamsense train -o "$runs/$name" --device cuda --patience 6 \
-    --max-minutes 6 "$@" > "$runs/$name/log" 2>&1 < /dev/null &
+    --max-minutes 9 "$@" > "$runs/$name/log" 2>&1 < /dev/null &
 }
-launch shared-lr5 --lr 5e-5 --epochs 4 --eval-every 250
-launch shared-lr5-seed21 --lr 5e-5 --epochs 4 --eval-every 250 --seed 21
-launch only-sentiment --tasks sentiment --lr 5e-5 --epochs 4 --eval-every 250
-launch only-offensive --tasks offensive --lr 5e-5 --epochs 4 --eval-every 100
-launch only-hate --tasks hate --lr 5e-5 --epochs 4 --eval-every 100
-launch only-complaint --tasks complaint --lr 5e-5 --epochs 4 --eval-every 50
+for seed in 13 21 34 55 89; do
+  launch "shared-seed$seed" --lr 5e-5 --epochs 2 --eval-every 250 --seed "$seed"
+done
 sleep 20
 nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv
 tail -n 2 "$runs"/*/log
