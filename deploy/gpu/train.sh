@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU machine: starts the training runs side by side on the one GPU, detached (setsid), so that later commands can
-# carry onnxruntime-gpu meanwhile. Five seeds of the shared model (four heads), each on a full schedule (2 epochs, the
-# learning rate decays to zero; v2's run was cut at 6 minutes with the rate still high), as ingredients for
-# pick.sh's greedy soup. Logs and outputs: /var/tmp/ss/runs/NAME.
+# carry onnxruntime-gpu meanwhile. Five seeds of the shared model (four heads), each on a shorter schedule (2 epochs,
+# so the learning rate has decayed near zero by the time early stopping ends it; v2's 4-epoch run stopped at half its
+# schedule, the rate still at half its peak), as ingredients for pick.sh's greedy soup. Logs: /var/tmp/ss/runs/NAME.
 set -euo pipefail
 source deploy/gpu/env.sh
 runs=/var/tmp/ss/runs
