@@ -243,8 +243,8 @@ def _lineage_section(training: dict) -> list[str]:
 
 
 def _soup_table(parts: list[dict]) -> list[str]:
-    rows = [[part["from"], part["weight"], part["device"], part["steps"], part["minutes"], part["validation_score"]]
-            for part in parts]
+    rows = [[part["from"] + (f" (continued from {part['init']['from']})" if "init" in part else ""), part["weight"],
+             part["device"], part["steps"], part["minutes"], part["validation_score"]] for part in parts]
     return ["Weight average (`models soup`) of these models (its steps and minutes are their sums):", "",
             *_table(["model", "weight", "trained on", "steps", "minutes", "validation score"], rows), ""]
 

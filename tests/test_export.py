@@ -231,6 +231,12 @@ def test_card_names_what_a_continued_model_started_from(exported, tmp_path):
     assert f"Continued (`train --init-from`) from soup of {first} + {first}: validation score" in markdown
     assert "Weight average (`models soup`) of these models" in markdown
 
+    soup([continued, first], tmp_path / "soup-2", exported.root / "datasets")
+    export(tmp_path / "soup-2", tmp_path / "out-2", exported.root / "datasets", parity_limit=16,
+           tolerances=TINY_TOLERANCES)
+    assert f"| {continued} (continued from soup of {first} + {first}) | 0.5 |" in (
+        tmp_path / "out-2" / "MODEL_CARD.md").read_text()
+
 
 def test_greedy_soup_keeps_only_what_raises_validation(exported, tmp_path, monkeypatch):
     # Scored by closeness to the original weights: two near-mirrored perturbations average back close to them,
