@@ -27,8 +27,6 @@ VARIANTS = {
 }
 FP32 = "model.fp32.onnx"  # optimized fp32 graph: the source of both variants, checked for parity too
 TOKENIZER = "tokenizer.json"
-
-
 TRAINING_KEYS = ("device", "minutes", "steps", "train_examples", "config", "soup", "soup_search", "init")  # to the card
 
 
