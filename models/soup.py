@@ -35,10 +35,6 @@ def _average(model: MultiTaskModel, states: list[dict], weights: list[float]) ->
         model.load_state_dict({k: sum(w * s[k].float() for w, s in zip(weights, states)) for k in states[0]})
 
 
-def _max_length(trained_dir: Path) -> int:
-    return json.loads((trained_dir / "training.json").read_text())["config"]["max_length"]
-
-
 def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[float] | None = None,
          search: list[dict] | None = None) -> dict:
     """Average the weights of `trained_dirs` (same tasks, same architecture), evaluate, save as a trained directory.
@@ -61,7 +57,7 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
     _average(model, states, weights)
     metrics = {
         split: evaluate(model, tokenizer, {t.name: load_split(datasets_dir, t, split) for t in tasks}, tasks,
-                        _max_length(trained_dirs[0]), "cpu")
+                        metas[0]["config"]["max_length"], "cpu")
         for split in ("validation", "test")
     }
     summary = {
@@ -92,7 +88,7 @@ def greedy_soup(trained_dirs: list[Path], out: Path, datasets_dir: Path) -> dict
         raise ValueError("a soup needs at least two trained directories")
     model, tokenizer, tasks, states = _load(trained_dirs)
     validation = {t.name: load_split(datasets_dir, t, "validation") for t in tasks}
-    max_length = _max_length(trained_dirs[0])
+    max_length = lineage(trained_dirs[0])["config"]["max_length"]
 
     def score(indices: list[int]) -> float:
         _average(model, [states[i] for i in indices], [1 / len(indices)] * len(indices))

@@ -47,7 +47,8 @@ def test_fp16_results_do_not_depend_on_batch_company(classifier):
 def test_int8_results_depend_on_batch_company_only_within_the_parity_bound(classifier):
     """Dynamic int8 quantization scales activations per tensor, i.e. per batch: a message's scores shift a little
     with the other messages in its batch (docs/models.md). Labels must still agree as often as export parity demands,
-    measured per head over all 420 sample posts (one batch of 64 is too few: v3 agrees on 60 of the first 64)."""
+    measured per head over all 420 sample posts (one batch of 64 is too few: an unshipped candidate agreed on 60
+    of the first 64 posts and on 97 % of all 420; its probability shifts broke the 0.25 bound)."""
     for task, (together, alone) in _together_and_alone(classifier.runtime, _sample_texts()).items():
         agreement = float(np.mean(together.argmax(1) == alone.argmax(1)))
         assert agreement >= 0.95, task
