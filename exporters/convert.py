@@ -66,7 +66,8 @@ def to_int8(path: Path, out: Path) -> None:
 
     Per-channel QInt8 over every supported op (MatMul, Attention, embeddings) on MiniLM: 23 MB, 2.5x faster
     than fp32, 0.97-0.98 label agreement. Tried and worse: per-tensor (0.86-0.93), QUInt8 or reduce_range
-    (no gain), leaving one MatMul group in fp32 (no gain, +10 MB), 8-bit MatMulNBits (0.98, but no faster).
+    (no gain), leaving one op group in fp32 (no gain, +3-11 MB), weight-only 8-bit MatMulNBits (0.99 and batch
+    independent, but slower than fp32 on AVX2 without VNNI; docs/models.md).
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
