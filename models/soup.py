@@ -88,7 +88,8 @@ def greedy_soup(trained_dirs: list[Path], out: Path, datasets_dir: Path) -> dict
         raise ValueError("a soup needs at least two trained directories")
     model, tokenizer, tasks, states = _load(trained_dirs)
     validation = {t.name: load_split(datasets_dir, t, "validation") for t in tasks}
-    max_length = lineage(trained_dirs[0])["config"]["max_length"]
+    origins = [lineage(d) for d in trained_dirs]
+    max_length = origins[0]["config"]["max_length"]
 
     def score(indices: list[int]) -> float:
         _average(model, [states[i] for i in indices], [1 / len(indices)] * len(indices))
@@ -97,10 +98,10 @@ def greedy_soup(trained_dirs: list[Path], out: Path, datasets_dir: Path) -> dict
     alone = [score([i]) for i in range(len(trained_dirs))]
     order = sorted(range(len(trained_dirs)), key=lambda i: -alone[i])
     kept, best = [order[0]], alone[order[0]]
-    search = [{"from": lineage(trained_dirs[order[0]])["from"], "alone": best, "soup": best, "kept": True}]
+    search = [{"from": origins[order[0]]["from"], "alone": best, "soup": best, "kept": True}]
     for i in order[1:]:
         trial = score(kept + [i])
-        search.append({"from": lineage(trained_dirs[i])["from"], "alone": alone[i], "soup": trial,
+        search.append({"from": origins[i]["from"], "alone": alone[i], "soup": trial,
                        "kept": trial > best})
         if trial > best:
             kept, best = kept + [i], trial
