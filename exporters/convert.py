@@ -66,8 +66,8 @@ def to_int8(path: Path, out: Path) -> None:
 
     Per-channel QInt8 over every supported op (MatMul, Attention, embeddings) on MiniLM: 23 MB, 2.5x faster
     than fp32, 0.97-0.98 label agreement. Tried and worse: per-tensor (0.86-0.93), QUInt8 or reduce_range
-    (no gain), leaving one op group in fp32 (no gain, +3-11 MB), weight-only 8-bit MatMulNBits (0.99 and batch
-    independent, but slower than fp32 on AVX2 without VNNI; docs/models.md).
+    (no gain), leaving one op group in fp32 (no gain, +3-11 MB), weight-only 8-bit MatMulNBits and static QDQ int8
+    (0.98-1.00 and batch independent, but slower than fp32 on AVX2 without VNNI; docs/models.md).
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
