@@ -22,7 +22,8 @@ def _load(trained_dirs: list[Path]) -> tuple[MultiTaskModel, object, list, list[
     """The first model (to load averages into), its tokenizer and tasks, and every directory's weights."""
     loaded = [load_trained(d) for d in trained_dirs]
     model, tokenizer, tasks = loaded[0]
-    states = [m.state_dict() for m, _, _ in loaded]
+    # copies: the first state_dict shares its tensors with `model`, which every average is loaded into
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _, _ in loaded]
     shapes = {k: v.shape for k, v in states[0].items()}
     for d, (_, _, other_tasks), state in zip(trained_dirs[1:], loaded[1:], states[1:]):
         if other_tasks != tasks or {k: v.shape for k, v in state.items()} != shapes:

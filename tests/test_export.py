@@ -244,7 +244,9 @@ def test_greedy_soup_keeps_only_what_raises_validation(exported, tmp_path, monke
     first = exported.root / "trained"
     target = load_file(first / "model.safetensors")
     noise = {k: torch.randn_like(v) * 0.05 for k, v in target.items()}
-    ingredients = {"far": 1.0, "near": 0.1, "mirror": -0.12}  # multiples of the noise
+    # multiples of the noise; "near" comes first: averages are loaded into the first model, and its weights must
+    # stay its own while others are scored (they once did not, and the search scored mixes of what it had loaded)
+    ingredients = {"near": 0.1, "far": 1.0, "mirror": -0.12}
     for name, scale in ingredients.items():
         shutil.copytree(first, tmp_path / name)
         save_file({k: v + scale * noise[k] for k, v in target.items()}, tmp_path / name / "model.safetensors")
