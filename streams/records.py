@@ -34,6 +34,13 @@ class _Record(BaseModel):
             return str(value)
         return value
 
+    @field_validator("id", mode="after")
+    @classmethod
+    def _id_present(cls, value: str) -> str:
+        if not value.replace("\x00", ""):
+            raise ValueError("id has no characters besides NUL")
+        return value
+
     @field_validator("created_at", mode="after")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:

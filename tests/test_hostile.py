@@ -37,6 +37,11 @@ def test_arbitrary_bytes_never_crash_decode(raw):
             assert exc.reason and "\n" not in exc.reason
 
 
+def test_an_id_of_only_nul_is_refused():  # found by the test below: NUL is stripped, which left an empty id
+    with pytest.raises(DecodeError, match="invalid post: id"):
+        decode("post", json.dumps({"id": "\x00", "text": "0"}).encode())
+
+
 @settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(post_like)
 def test_arbitrary_json_objects_decode_or_explain(obj):
