@@ -34,23 +34,17 @@ class _Record(BaseModel):
             return str(value)
         return value
 
-    @field_validator("id", mode="after")
-    @classmethod
-    def _id_present(cls, value: str) -> str:
-        if not value.replace("\x00", ""):
-            raise ValueError("id has no characters besides NUL")
-        return value
-
     @field_validator("created_at", mode="after")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         # A time without a zone is taken as UTC, so every stored time is comparable.
         return value.replace(tzinfo=timezone.utc) if value and value.tzinfo is None else value
 
-    @field_validator("*", mode="after")
+    @field_validator("*", mode="before")
     @classmethod
     def _no_nul(cls, value):
-        # NUL cannot be stored in PostgreSQL text; it carries no meaning in posts or tickets.
+        # NUL cannot be stored in PostgreSQL text and carries no meaning in posts or tickets. Stripped before
+        # validation, so lengths and emptiness are checked on what is stored.
         return value.replace("\x00", "") if isinstance(value, str) else value
 
 
@@ -64,7 +58,7 @@ class Post(_Record):
     @field_validator("text", mode="after")
     @classmethod
     def _text_present(cls, value: str) -> str:
-        if not value.replace("\x00", "").strip():
+        if not value.strip():
             raise ValueError("text is empty")
         return value
 
@@ -88,7 +82,7 @@ class Ticket(_Record):
     @field_validator("body", mode="after")
     @classmethod
     def _body_present(cls, value: str) -> str:
-        if not value.replace("\x00", "").strip():
+        if not value.strip():
             raise ValueError("body is empty")
         return value
 

@@ -37,7 +37,7 @@ def test_arbitrary_bytes_never_crash_decode(raw):
             assert exc.reason and "\n" not in exc.reason
 
 
-def test_an_id_of_only_nul_is_refused():  # found by the test below: NUL is stripped, which left an empty id
+def test_an_id_of_only_nul_is_refused():  # found by the test below when NUL was stripped after validation
     with pytest.raises(DecodeError, match="invalid post: id"):
         decode("post", json.dumps({"id": "\x00", "text": "0"}).encode())
 
