@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.runtime import ModelRuntime
 
@@ -33,26 +34,19 @@ def _together_and_alone(runtime, texts, batch: int = 64) -> dict[str, tuple[np.n
             for task in together[0]}
 
 
-def _sample_texts(n: int | None = None) -> list[str]:
+def _sample_texts() -> list[str]:
     path = Path(__file__).resolve().parent.parent / "streams" / "samples" / "posts.jsonl"
-    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()[:n]]
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_fp16_results_do_not_depend_on_batch_company(classifier):
-    runtime = ModelRuntime(classifier.runtime.path, "cpu", variant="fp16")
-    for together, alone in _together_and_alone(runtime, _sample_texts(24)).values():
-        assert np.allclose(together, alone, atol=2e-3)
-
-
-def test_int8_results_depend_on_batch_company_only_within_the_parity_bound(classifier):
-    """Dynamic int8 quantization scales activations per tensor, i.e. per batch: a message's scores shift a little
-    with the other messages in its batch (docs/models.md). Labels must still agree as often as export parity demands,
-    measured per head over all 420 sample posts (one batch of 64 is too few: an unshipped candidate agreed on 60
-    of the first 64 posts and on 97 % of all 420; its probability shifts broke the 0.25 bound)."""
-    for task, (together, alone) in _together_and_alone(classifier.runtime, _sample_texts()).items():
-        agreement = float(np.mean(together.argmax(1) == alone.argmax(1)))
-        assert agreement >= 0.95, task
-        assert np.abs(together - alone).max() < 0.25, task
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_results_do_not_depend_on_batch_company(classifier, variant):
+    """A message scores the same in a batch of 64 as alone, over all 420 sample posts. int8 activations are scaled
+    per token (exporters/convert.quantize_rows); per tensor, v2's labels moved on 1-4 % of posts with their
+    company and probabilities by up to 0.22."""
+    runtime = ModelRuntime(classifier.runtime.path, "cpu", variant=variant)
+    for together, alone in _together_and_alone(runtime, _sample_texts()).values():
+        np.testing.assert_allclose(together, alone, atol=2e-3)
 
 
 def test_long_text_is_truncated_to_max_length(classifier):
@@ -62,7 +56,5 @@ def test_long_text_is_truncated_to_max_length(classifier):
 
 
 def test_runtime_refuses_unknown_variant(classifier):
-    import pytest
-
     with pytest.raises(ValueError, match="no variant 'fp8'"):
         ModelRuntime(classifier.runtime.path, "cpu", variant="fp8")
