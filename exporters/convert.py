@@ -71,8 +71,9 @@ def to_int8(path: Path, out: Path) -> None:
     message's scores moved with the other messages in its batch (v2: labels agreed on 96-99 % of posts, largest
     probability shift 0.22). `quantize_rows` rescales every token's activations on their own: results no longer
     depend on the batch, agreement with fp32 rises, and the size stays 23 MB, for 6-16 % fewer messages per
-    second (docs/models.md). Tried and worse: per-tensor weights (0.86-0.93 agreement), QUInt8 or reduce_range (no gain),
-    leaving one op group in fp32, weight-only 8-bit MatMulNBits and static QDQ int8 (slower than fp32 on AVX2).
+    second (docs/models.md). Tried and worse: per-tensor weights (0.86-0.93 agreement), QUInt8 or reduce_range
+    (no gain), leaving one op group in fp32, weight-only 8-bit MatMulNBits and static QDQ int8 (slower than fp32
+    on AVX2).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
