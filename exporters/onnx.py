@@ -37,17 +37,19 @@ def export(
     parity_limit: int = 200,
     require_fp16: bool = False,
     keep_fp32: bool = False,
-    max_length: int = 128,
+    max_length: int | None = None,
     name: str | None = None,
     tolerances: dict[str, Tolerance] = TOLERANCES,
 ) -> dict:
     """Export, check parity on `parity_limit` validation texts per task, write the card and return it.
 
-    Raises ParityError (and writes no model.json) when a variant strays from the PyTorch model; the fp16
+    `max_length` defaults to the length the model was trained and selected at, so serving truncates as training
+    did. Raises ParityError (and writes no model.json) when a variant strays from the PyTorch model; the fp16
     variant may be skipped where onnxruntime cannot run it, unless `require_fp16`.
     """
     trained_dir, out_dir = Path(trained_dir), Path(out_dir)
     training = json.loads((trained_dir / "training.json").read_text())
+    max_length = max_length or training["config"]["max_length"]
     model, tokenizer, tasks = load_trained(trained_dir)
     config = export_config_for(model.encoder.config, model.task_names)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,11 @@ def _load(trained_dirs: list[Path]) -> tuple[MultiTaskModel, object, list, list[
     return model, tokenizer, tasks, states
 
 
+def _max_length(metas: list[dict]) -> int:
+    """A soup is scored and served at the longest input any of its ingredients was trained on."""
+    return max(m["config"]["max_length"] for m in metas)
+
+
 def _average(model: MultiTaskModel, states: list[dict], weights: list[float]) -> None:
     with torch.no_grad():
         model.load_state_dict({k: sum(w * s[k].float() for w, s in zip(weights, states)) for k in states[0]})
@@ -54,16 +59,17 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
 
     start = time.monotonic()
     metas = [json.loads((d / "training.json").read_text()) for d in trained_dirs]
+    max_length = _max_length(metas)
     model, tokenizer, tasks, states = _load(trained_dirs)
     _average(model, states, weights)
     metrics = {
         split: evaluate(model, tokenizer, {t.name: load_split(datasets_dir, t, split) for t in tasks}, tasks,
-                        metas[0]["config"]["max_length"], "cpu")
+                        max_length, "cpu")
         for split in ("validation", "test")
     }
     summary = {
         "base_model": metas[0]["base_model"],
-        "config": metas[0]["config"],
+        "config": metas[0]["config"] | {"max_length": max_length},
         "torch": torch.__version__,
         "train_examples": metas[0]["train_examples"],
         "device": " + ".join(m["device"] for m in metas),
@@ -90,7 +96,7 @@ def greedy_soup(trained_dirs: list[Path], out: Path, datasets_dir: Path) -> dict
     model, tokenizer, tasks, states = _load(trained_dirs)
     validation = {t.name: load_split(datasets_dir, t, "validation") for t in tasks}
     origins = [lineage(d) for d in trained_dirs]
-    max_length = origins[0]["config"]["max_length"]
+    max_length = _max_length(origins)
 
     def score(indices: list[int]) -> float:
         _average(model, [states[i] for i in indices], [1 / len(indices)] * len(indices))

@@ -31,7 +31,7 @@ class TrainConfig:
     head_lr: float = 1e-3
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
-    max_length: int = 64
+    max_length: int = 128  # the serving length: export takes it from here
     train_limit: int | None = None
     val_limit: int | None = None
     eval_every: int = 500

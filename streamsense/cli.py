@@ -180,6 +180,7 @@ def train(
     train_limit: Optional[int] = typer.Option(None, help="Use at most this many training rows per task."),
     val_limit: Optional[int] = typer.Option(None, help="Use at most this many validation rows per task."),
     batch_size: int = typer.Option(32),
+    max_length: int = typer.Option(128, help="Tokens per text; export serves the model at the same length."),
     lr: float = typer.Option(8e-5, help="Encoder learning rate (heads use 1e-3)."),
     eval_every: int = typer.Option(700, help="Steps between validation runs (early stopping)."),
     patience: int = typer.Option(3, help="Validation runs without improvement before stopping."),
@@ -194,7 +195,8 @@ def train(
     summary = run_train(TrainConfig(
         base_model=base_model_path(), datasets_dir=str(settings.datasets_dir), output_dir=str(output),
         tasks=tuple(t.strip() for t in tasks.split(",")), epochs=epochs, max_steps=max_steps,
-        max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size, lr=lr,
+        max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size,
+        max_length=max_length, lr=lr,
         eval_every=eval_every, patience=patience, seed=seed, device=device,
         init_from=str(init_from) if init_from else None,
     ))

@@ -56,6 +56,9 @@ def write_datasets(root: Path) -> None:
             (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+TRAINED_LENGTH = 96  # not the default, so a test sees export serve the length the model was trained at
+
+
 def write_trained(out: Path, datasets: Path) -> None:
     """A tiny random BERT under the real heads and MiniLM tokenizer, in train()'s directory layout."""
     torch.manual_seed(0)
@@ -68,8 +71,9 @@ def write_trained(out: Path, datasets: Path) -> None:
     shutil.copy2(Path(base_model_path()) / "tokenizer.json", out / "tokenizer.json")
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
     splits = {t.name: load_split(datasets, t, "validation") for t in TASKS}
-    validation = evaluate(model, tokenizer, splits, list(TASKS), 64, "cpu")
-    cfg = TrainConfig(base_model=base_model_path(), datasets_dir=str(datasets), output_dir=str(out), max_steps=0)
+    validation = evaluate(model, tokenizer, splits, list(TASKS), TRAINED_LENGTH, "cpu")
+    cfg = TrainConfig(base_model=base_model_path(), datasets_dir=str(datasets), output_dir=str(out), max_steps=0,
+                      max_length=TRAINED_LENGTH)
     summary = {"base_model": "tiny-random-bert", "config": asdict(cfg), "device": "cpu", "torch": torch.__version__,
                "steps": 0, "minutes": 0.0,
                "train_examples": {t.name: 0 for t in TASKS}, "validation": validation, "history": []}
@@ -150,7 +154,8 @@ def test_row_quantization_refuses_a_graph_it_does_not_know():
 
 def test_parity_recorded_within_tolerances(exported):
     parity = exported.card["parity"]
-    assert parity["texts"] == 32 * len(TASKS) and parity["max_length"] == 128
+    assert parity["texts"] == 32 * len(TASKS)
+    assert parity["max_length"] == exported.card["max_length"] == TRAINED_LENGTH
     for name, result in parity["variants"].items():
         if result["status"] == "skipped":  # fp16 where onnxruntime cannot run it: said so, with the reason
             assert name == "fp16" and result["reason"]
@@ -228,6 +233,9 @@ def test_soup_averages_weights_and_scores_the_result(exported, tmp_path):
     shutil.copytree(first, second)
     noisy = {k: v + torch.randn_like(v) * 0.05 for k, v in load_file(first / "model.safetensors").items()}
     save_file(noisy, second / "model.safetensors")
+    meta = json.loads((second / "training.json").read_text())
+    meta["config"]["max_length"] = TRAINED_LENGTH + 16
+    (second / "training.json").write_text(json.dumps(meta))
 
     summary = soup([first, second], tmp_path / "soup", exported.root / "datasets", weights=[1, 3])
     averaged = load_file(tmp_path / "soup" / "model.safetensors")
@@ -236,10 +244,13 @@ def test_soup_averages_weights_and_scores_the_result(exported, tmp_path):
     assert [part["weight"] for part in summary["soup"]] == [0.25, 0.75]
     model, tokenizer, tasks = load_trained(tmp_path / "soup")
     splits = {t.name: load_split(exported.root / "datasets", t, "test") for t in tasks}
-    assert summary["test"] == evaluate(model, tokenizer, splits, tasks, 64, "cpu")
+    # scored, and served, at the longest length an ingredient was trained at
+    assert summary["config"]["max_length"] == TRAINED_LENGTH + 16
+    assert summary["test"] == evaluate(model, tokenizer, splits, tasks, TRAINED_LENGTH + 16, "cpu")
 
     card = export(tmp_path / "soup", tmp_path / "out", exported.root / "datasets", parity_limit=16,
                   tolerances=TINY_TOLERANCES)
+    assert card["max_length"] == TRAINED_LENGTH + 16
     assert card["training"]["soup"] == summary["soup"]
     assert "Weight average (`models soup`) of these models" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
 
