@@ -4,7 +4,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class TrainConfig:
     eval_every: int = 500
     patience: int = 4
     task_sampling_alpha: float = 0.5
+    task_weights: dict[str, float] = field(default_factory=dict)  # multiplies a task's sampling share
     freeze_embeddings: bool = True
     seed: int = 13
     device: str = "auto"
@@ -93,6 +94,15 @@ def load_trained(model_dir: Path) -> tuple[MultiTaskModel, "object", list[Task]]
     model.eval()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
     return model, tokenizer, tasks
+
+
+def task_probabilities(sizes: dict[str, int], alpha: float, weights: dict[str, float]) -> np.ndarray:
+    """Chance of drawing each task per step: train size**alpha times its weight (default 1), normalised."""
+    unknown = set(weights) - set(sizes)
+    if unknown:
+        raise ValueError(f"task weights for tasks not being trained: {', '.join(sorted(unknown))}")
+    raw = np.array([n**alpha * weights.get(name, 1.0) for name, n in sizes.items()], dtype=np.float64)
+    return raw / raw.sum()
 
 
 def _batches(examples: list[Example], batch_size: int, rng: random.Random):
@@ -193,9 +203,9 @@ def train(cfg: TrainConfig) -> dict:
         [{"params": encoder_params, "lr": cfg.lr}, {"params": model.heads.parameters(), "lr": cfg.head_lr}],
         weight_decay=cfg.weight_decay,
     )
-    sizes = np.array([len(train_sets[t.name]) for t in tasks], dtype=np.float64)
-    probs = sizes**cfg.task_sampling_alpha / (sizes**cfg.task_sampling_alpha).sum()
-    steps_per_epoch = math.ceil(sizes.sum() / cfg.batch_size)
+    sizes = {t.name: len(train_sets[t.name]) for t in tasks}
+    probs = task_probabilities(sizes, cfg.task_sampling_alpha, cfg.task_weights)
+    steps_per_epoch = math.ceil(sum(sizes.values()) / cfg.batch_size)
     total = cfg.max_steps or int(cfg.epochs * steps_per_epoch)
     warmup = max(1, int(cfg.warmup_ratio * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -170,10 +170,25 @@ def db_upgrade():
     console.print("schema is up to date")
 
 
+def _task_weights(text: str) -> dict[str, float]:
+    """`offensive=2,hate=1.5` → {"offensive": 2.0, "hate": 1.5}."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            weights[name.strip()] = 0.0
+        if weights[name.strip()] <= 0:
+            raise typer.BadParameter(f"expected task=weight with a weight > 0, got {part!r}", param_hint="--task-weights")
+    return weights
+
+
 @app.command()
 def train(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (torch weights)."),
     tasks: str = typer.Option("sentiment,offensive,hate,complaint", help="Comma-separated heads to train."),
+    task_weights: str = typer.Option("", help="Sampling weights, e.g. offensive=2 (others 1)."),
     epochs: float = typer.Option(3.0, help="Passes over the combined training data."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (overrides epochs)."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop after this much wall time (CPU budgets)."),
@@ -194,7 +209,7 @@ def train(
     settings = Settings()
     summary = run_train(TrainConfig(
         base_model=base_model_path(), datasets_dir=str(settings.datasets_dir), output_dir=str(output),
-        tasks=tuple(t.strip() for t in tasks.split(",")), epochs=epochs, max_steps=max_steps,
+        tasks=tuple(t.strip() for t in tasks.split(",")), task_weights=_task_weights(task_weights), epochs=epochs, max_steps=max_steps,
         max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size,
         max_length=max_length, lr=lr,
         eval_every=eval_every, patience=patience, seed=seed, device=device,

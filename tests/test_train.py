@@ -6,11 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import typer
 from safetensors.torch import load_file
 
 from models.data import load_split
 from models.tasks import TASKS_BY_NAME
-from models.train import TrainConfig, base_model_path, evaluate, load_trained, train
+from streamsense.cli import _task_weights
+from models.train import TrainConfig, base_model_path, evaluate, load_trained, task_probabilities, train
 
 WORDS = ["late", "refund", "great", "never", "again", "thanks", "broken", "love", "waiting", "@user", "😡", "ok"]
 
@@ -58,3 +60,19 @@ def test_init_from_starts_from_the_trained_weights_and_records_them(trained, tmp
     assert summary["init"] == {"from": str(trained.out), "device": "cpu", "minutes": trained.summary["minutes"],
                                "steps": 6, "validation_score": trained.summary["validation"]["score"],
                                "config": json.loads((trained.out / "training.json").read_text())["config"]}
+
+
+def test_task_weights_scale_a_tasks_share_of_the_steps():
+    sizes = {"sentiment": 400, "offensive": 100, "complaint": 25}
+    assert task_probabilities(sizes, 0.5, {}) == pytest.approx([20 / 35, 10 / 35, 5 / 35])
+    assert task_probabilities(sizes, 0.5, {"offensive": 3.0}) == pytest.approx([20 / 55, 30 / 55, 5 / 55])
+    with pytest.raises(ValueError, match="not being trained: hate"):
+        task_probabilities(sizes, 0.5, {"hate": 2.0})
+
+
+def test_task_weights_option_reads_task_equals_weight():
+    assert _task_weights("") == {}
+    assert _task_weights("offensive=3, hate=1.5") == {"offensive": 3.0, "hate": 1.5}
+    for bad in ("offensive", "offensive=0", "offensive=x", "offensive=-1"):
+        with pytest.raises(typer.BadParameter, match="task=weight"):
+            _task_weights(bad)
