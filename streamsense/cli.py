@@ -176,11 +176,12 @@ def _task_weights(text: str) -> dict[str, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
         try:
-            weights[name.strip()] = float(value)
+            weight = float(value)
         except ValueError:
-            weights[name.strip()] = 0.0
-        if weights[name.strip()] <= 0:
+            weight = 0.0
+        if weight <= 0:
             raise typer.BadParameter(f"expected task=weight with a weight > 0, got {part!r}", param_hint="--task-weights")
+        weights[name.strip()] = weight
     return weights
 
 
@@ -209,8 +210,8 @@ def train(
     settings = Settings()
     summary = run_train(TrainConfig(
         base_model=base_model_path(), datasets_dir=str(settings.datasets_dir), output_dir=str(output),
-        tasks=tuple(t.strip() for t in tasks.split(",")), task_weights=_task_weights(task_weights), epochs=epochs, max_steps=max_steps,
-        max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size,
+        tasks=tuple(t.strip() for t in tasks.split(",")), task_weights=_task_weights(task_weights), epochs=epochs,
+        max_steps=max_steps, max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size,
         max_length=max_length, lr=lr,
         eval_every=eval_every, patience=patience, seed=seed, device=device,
         init_from=str(init_from) if init_from else None,
