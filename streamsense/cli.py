@@ -211,9 +211,9 @@ def train(
     summary = run_train(TrainConfig(
         base_model=base_model_path(), datasets_dir=str(settings.datasets_dir), output_dir=str(output),
         tasks=tuple(t.strip() for t in tasks.split(",")), task_weights=_task_weights(task_weights), epochs=epochs,
-        max_steps=max_steps, max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit, batch_size=batch_size,
-        max_length=max_length, lr=lr,
-        eval_every=eval_every, patience=patience, seed=seed, device=device,
+        max_steps=max_steps, max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit,
+        batch_size=batch_size, max_length=max_length, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
+        device=device,
         init_from=str(init_from) if init_from else None,
     ))
     console.print(f"trained in {summary['minutes']} min on {summary['device']}; best validation: "
