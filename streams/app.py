@@ -18,9 +18,10 @@ import faust
 from faust.types import TP
 
 from streams.batching import OverlappedBatches
-from streams.kafka import faust_broker_url, faust_credentials
+from streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
 from streams.metrics import Metrics, consumer_highwater
 from streams.pipeline import Incoming, Processor
+from streams.retry import retry_forever
 from streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streams.store import Store
 from streams.watchdog import StarvationWatch
@@ -30,9 +31,19 @@ from streamsense.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class IdempotentApp(faust.App):
+    """A Faust app whose producer is idempotent (acks=all, producer ids): see streams/kafka.py."""
+
+    def _new_transport(self):
+        return IdempotentTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self):
+        return IdempotentTransport(self.conf.broker_producer, self)
+
+
 def create_app(settings: Settings, processor: Processor, store: Store, metrics: Metrics,
-               health: Health) -> faust.App:
-    app = faust.App(
+               health: Health, idempotent: bool = False) -> faust.App:
+    app = (IdempotentApp if idempotent else faust.App)(
         settings.app_id,
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
@@ -45,6 +56,8 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
         broker_heartbeat_interval=2.0,
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,
+        # notice topics and partitions created after the worker subscribed within 30 s (aiokafka's default: 5 min)
+        consumer_metadata_max_age_ms=30_000,
         table_standby_replicas=0,
         stream_wait_empty=False,
         web_enabled=settings.web_port is not None,
@@ -97,7 +110,10 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     async def restore_offsets(sender, **kwargs) -> None:
         assigned = app.consumer.assignment()
         loop = asyncio.get_running_loop()
-        stored = await loop.run_in_executor(None, store.next_offsets, input_topics)
+        # Streams stay paused until this returns, so waiting out a database outage here keeps the no-loss promise
+        # (an exception would crash the worker: seen on Apache Kafka, whose metadata refresh can rebalance mid-outage).
+        stored = await retry_forever(lambda: loop.run_in_executor(None, store.next_offsets, input_topics),
+                                     "reading stored offsets after a rebalance")
         commit = {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
         watch.assigned({(tp.topic, tp.partition): offset for tp, offset in commit.items()})
         if commit:

@@ -1,14 +1,20 @@
 """Kafka connection options from settings, for Faust and for plain aiokafka clients alike."""
 
 import asyncio
+import logging
 import ssl
 
 import faust
-from aiokafka import AIOKafkaClient
+from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, UnknownError, UnsupportedVersionError
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.auth import CredentialsT
 
 from streams.retry import retry_forever
 from streamsense.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -63,7 +69,85 @@ def wait_for_kafka(settings: Settings) -> None:
         client = AIOKafkaClient(**client_options(settings))
         try:
             await client.bootstrap()
+            # A cluster that has just started answers metadata before its group coordinator is up; Faust then
+            # fails to declare the input topics and never sees them (seen on Apache Kafka 4.4: docs/reliability.md).
+            await client.coordinator_lookup(0, settings.app_id)
         finally:
             await client.close()
 
     asyncio.run(retry_forever(probe, f"reaching Kafka at {settings.kafka_bootstrap_servers}"))
+
+
+async def _idempotence_supported(settings: Settings) -> bool:
+    """Whether the cluster grants producer ids (InitProducerId): Apache Kafka does, Tansu answers UnknownError."""
+    producer = AIOKafkaProducer(enable_idempotence=True, acks="all", **client_options(settings))
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    level = sender_log.level
+    sender_log.setLevel(logging.CRITICAL)  # the refusal is the answer here, not an error to print
+    try:
+        await producer.start()
+        return True
+    except (UnknownError, UnsupportedVersionError):
+        return False
+    finally:
+        sender_log.setLevel(level)
+        await producer.stop()
+
+
+def producer_idempotence(settings: Settings) -> bool:
+    """Whether the worker's producer runs idempotent: the setting, with `auto` asking the cluster (once, at start)."""
+    if settings.kafka_idempotence != "auto":
+        return settings.kafka_idempotence == "on"
+    supported = asyncio.run(retry_forever(lambda: _idempotence_supported(settings),
+                                          f"asking {settings.kafka_bootstrap_servers} for a producer id"))
+    if not supported:
+        log.warning("the Kafka cluster at %s does not grant producer ids (InitProducerId): producing without "
+                    "idempotence (retried sends may duplicate output messages; results in SQL are unaffected)",
+                    settings.kafka_bootstrap_servers)
+    return supported
+
+
+class _IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer with idempotence on (Faust enables it only inside exactly-once transactions)."""
+
+    def _settings_extra(self):
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class IdempotentTransport(faust_aiokafka.Transport):
+    Producer = _IdempotentProducer
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    return [settings.topic_posts, settings.topic_tickets, settings.topic_predictions, settings.topic_alerts,
+            settings.topic_dead_letter]
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the worker's input and output topics that do not exist yet, with the configured partitions.
+
+    Faust declares only its internal topics; a topic that a producer auto-creates gets the cluster's default
+    partition count instead (`num.partitions`, 1 on a stock Apache Kafka). Returns the topics created."""
+
+    async def create() -> list[str]:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [t for t in dict.fromkeys(worker_topics(settings)) if t not in existing]
+            created = []
+            for topic in missing:
+                try:
+                    await admin.create_topics([NewTopic(topic, settings.topic_partitions,
+                                                        settings.topic_replication_factor)])
+                    created.append(topic)
+                except TopicAlreadyExistsError:
+                    pass  # another worker or a producer was first
+            return created
+        finally:
+            await admin.close()
+
+    created = asyncio.run(retry_forever(create, f"creating topics on {settings.kafka_bootstrap_servers}"))
+    if created:
+        log.info("created topics %s with %d partitions", created, settings.topic_partitions)
+    return created

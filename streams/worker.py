@@ -9,7 +9,7 @@ from models.registry import resolve
 from models.risk import RiskRules
 from models.runtime import ModelRuntime
 from streams.alerts import AlertRules
-from streams.kafka import wait_for_kafka
+from streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
 from streams.metrics import Metrics, model_labels
 from streams.pipeline import Processor, Topics
 from streams.store import Store
@@ -46,14 +46,21 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     processor = build_processor(settings, alert_rules)
     log = logging.getLogger(__name__)
     wait_for_kafka(settings)
-    log.info("model %s on %s (%s)", processor.classifier.model_version,
-                                     processor.classifier.runtime.device, processor.classifier.runtime.variant_file)
+    ensure_topics(settings)
+    idempotent = producer_idempotence(settings)
     metrics, health = Metrics(), Health()
     metrics.instrument(processor.classifier.runtime)
     model = model_labels(processor.classifier.runtime)
     metrics.set_model(model)
     health.model_loaded(model)
-    app = create_app(settings, processor, store, metrics, health)
+    app = create_app(settings, processor, store, metrics, health, idempotent)
+
+    @app.task
+    async def announce() -> None:
+        """The start-up facts, once Faust's worker has configured logging (a line logged earlier is lost)."""
+        log.info("model %s on %s (%s); producer idempotence %s", processor.classifier.model_version,
+                 processor.classifier.runtime.device, processor.classifier.runtime.variant_file,
+                 "on" if idempotent else "off")
 
     @app.task
     async def reload_on_sighup() -> None:

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     broker_port: int = 9092  # the embedded broker's port
+    # idempotent producer for the output topics: auto = on where the cluster grants producer ids (Apache Kafka),
+    # off where it does not (the embedded Tansu broker)
+    kafka_idempotence: Literal["auto", "on", "off"] = "auto"
 
     # Topics
     app_id: str = "streamsense"

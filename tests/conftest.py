@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -22,12 +22,41 @@ def postgres_reason() -> str | None:
         return f"PostgreSQL at 127.0.0.1:5432 not answering ({type(exc).__name__}): Postgres variant skipped"
 
 
+BROKERS = ["tansu", "kafka"]
+
+
+def new_broker(kind: str, port: int, directory: Path):
+    """A broker of `kind`, not started: the embedded Tansu, or Apache Kafka with its data in `directory`."""
+    if kind == "tansu":
+        return EmbeddedBroker(port, log_path=directory / "tansu.log")
+    return ApacheKafkaBroker(port, log_path=directory / "kafka.log", data_dir=directory / "kafka-data")
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def broker_kind(request) -> str:
+    """Each test that talks to a broker runs once per broker: the embedded Tansu and Apache Kafka (KRaft)."""
+    if request.param == "kafka":
+        reason = apache_kafka_missing()
+        if reason:
+            pytest.skip(reason)
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory):
-    """One embedded broker per test session; tests use their own topic names and group ids."""
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(free_port(), log_path=log) as b:
+def broker(broker_kind, tmp_path_factory):
+    """One broker of each kind per test session; tests use their own topic names and group ids."""
+    directory = tmp_path_factory.mktemp(f"broker-{broker_kind}")
+    b = new_broker(broker_kind, free_port(), directory)
+    with b:
         yield b
+
+
+@pytest.fixture
+def make_broker(broker_kind, tmp_path):
+    """For tests that own their broker (to pause, restart or start it late): `make_broker(port)`, not started."""
+    def make(port: int | None = None):
+        return new_broker(broker_kind, port or free_port(), tmp_path)
+    return make
 
 
 @pytest.fixture

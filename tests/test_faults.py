@@ -14,7 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import free_port
+from streams.kafka import producer_idempotence
 from streams.kafka import client_options
 from streams.store import Store, alerts, predictions
 from tests.helpers import as_lines, produce, settings_for, wait_until, worker
@@ -97,16 +98,16 @@ def test_graceful_restarts_lose_nothing(broker, tmp_path, unique, artifacts):
         stored = {p: o for (_, p), o in store.next_offsets([settings.topic_posts]).items()}
         committed = _kafka_committed(settings, settings.topic_posts, stored)
         ahead.append(sum(max(0, (committed.get(p) or 0) - o) for p, o in stored.items()))
-    (artifacts / "faust_offsets_ahead.json").write_text(json.dumps(
-        {"messages_faust_committed_but_unstored_per_stop": ahead}))
+    (artifacts / f"faust_offsets_ahead_{broker.name}.json").write_text(json.dumps(
+        {"broker": broker.name, "messages_faust_committed_but_unstored_per_stop": ahead}))
     with worker(settings, tmp_path, "last"):
         wait_stored(store, len(posts))
         time.sleep(2)
     assert_exactly_once(store, posts)
 
 
-def test_broker_paused_20s(tmp_path, unique):
-    with EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log") as own:
+def test_broker_paused_20s(make_broker, tmp_path, unique):
+    with make_broker() as own:
         settings = settings_for(own.bootstrap_servers, f"sqlite:///{tmp_path / 'pause.db'}", unique)
         posts = _posts("pause", 600)
         store = Store(settings.database_url, settings.app_id)
@@ -122,7 +123,7 @@ def test_broker_paused_20s(tmp_path, unique):
         assert_exactly_once(store, posts)
 
 
-def test_worker_started_before_broker(tmp_path, unique):
+def test_worker_started_before_broker(make_broker, tmp_path, unique):
     port = free_port()
     settings = settings_for(f"127.0.0.1:{port}", f"sqlite:///{tmp_path / 'early.db'}", unique)
     posts = _posts("early", 200)
@@ -131,7 +132,7 @@ def test_worker_started_before_broker(tmp_path, unique):
     with worker(settings, tmp_path) as proc:
         time.sleep(8)
         assert proc.poll() is None, "worker gave up while the broker was away"
-        with EmbeddedBroker(port, log_path=tmp_path / "broker.log"):
+        with make_broker(port):
             produce(settings, settings.topic_posts, as_lines(posts))
             wait_stored(store, len(posts), timeout=180)
     assert_exactly_once(store, posts)
@@ -204,4 +205,65 @@ def test_two_workers_one_killed(broker, tmp_path, unique):
     with store.engine.connect() as conn:
         partitions = conn.execute(select(func.count(func.distinct(predictions.c.source_partition)))).scalar()
     assert partitions == 4
+    assert_exactly_once(store, posts)
+
+
+def test_broker_killed_and_restarted_on_its_data(make_broker, tmp_path, unique):
+    """Apache Kafka keeps its log on disk: SIGKILL the broker mid-stream, start it again on the same data, and
+    the running worker carries on (Tansu keeps everything in memory, so a restart there is a new empty broker)."""
+    own = make_broker()
+    if not own.keeps_data:
+        pytest.skip(f"{own.name} keeps no data across a restart")
+    with own:
+        settings = settings_for(own.bootstrap_servers, f"sqlite:///{tmp_path / 'restart.db'}", unique)
+        posts = _posts("brestart", 900)
+        store = Store(settings.database_url, settings.app_id)
+        store.migrate()
+        with worker(settings, tmp_path) as proc:
+            produce(settings, settings.topic_posts, as_lines(posts))
+            wait_stored(store, 100)
+            os.kill(own.process.pid, signal.SIGKILL)
+            own.process.wait()
+            time.sleep(5)
+            own.start()
+            wait_stored(store, len(posts), timeout=180)
+            time.sleep(2)
+            assert proc.poll() is None, "worker died while the broker was restarting"
+        assert_exactly_once(store, posts)
+
+
+def test_third_worker_joins_mid_stream(broker, tmp_path, unique):
+    """A rebalance while batches are in flight: partitions move to a new member, nothing is lost or doubled."""
+    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'join.db'}", unique,
+                             topic_partitions=6)
+    posts = _posts("join", 1800)
+    store = Store(settings.database_url, settings.app_id)
+    store.migrate()
+    with worker(settings, tmp_path, "a"), worker(settings, tmp_path, "b"):
+        time.sleep(10)  # both members join and split the partitions
+        produce(settings, settings.topic_posts, as_lines(posts))
+        wait_stored(store, 300)
+        with worker(settings, tmp_path, "c"):
+            wait_stored(store, len(posts), timeout=240)
+            time.sleep(2)
+    with store.engine.connect() as conn:
+        partitions = conn.execute(select(func.count(func.distinct(predictions.c.source_partition)))).scalar()
+    assert partitions == 6
+    assert_exactly_once(store, posts)
+
+
+def test_producer_idempotence_where_the_broker_grants_producer_ids(broker, tmp_path, unique):
+    """`auto` turns the idempotent producer on for Apache Kafka and off for Tansu, whose InitProducerId fails;
+    the worker says which in its start-up line."""
+    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'idem.db'}", unique)
+    assert producer_idempotence(settings) is broker.idempotent_producer
+    assert producer_idempotence(settings.model_copy(update={"kafka_idempotence": "off"})) is False
+    store = Store(settings.database_url, settings.app_id)
+    store.migrate()
+    posts = _posts("idem", 50)
+    with worker(settings, tmp_path, "idem", loglevel="info"):
+        produce(settings, settings.topic_posts, as_lines(posts))
+        wait_stored(store, len(posts))
+    log = (tmp_path / "idem.log").read_text()
+    assert f"producer idempotence {'on' if broker.idempotent_producer else 'off'}" in log
     assert_exactly_once(store, posts)

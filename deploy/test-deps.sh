@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite uses beyond Python packages, where it is absent:
+#   - PostgreSQL (Debian's `postgresql`), listening on 127.0.0.1:5432 with trust auth and a database `test`
+#   - Chromium + ChromeDriver (Debian's `chromium`, `chromium-driver`) for the dashboard browser test
+#   - the Apache Kafka 4.4.0 jars (Maven Central, via deploy/kafka/pom.xml) in .cache/kafka/4.4.0/libs
+#   - the helm CLI for the chart checks (deploy/helm/install-helm.sh)
+# Each step is skipped when its tool is already there, and a step that cannot run (no root, no apt-get, no
+# Java or Maven) says so and moves on: the tests that need it then skip with the reason.
+#   bash deploy/test-deps.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "test-deps: $*"; }
+apt_updated=
+apt_install() {
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        say "cannot install $* (needs root and apt-get)"; return 1
+    fi
+    if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null && apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+pg_answers() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 -t 2; }
+
+setup_postgres() {
+    if ! pg_answers; then
+        if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+            say "installing PostgreSQL"
+            apt_install postgresql || return 0
+        fi
+        if [ "$(id -u)" != 0 ] || ! command -v pg_ctlcluster >/dev/null; then
+            say "PostgreSQL is installed but not running, and it cannot be started from here"; return 0
+        fi
+        version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+        pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$version main" || pg_createcluster "$version" main >/dev/null
+        conf=/etc/postgresql/$version/main
+        mkdir -p "$conf/conf.d"
+        # a test server: loopback only, the standard port; durability traded for speed (fsync off)
+        printf "listen_addresses = '127.0.0.1'\nport = 5432\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n" \
+            > "$conf/conf.d/streamsense-tests.conf"
+        grep -q "streamsense-tests" "$conf/pg_hba.conf" || {
+            printf "# streamsense-tests: trust on loopback\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n" \
+                | cat - "$conf/pg_hba.conf" > "$conf/pg_hba.conf.new" && mv "$conf/pg_hba.conf.new" "$conf/pg_hba.conf"
+            chown postgres:postgres "$conf/pg_hba.conf"
+        }
+        pg_ctlcluster "$version" main start || { say "PostgreSQL did not start"; return 0; }
+        for _ in $(seq 1 30); do pg_answers && break; sleep 0.5; done
+    fi
+    if ! psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname = 'test'" postgres 2>/dev/null | grep -q 1; then
+        psql -h 127.0.0.1 -U postgres -qc "create database test" postgres >/dev/null 2>&1 \
+            || say "could not create database test (is trust auth on for 127.0.0.1?)"
+    fi
+    pg_answers && say "PostgreSQL answers on 127.0.0.1:5432"
+}
+
+setup_chromium() {
+    command -v chromedriver >/dev/null && return 0
+    say "installing Chromium and ChromeDriver"
+    apt_install chromium chromium-driver fonts-dejavu-core || say "chromium not installed: the dashboard browser test will skip"
+}
+
+setup_kafka_jars() {
+    libs=.cache/kafka/4.4.0/libs
+    [ -f "$libs/kafka_2.13-4.4.0.jar" ] && return 0
+    if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+        say "no java/mvn: the Apache Kafka test variants will skip"; return 0
+    fi
+    say "fetching the Apache Kafka 4.4.0 jars (Maven Central, ~45 MB)"
+    rm -rf "$libs.partial"
+    mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+        "-DoutputDirectory=$PWD/$libs.partial" && mv "$libs.partial" "$libs" \
+        || say "Maven could not fetch the Kafka jars: the Apache Kafka test variants will skip"
+}
+
+setup_helm() {
+    if command -v helm >/dev/null || [ -x "$HOME/.local/bin/helm" ]; then return 0; fi
+    bash deploy/helm/install-helm.sh >/dev/null || say "helm not installed: the chart checks will skip"
+}
+
+setup_postgres
+setup_chromium
+setup_kafka_jars
+setup_helm
+exit 0
