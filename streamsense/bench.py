@@ -140,13 +140,13 @@ def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | N
 
 
 def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
-               workers: int = 1, producers: int = 1) -> dict:
+               workers: int = 1, producers: int = 1, broker: str = "tansu") -> dict:
     """The real broker → `workers` worker processes (one group) → SQL, every message counted; produced as fast as
     possible by `producers` processes, or paced at `rate` per second. Latency is produce time (Kafka timestamp) →
     SQL commit."""
     run = uuid.uuid4().hex[:8]
     lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
-    with local_stack(settings, db_path, workers, app_id=f"bench-{run}", topic_posts=f"bench-posts-{run}",
+    with local_stack(settings, db_path, workers, broker, app_id=f"bench-{run}", topic_posts=f"bench-posts-{run}",
                      topic_partitions=max(settings.topic_partitions, workers)) as (settings, store, procs):
         wait_for_group(store, settings, procs)
         options = client_options(settings)
@@ -169,7 +169,8 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
             sent = sum(f.result() for f in sending)
             produced_s = produced_s or time.monotonic() - started
         with store.engine.connect() as conn:
-            rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at)
+            rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at,
+                                       predictions.c.source_partition)
                                 .where(predictions.c.message_id != WARM_UP_ID)).all()
         partitions = offset_check(store, settings.topic_posts)
     stored = [r.stored_at for r in rows]
@@ -187,6 +188,7 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
         "lost": len(texts) - len(set(ids)),
         "duplicated": len(ids) - len(set(ids)),
         "offset_gaps": sum(not p["contiguous"] for p in partitions.values()),
+        "max_partition_wait_s": max_partition_wait([(r.source_partition, r.stored_at) for r in rows]),
         "partitions": partitions,
         "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu)), 1) if sampler.cpu else None,
         "worker_rss_mb_peak": round(max(sampler.rss, default=0.0), 1),
@@ -195,6 +197,28 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
         "seconds": round(span, 1),
         "gpu_utilisation_percent_mean": round(float(np.mean(gpu_samples)), 1) if gpu_samples else None,
     }
+
+
+def max_partition_wait(stored: list[tuple[int, object]]) -> float:
+    """The longest time a partition made no progress while another did, from (partition, stored_at) pairs of a
+    burst (every partition has unread messages from the start until its last row is stored): per partition, the
+    gaps between its successive commits (the first measured from the run's first commit) in which some other
+    partition committed."""
+    times: dict[int, list] = {}
+    for partition, at in stored:
+        times.setdefault(partition, []).append(at)
+    if len(times) < 2:
+        return 0.0
+    commits = {p: sorted(set(ts)) for p, ts in times.items()}
+    start = min(ts[0] for ts in commits.values())
+    longest = 0.0
+    for p, ts in commits.items():
+        others = sorted(t for q, qs in commits.items() if q != p for t in qs)
+        for before, after in zip([start] + ts[:-1], ts):
+            gap = (after - before).total_seconds()
+            if gap > longest and any(before < t < after for t in others):
+                longest = gap
+    return round(longest, 2)
 
 
 def offset_check(store: Store, topic: str) -> dict[int, dict]:
@@ -239,35 +263,37 @@ def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float
 
 
 def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
-             producers: int = 1) -> dict:
+             producers: int = 1, broker: str = "tansu") -> dict:
     """The long load run: end to end only, as fast as possible, every message counted."""
     result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, workers=workers,
-                        producers=producers)
-    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, **result}
+                        producers=producers, broker=broker)
+    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker, **result}
 
 
 def run_bench(settings: Settings, messages: int, model_messages: int, baseline_messages: int,
-              db_path: Path, timeout: float, workers: int = 1, producers: int = 1, log=print) -> dict:
+              db_path: Path, timeout: float, workers: int = 1, producers: int = 1, log=print,
+              broker: str = "tansu") -> dict:
     classifier = load_classifier(settings)
     result = {
         "device": classifier.runtime.device, "variant": classifier.runtime.variant, "model": classifier.model_version,
         "batch_size": settings.batch_size, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "messages": messages, "workers": workers, "producers": producers,
+        "messages": messages, "workers": workers, "producers": producers, "broker": broker,
     }
     log(f"model stages on {model_messages} tweets, batch {settings.batch_size}")
     result.update(model_stages(classifier, bench_texts(settings, model_messages), settings.batch_size))
     texts = bench_texts(settings, messages)
-    log(f"end to end, as fast as possible: {messages} messages through the embedded broker, {workers} worker(s) "
-        "and SQLite")
-    burst = end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers, producers=producers)
+    log(f"end to end, as fast as possible: {messages} messages through {broker}, {workers} worker(s) and SQLite")
+    burst = end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers, producers=producers,
+                       broker=broker)
     rate = round(0.8 * burst["msgs_per_s"], 1)
     log(f"end to end, paced at {rate} msg/s (80% of that) for latency")
-    paced = end_to_end(settings, texts, db_path, timeout, rate=rate, workers=workers, producers=producers)
+    paced = end_to_end(settings, texts, db_path, timeout, rate=rate, workers=workers, producers=producers,
+                       broker=broker)
     result.update({
         "e2e_msgs_per_s": burst["msgs_per_s"], "e2e_paced_rate": rate, "e2e_p50_ms": paced["p50_ms"],
         "e2e_p95_ms": paced["p95_ms"], "e2e_p99_ms": paced["p99_ms"], "e2e_burst_p99_ms": burst["p99_ms"],
         "lost": burst["lost"] + paced["lost"], "duplicated": burst["duplicated"] + paced["duplicated"],
-        "offset_gaps": burst["offset_gaps"] + paced["offset_gaps"],
+        "offset_gaps": burst["offset_gaps"] + paced["offset_gaps"], "max_partition_wait_s": burst["max_partition_wait_s"],
         **{k: burst[k] for k in ("produce_msgs_per_s", "worker_cpu_percent_mean", "worker_rss_mb_peak",
                                  "gpu_utilisation_percent_mean")},
     })

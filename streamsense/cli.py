@@ -344,20 +344,32 @@ def bench(
     workers: int = typer.Option(1, help="Worker processes in one group end to end (one GPU can serve several)."),
     producers: int = typer.Option(1, help="Producer processes feeding the end-to-end stage."),
     model_messages: Optional[int] = typer.Option(None, help="Tweets for the model stages (default 20000; quick 2000)."),
+    broker: str = typer.Option("tansu", help="Broker started for the end-to-end stage: tansu (embedded) or kafka "
+                               "(Apache Kafka 4.4.0; jars from `bash deploy/test-deps.sh`)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
 
     n = messages or (3000 if quick else 30000)
+    if broker not in ("tansu", "kafka"):
+        raise typer.BadParameter("choose tansu or kafka", param_hint="--broker")
+    if broker == "kafka":
+        from streams.broker import apache_kafka_missing
+
+        if apache_kafka_missing():
+            console.print("Apache Kafka 4.4.0 is not available here (needs Java and the jars): "
+                          "run `bash deploy/test-deps.sh` once, or use --broker tansu.")
+            raise typer.Exit(2)
     if load:
-        result = run_load(Settings(), n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers)
+        result = run_load(Settings(), n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
+                          broker=broker)
         print(json.dumps(result, indent=2))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))
         return
     result = run_bench(Settings(), n, model_messages=model_messages or (2000 if quick else 20000),
                        baseline_messages=500 if quick else 5000, db_path=db.resolve(), timeout=600 if quick else 3600,
-                       workers=workers, producers=producers,
+                       workers=workers, producers=producers, broker=broker,
                        log=lambda m: console.print(f"[dim]{m}[/]"))
     table = Table(title=f"StreamSense bench ({result['device']}, {result['variant']}, batch {result['batch_size']})")
     table.add_column("measure")

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
 from streams.kafka import client_options
 from streams.produce import produce_lines, read_lines
 from streams.store import Store, alerts, dead_letters, predictions
@@ -51,13 +51,26 @@ def stop_worker(process: subprocess.Popen, timeout: float = 30.0) -> None:
             process.wait()
 
 
+def new_local_broker(kind: str, log_path: Path | None = None):
+    """A broker on a free loopback port, not started: `tansu` (embedded, in memory) or `kafka` (Apache Kafka)."""
+    if kind == "tansu":
+        return EmbeddedBroker(free_port(), log_path=log_path)
+    if kind == "kafka":
+        reason = apache_kafka_missing()
+        if reason:
+            raise RuntimeError(reason.split(":")[0] + ": run `bash deploy/test-deps.sh` once (needs Java and Maven)")
+        return ApacheKafkaBroker(free_port(), log_path=log_path, heap="1g")
+    raise ValueError(f"unknown broker {kind!r}: choose tansu or kafka")
+
+
 @contextmanager
-def local_stack(settings: Settings, db_path: Path, workers: int = 1,
+def local_stack(settings: Settings, db_path: Path, workers: int = 1, broker: str = "tansu",
                 **overrides) -> Iterator[tuple[Settings, Store, list[subprocess.Popen]]]:
-    """The embedded broker, a fresh SQLite file and `workers` worker processes (one group) on them, with the
-    settings that point at both; workers stopped and the store closed on exit."""
+    """A broker of its own (the embedded Tansu, or Apache Kafka with `broker="kafka"`), a fresh SQLite file and
+    `workers` worker processes (one group) on them, with the settings that point at both; workers stopped, the
+    store closed and the broker stopped (its data deleted) on exit."""
     db_path.unlink(missing_ok=True)
-    with EmbeddedBroker(free_port()) as broker:
+    with new_local_broker(broker, db_path.with_suffix(f".{broker}.log")) as broker:
         settings = settings.model_copy(update={
             "kafka_bootstrap_servers": broker.bootstrap_servers, "database_url": f"sqlite:///{db_path}", **overrides})
         store = Store(settings.database_url, settings.app_id)

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streams.broker import KAFKA_VERSION
+
 from streams.metrics import Metrics
 from streams.web import Health, make_app
 from streamsense.settings import PROJECT_ROOT, Settings
@@ -69,7 +71,11 @@ def test_compose_services_dependencies_and_health_checks():
     assert "healthcheck" not in services["worker"]  # the image's HEALTHCHECK on /health applies
 
     kafka = services["kafka"]
-    assert kafka["image"].startswith("apache/kafka:")
+    # the compose stack, the test suite's broker (streams/broker.py) and its Maven pom name one Kafka version
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    pom = (DEPLOY / "kafka" / "pom.xml").read_text()
+    assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom
+    assert f"Apache Kafka {KAFKA_VERSION}" in (DEPLOY / "helm" / "streamsense" / "values.yaml").read_text()
     assert set(kafka["environment"]["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}  # KRaft
     assert not any("zookeeper" in key.lower() for key in kafka["environment"])
 
