@@ -12,8 +12,8 @@ from typing import Annotated, Literal, NamedTuple, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import and_, case, func, select
 
-from models.risk import LEVELS
-from streams.store import alert_windows, alerts, predictions, window_index
+from streamsense.models.risk import LEVELS
+from streamsense.streams.store import alert_windows, alerts, predictions, window_index
 
 DEFAULT_RULES = Path(__file__).with_name("alert_rules.toml")
 EXCERPT_CHARS = 200

@@ -1,4 +1,5 @@
-"""Read-only web dashboard over the SQL store: a static page (streams/dashboard/) and a JSON API over streams.bi."""
+"""Read-only web dashboard over the SQL store: a static page (streams/dashboard/) and a JSON API over
+streamsense.streams.bi."""
 
 import asyncio
 from datetime import datetime, timedelta, timezone
@@ -8,7 +9,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
+from streamsense.streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
 
 STATIC = Path(__file__).with_name("dashboard")
 ENGINE = web.AppKey("engine", Engine)
