@@ -20,11 +20,11 @@ from faust.types import TP
 from streamsense.settings import Settings
 from streamsense.streams.batching import OverlappedBatches
 from streamsense.streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
-from streamsense.streams.metrics import Metrics, consumer_highwater
 from streamsense.streams.pipeline import Incoming, Processor
 from streamsense.streams.retry import retry_forever
 from streamsense.streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streamsense.streams.store import Store
+from streamsense.streams.telemetry import Metrics, consumer_highwater
 from streamsense.streams.watchdog import StarvationWatch
 from streamsense.streams.web import Health, WebServer
 

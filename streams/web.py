@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamsense.settings import Settings
 from streamsense.streams.kafka import client_options
-from streamsense.streams.metrics import Metrics
+from streamsense.streams.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 

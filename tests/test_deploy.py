@@ -20,7 +20,7 @@ import yaml
 from streamsense.streams.broker import KAFKA_VERSION
 
 from streamsense.settings import Settings
-from streamsense.streams.metrics import Metrics
+from streamsense.streams.telemetry import Metrics
 from streamsense.streams.web import Health, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def _routes() -> set[str]:
 
 
 def _metric_samples() -> dict[str, str]:
-    """Every sample name streams/metrics.py can expose → its metric family."""
+    """Every sample name streams/telemetry.py can expose → its metric family."""
     return {family.name + suffix: family.name
             for family in Metrics().registry.collect() for suffix in SAMPLE_SUFFIXES[family.type]}
 
@@ -178,7 +178,7 @@ def test_grafana_dashboard_queries_only_metrics_the_worker_exposes():
             names = set(re.findall(r"\bstreamsense_\w+", target["expr"]))
             assert names or re.search(r"\bup\b", target["expr"]), target["expr"]
             unknown = names - set(samples)
-            assert not unknown, f"{panel['title']}: {unknown} not defined in streams/metrics.py"
+            assert not unknown, f"{panel['title']}: {unknown} not defined in streams/telemetry.py"
             used |= {samples[n] for n in names}
     assert used == set(samples.values())  # every metric is on the dashboard
 

@@ -14,9 +14,9 @@ from streamsense.settings import Settings
 from streamsense.streams.alerts import AlertRules
 from streamsense.streams.broker import free_port
 from streamsense.streams.kafka import client_options
-from streamsense.streams.metrics import Metrics, consumer_highwater, model_labels
 from streamsense.streams.pipeline import Incoming, Outgoing, Processed, Processor, Topics
 from streamsense.streams.store import Batch
+from streamsense.streams.telemetry import Metrics, consumer_highwater, model_labels
 from streamsense.streams.web import Health, WebServer
 
 ROOT = Path(__file__).resolve().parent.parent

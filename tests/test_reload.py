@@ -7,8 +7,8 @@ import time
 from streamsense.models.registry import publish, resolve
 from streamsense.settings import SHIPPED_MODELS, Settings
 from streamsense.streams.alerts import AlertRules
-from streamsense.streams.metrics import Metrics
 from streamsense.streams.store import Store, predictions
+from streamsense.streams.telemetry import Metrics
 from streamsense.streams.web import Health
 from streamsense.streams.worker import build_processor, reload_model
 from tests.helpers import as_lines, produce, settings_for, wait_until, worker
