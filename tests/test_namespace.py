@@ -1,6 +1,7 @@
 """One import name: the distribution installs `streamsense` only (streams/, models/ and exporters/ are its
 subpackages), so a user's own `models.py` or `streams.py` beside the command cannot shadow or break it."""
 
+import fnmatch
 import importlib.metadata
 import json
 import subprocess
@@ -26,6 +27,17 @@ def test_pyproject_maps_every_package_under_streamsense():
     for folder in folders.values():
         for init in folder.glob("*/**/__init__.py"):
             assert init.parent.resolve() in listed, f"{init.parent} is a package missing from pyproject.toml"
+    # every other file in a package folder (rules, samples, migrations, dashboard page, models) is package data
+    for name, folder in folders.items():
+        patterns = setuptools["package-data"].get(name, [])
+        for file in folder.rglob("*"):
+            rel = file.relative_to(folder)
+            in_subpackage = any((folder / parent).resolve() in listed for parent in rel.parents if parent.parts)
+            if file.is_dir() or "__pycache__" in rel.parts or in_subpackage \
+                    or (len(rel.parts) == 1 and file.suffix == ".py"):
+                continue
+            assert any(fnmatch.fnmatch(rel.as_posix(), pattern) for pattern in patterns), \
+                f"{folder.name}/{rel} is not package data of {name} in pyproject.toml"
 
 
 def test_installed_distribution_has_one_top_level_name():
