@@ -8,7 +8,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.config import BertOnnxConfig
+from streamsense.exporters.config import BertOnnxConfig
 
 
 def to_onnx(model: torch.nn.Module, config: BertOnnxConfig, path: Path) -> None:

@@ -12,12 +12,12 @@ import onnxruntime
 import torch
 import transformers
 
-from exporters.config import export_config_for
-from exporters.convert import optimize, to_fp16, to_int8, to_onnx
-from exporters.parity import TOLERANCES, Tolerance, check_parity
-from models.data import load_split
-from models.registry import CARD, FORMAT, file_entries, write_card
-from models.train import load_trained
+from streamsense.exporters.config import export_config_for
+from streamsense.exporters.convert import optimize, to_fp16, to_int8, to_onnx
+from streamsense.exporters.parity import TOLERANCES, Tolerance, check_parity
+from streamsense.models.data import load_split
+from streamsense.models.registry import CARD, FORMAT, file_entries, write_card
+from streamsense.models.train import load_trained
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
-from models.data import Example
-from models.metrics import classification_metrics
-from models.tasks import Task
+from streamsense.models.data import Example
+from streamsense.models.metrics import classification_metrics
+from streamsense.models.tasks import Task
 
 
 @dataclass(frozen=True)

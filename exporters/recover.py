@@ -15,11 +15,11 @@ import torch
 from onnx import helper, numpy_helper
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from exporters.parity import check_parity
-from models.data import load_split
-from models.registry import verify
-from models.tasks import TASKS_BY_NAME
-from models.train import MultiTaskModel, save_trained
+from streamsense.exporters.parity import check_parity
+from streamsense.models.data import load_split
+from streamsense.models.registry import verify
+from streamsense.models.tasks import TASKS_BY_NAME
+from streamsense.models.train import MultiTaskModel, save_trained
 
 SOURCE_VARIANT = "fp16"  # the int8 variant lost too much to read back
 

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.risk import Risk, RiskRules
-from models.runtime import Encoded, ModelRuntime
-from models.tasks import RISK_TASKS
+from streamsense.models.risk import Risk, RiskRules
+from streamsense.models.runtime import Encoded, ModelRuntime
+from streamsense.models.tasks import RISK_TASKS
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.tasks import Task
-from models.text import normalize
+from streamsense.models.tasks import Task
+from streamsense.models.text import normalize
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import load_split
-from models.metrics import classification_metrics
-from models.runtime import ModelRuntime
-from models.tasks import TASKS_BY_NAME
+from streamsense.models.data import load_split
+from streamsense.models.metrics import classification_metrics
+from streamsense.models.runtime import ModelRuntime
+from streamsense.models.tasks import TASKS_BY_NAME
 
 UNRELATED_DOMAINS = {"random_reply", "random_tweet"}  # complaints data rows that never contain a complaint
 

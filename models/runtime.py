@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.registry import verify
-from models.tasks import Task
-from models.text import normalize
+from streamsense.models.registry import verify
+from streamsense.models.tasks import Task
+from streamsense.models.text import normalize
 
 CHARS_PER_TOKEN_CAP = 16  # texts are cut to max_length * this many characters before tokenizing
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from models.data import load_split
-from models.train import MultiTaskModel, evaluate, lineage, load_trained, save_trained
+from streamsense.models.data import load_split
+from streamsense.models.train import MultiTaskModel, evaluate, lineage, load_trained, save_trained
 
 
 class NoBetterSoupError(ValueError):

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.data import Example, load_split
-from models.metrics import classification_metrics
-from models.tasks import TASKS, Task
+from streamsense.models.data import Example, load_split
+from streamsense.models.metrics import classification_metrics
+from streamsense.models.tasks import TASKS, Task
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Annotated, Literal, NamedTuple, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import and_, case, func, select
 
-from models.risk import LEVELS
-from streams.store import alert_windows, alerts, predictions, window_index
+from streamsense.models.risk import LEVELS
+from streamsense.streams.store import alert_windows, alerts, predictions, window_index
 
 DEFAULT_RULES = Path(__file__).with_name("alert_rules.toml")
 EXCERPT_CHARS = 200
@@ -58,7 +58,9 @@ class LabelScore(_Rule):
         return f"{self.label} score {score:.2f} >= {self.threshold}" if score >= self.threshold else None
 
 
-class Signal(_Rule):
+class SignalFired(_Rule):
+    """Kind `signal`: any of `signals` (the risk rules' pattern signals, models/risk.py) fired on the message."""
+
     kind: Literal["signal"]
     signals: list[str] = Field(min_length=1)
 
@@ -119,8 +121,8 @@ class Volume(_Windowed):
         return f"{value:.0f} messages vs baseline {baseline:.1f} per window (x{self.factor} threshold)"
 
 
-PER_MESSAGE = (RiskLevel, LabelScore, Signal, NegativeSentiment)
-AnyRule = Annotated[Union[RiskLevel, LabelScore, Signal, NegativeSentiment, NegativeShare, Volume],
+PER_MESSAGE = (RiskLevel, LabelScore, SignalFired, NegativeSentiment)
+AnyRule = Annotated[Union[RiskLevel, LabelScore, SignalFired, NegativeSentiment, NegativeShare, Volume],
                     Field(discriminator="kind")]
 
 

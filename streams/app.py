@@ -17,16 +17,16 @@ from pathlib import Path
 import faust
 from faust.types import TP
 
-from streams.batching import OverlappedBatches
-from streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
-from streams.metrics import Metrics, consumer_highwater
-from streams.pipeline import Incoming, Processor
-from streams.retry import retry_forever
-from streams.sinks import AlertOutbox, SqlSink, TopicSink
-from streams.store import Store
-from streams.watchdog import StarvationWatch
-from streams.web import Health, WebServer
 from streamsense.settings import Settings
+from streamsense.streams.batching import OverlappedBatches
+from streamsense.streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
+from streamsense.streams.pipeline import Incoming, Processor
+from streamsense.streams.retry import retry_forever
+from streamsense.streams.sinks import AlertOutbox, SqlSink, TopicSink
+from streamsense.streams.store import Store
+from streamsense.streams.telemetry import Metrics, consumer_highwater
+from streamsense.streams.watchdog import StarvationWatch
+from streamsense.streams.web import Health, WebServer
 
 log = logging.getLogger(__name__)
 

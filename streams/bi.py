@@ -8,8 +8,8 @@ from sqlalchemy import DateTime, Float, Integer, String, Text, case, column, fun
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
-from models.risk import LEVELS
-from streams.store import Store, alerts, consumer_offsets, dead_letters, predictions
+from streamsense.models.risk import LEVELS
+from streamsense.streams.store import Store, alerts, consumer_offsets, dead_letters, predictions
 
 TZ = DateTime(timezone=True)
 

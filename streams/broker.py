@@ -20,8 +20,9 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from streamsense.settings import PROJECT_ROOT
+
 KAFKA_VERSION = "4.4.0"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LOG_CONFIG = PROJECT_ROOT / "deploy" / "kafka" / "log4j2.properties"
 

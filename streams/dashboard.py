@@ -1,4 +1,5 @@
-"""Read-only web dashboard over the SQL store: a static page (streams/dashboard/) and a JSON API over streams.bi."""
+"""Read-only web dashboard over the SQL store: a static page (streams/dashboard_static/) and a JSON API over
+streamsense.streams.bi."""
 
 import asyncio
 from datetime import datetime, timedelta, timezone
@@ -8,9 +9,9 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
+from streamsense.streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
 
-STATIC = Path(__file__).with_name("dashboard")
+STATIC = Path(__file__).with_name("dashboard_static")
 ENGINE = web.AppKey("engine", Engine)
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
 SERIES_LIMIT = 20000  # rows of a time series: buckets × groups

@@ -11,8 +11,8 @@ from aiokafka.errors import TopicAlreadyExistsError, UnknownError, UnsupportedVe
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.auth import CredentialsT
 
-from streams.retry import retry_forever
 from streamsense.settings import Settings
+from streamsense.streams.retry import retry_forever
 
 log = logging.getLogger(__name__)
 

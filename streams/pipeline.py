@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from models.classifier import Classifier, Prediction
-from models.runtime import Encoded
-from streams.alerts import AlertRules
-from streams.records import DecodeError, Record, decode
-from streams.store import Batch, sha256, text_for_storage
+from streamsense.models.classifier import Classifier, Prediction
+from streamsense.models.runtime import Encoded
+from streamsense.streams.alerts import AlertRules
+from streamsense.streams.records import DecodeError, Record, decode
+from streamsense.streams.store import Batch, sha256, text_for_storage
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 import asyncio
 import json
 
-from streams.alerts import alert_message
-from streams.pipeline import Outgoing
-from streams.retry import retry_forever
+from streamsense.streams.alerts import alert_message
+from streamsense.streams.pipeline import Outgoing
+from streamsense.streams.retry import retry_forever
 
 
 class TopicSink:

@@ -14,7 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from models.text import redact
+from streamsense.models.text import redact
 
 metadata = MetaData()
 

@@ -13,9 +13,9 @@ from aiokafka import AIOKafkaClient
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from streams.kafka import client_options
-from streams.metrics import Metrics
 from streamsense.settings import Settings
+from streamsense.streams.kafka import client_options
+from streamsense.streams.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 

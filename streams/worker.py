@@ -4,18 +4,18 @@ import asyncio
 import logging
 import signal
 
-from models.classifier import Classifier
-from models.registry import resolve
-from models.risk import RiskRules
-from models.runtime import ModelRuntime
-from streams.alerts import AlertRules
-from streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
-from streams.metrics import Metrics, model_labels
-from streams.pipeline import Processor, Topics
-from streams.store import Store
-from streams.web import Health
 from streamsense.logs import logging_config
+from streamsense.models.classifier import Classifier
+from streamsense.models.registry import resolve
+from streamsense.models.risk import RiskRules
+from streamsense.models.runtime import ModelRuntime
 from streamsense.settings import Settings
+from streamsense.streams.alerts import AlertRules
+from streamsense.streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
+from streamsense.streams.pipeline import Processor, Topics
+from streamsense.streams.store import Store
+from streamsense.streams.telemetry import Metrics, model_labels
+from streamsense.streams.web import Health
 
 
 def load_classifier(settings: Settings) -> Classifier:
@@ -37,7 +37,7 @@ def build_processor(settings: Settings, alert_rules: AlertRules) -> Processor:
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
     import faust
 
-    from streams.app import create_app
+    from streamsense.streams.app import create_app
 
     alert_rules = AlertRules.load(settings.alert_rules)
     store = Store(settings.database_url, settings.app_id, alert_rules)

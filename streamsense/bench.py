@@ -16,19 +16,19 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select, union_all
 
-from streams.kafka import client_options
-from streams.produce import produce_lines
-from streams.store import Store, dead_letters, predictions
-from streams.worker import load_classifier
-from streamsense.demo import local_stack
+from streamsense.demo import SAMPLES, local_stack
 from streamsense.settings import Settings
+from streamsense.streams.kafka import client_options
+from streamsense.streams.produce import produce_lines
+from streamsense.streams.store import Store, dead_letters, predictions
+from streamsense.streams.worker import load_classifier
 
 
 def bench_texts(settings: Settings, n: int) -> list[str]:
     """Real tweets (TweetEval sentiment test split), repeated to `n`."""
     path = Path(settings.datasets_dir) / "tweeteval_sentiment" / "test.jsonl"
     if not path.exists():
-        path = Path(__file__).resolve().parent.parent / "streams" / "samples" / "posts.jsonl"
+        path = SAMPLES / "posts.jsonl"
     with open(path, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
     return [texts[i % len(texts)] for i in range(n)]
@@ -61,7 +61,7 @@ def baseline(texts: list[str], per_message: int) -> dict:
         import torch
         from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
-        from models.train import base_model_path
+        from streamsense.models.train import base_model_path
     except ImportError as exc:
         return {"baseline_pipeline_msgs_per_s": None, "baseline_pipeline_batched_msgs_per_s": None,
                 "baseline_note": f"skipped: {exc.name} not installed (pip install .[train])"}

@@ -28,7 +28,7 @@ def broker(port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (def
     import signal
     import threading
 
-    from streams.broker import EmbeddedBroker
+    from streamsense.streams.broker import EmbeddedBroker
 
     settings = Settings()
     with EmbeddedBroker(port or settings.broker_port) as b:
@@ -49,7 +49,7 @@ def worker(
     loglevel: str = typer.Option("info", help="debug, info, warning or error."),
 ):
     """Run the Faust worker: consume posts and tickets, classify, store, alert."""
-    from streams.worker import run_worker
+    from streamsense.streams.worker import run_worker
 
     run_worker(Settings(), migrate=migrate, loglevel=loglevel)
 
@@ -64,8 +64,8 @@ def produce(
 
     from rich.progress import Progress
 
-    from streams.kafka import client_options
-    from streams.produce import produce_lines, read_lines
+    from streamsense.streams.kafka import client_options
+    from streamsense.streams.produce import produce_lines, read_lines
 
     lines = read_lines(file)
     with Progress(console=console) as progress:
@@ -78,7 +78,7 @@ def produce(
 @app.command()
 def classify(batch_size: int = typer.Option(64, help="Lines classified together.")):
     """Classify stdin (JSONL with id and text, or plain lines); one JSON result per input line, in order."""
-    from streams.worker import load_classifier
+    from streamsense.streams.worker import load_classifier
 
     classifier = load_classifier(Settings())
 
@@ -150,7 +150,7 @@ def demo(
 @alerts_app.command("check")
 def alerts_check(path: Optional[Path] = typer.Argument(None, help="Rules file (default: STREAMSENSE_ALERT_RULES).")):
     """Validate an alert rules file and list its rules."""
-    from streams.alerts import AlertRules, AlertRulesError
+    from streamsense.streams.alerts import AlertRules, AlertRulesError
 
     try:
         rules = AlertRules.load(path or Settings().alert_rules)
@@ -164,7 +164,7 @@ def alerts_check(path: Optional[Path] = typer.Argument(None, help="Rules file (d
 @db_app.command("upgrade")
 def db_upgrade():
     """Create or upgrade the schema at STREAMSENSE_DATABASE_URL."""
-    from streams.store import migrate
+    from streamsense.streams.store import migrate
 
     migrate(Settings().database_url)
     console.print("schema is up to date")
@@ -205,7 +205,7 @@ def train(
     init_from: Optional[Path] = typer.Option(None, help="Continue from a trained directory instead of the base."),
 ):
     """Fine-tune the shared MiniLM encoder with one head per task (needs the `train` extra)."""
-    from models.train import TrainConfig, base_model_path, train as run_train
+    from streamsense.models.train import TrainConfig, base_model_path, train as run_train
 
     settings = Settings()
     summary = run_train(TrainConfig(
@@ -228,8 +228,8 @@ def export(
     parity_limit: int = typer.Option(500, help="Validation texts per task for the parity check."),
 ):
     """Export to ONNX (optimised; fp16 for CUDA, int8 for CPU), check parity against torch, write the model card."""
-    from exporters.onnx import export as run_export
-    from models.registry import publish
+    from streamsense.exporters.onnx import export as run_export
+    from streamsense.models.registry import publish
 
     settings = Settings()
     card = run_export(trained, output, settings.datasets_dir, parity_limit=parity_limit)
@@ -244,8 +244,8 @@ def models_recover(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (torch weights)."),
 ):
     """Read a shipped model's weights back from its fp16 ONNX graph into a trained directory (needs `train`)."""
-    from exporters.recover import recover
-    from models.registry import resolve
+    from streamsense.exporters.recover import recover
+    from streamsense.models.registry import resolve
 
     settings = Settings()
     summary = recover(resolve(settings.model_registry, model), output, settings.datasets_dir)
@@ -261,7 +261,7 @@ def models_soup(
     greedy: bool = typer.Option(False, help="Keep only the directories whose joining raises the validation score."),
 ):
     """Average the weights of models fine-tuned from the same base (a model soup); score it like `train`."""
-    from models.soup import NoBetterSoupError, greedy_soup, soup
+    from streamsense.models.soup import NoBetterSoupError, greedy_soup, soup
 
     if greedy and weights:
         raise typer.BadParameter("--greedy averages the kept models equally: leave out --weights")
@@ -279,7 +279,7 @@ def models_soup(
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")):
     """List the models in the registry (STREAMSENSE_MODEL_REGISTRY)."""
-    from models.registry import list_models
+    from streamsense.models.registry import list_models
 
     infos = list_models(Settings().model_registry)
     if as_json:
@@ -306,8 +306,8 @@ def models_eval(
     record: bool = typer.Option(False, help="Write the metrics into the model card (model.json, MODEL_CARD.md)."),
 ):
     """Evaluate a model on the test splits: macro recall / F1, accuracy, latency per batch."""
-    from models.evaluate import evaluate
-    from models.registry import read_card, resolve, write_card
+    from streamsense.models.evaluate import evaluate
+    from streamsense.models.registry import read_card, resolve, write_card
 
     settings = Settings()
     path = resolve(settings.model_registry, model or settings.model)
@@ -354,7 +354,7 @@ def bench(
     if broker not in ("tansu", "kafka"):
         raise typer.BadParameter("choose tansu or kafka", param_hint="--broker")
     if broker == "kafka":
-        from streams.broker import apache_kafka_missing
+        from streamsense.streams.broker import apache_kafka_missing
 
         if apache_kafka_missing():
             console.print("Apache Kafka 4.4.0 is not available here (needs Java and the jars): "

@@ -13,13 +13,13 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
-from streams.kafka import client_options
-from streams.produce import produce_lines, read_lines
-from streams.store import Store, alerts, dead_letters, predictions
-from streamsense.settings import PROJECT_ROOT, Settings
+from streamsense.settings import PROJECT_ROOT, STREAMS_DIR, Settings
+from streamsense.streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
+from streamsense.streams.kafka import client_options
+from streamsense.streams.produce import produce_lines, read_lines
+from streamsense.streams.store import Store, alerts, dead_letters, predictions
 
-SAMPLES = PROJECT_ROOT / "streams" / "samples"
+SAMPLES = STREAMS_DIR / "samples"
 # Messages a real feed will contain sooner or later; each must end in the dead-letter topic with a reason.
 MALFORMED = [b"this is not json", b'{"id": "bad-1"}', b'{"id": "bad-2", "text": 42}', b'{"id": "bad-3", "text": "   "}',
              b'{"id": "bad-4", "text": "\xff\xfe broken utf-8"}', b"[1, 2, 3]"]

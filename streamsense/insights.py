@@ -29,7 +29,7 @@ def query(
     since: Optional[str] = typer.Option(None, help="Only rows at or after: 30m, 2h, 7d or an ISO 8601 time."),
 ):
     """Run a canned BI report over the SQL store (STREAMSENSE_DATABASE_URL)."""
-    from streams.bi import REPORTS, catalog, connect, parse_since, run_report
+    from streamsense.streams.bi import REPORTS, catalog, connect, parse_since, run_report
 
     out = Console()
     if list_reports or name is None:
@@ -137,7 +137,7 @@ async def tail(settings: Settings, show, from_beginning: bool, max_alerts: int |
     """Feed each message of the alerts topic to `show` (True when it was an alert); returns the alerts shown."""
     from aiokafka import AIOKafkaConsumer
 
-    from streams.kafka import client_options
+    from streamsense.streams.kafka import client_options
 
     consumer = AIOKafkaConsumer(settings.topic_alerts, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
@@ -184,6 +184,6 @@ def dashboard(
     port: int = typer.Option(8050, help="TCP port."),
 ):
     """Serve the read-only web dashboard over the SQL store (STREAMSENSE_DATABASE_URL) until Ctrl-C."""
-    from streams.dashboard import serve
+    from streamsense.streams.dashboard import serve
 
     serve(Settings().database_url, host, port, log=Console(stderr=True).print)

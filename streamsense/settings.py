@@ -6,8 +6,15 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import streamsense.models
+import streamsense.streams
+
+# The checkout in an editable install (site-packages in a wheel install): for what only a checkout holds,
+# deploy/, .cache/ and the datasets beside it. Package data is found through the package that ships it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_MODELS = PROJECT_ROOT / "models" / "shipped"
+MODELS_DIR = Path(streamsense.models.__file__).resolve().parent
+STREAMS_DIR = Path(streamsense.streams.__file__).resolve().parent
+SHIPPED_MODELS = MODELS_DIR / "shipped"
 
 
 def _default_datasets_dir() -> Path:
@@ -62,11 +69,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = 0  # 0 = onnxruntime's default
     length_group_size: int = Field(64, ge=1, description="a batch is sorted by length into runs of this many")
     tensorrt: bool = False  # try onnxruntime's TensorRT provider first on CUDA
-    risk_rules: Path = PROJECT_ROOT / "models" / "risk_rules.toml"
+    risk_rules: Path = MODELS_DIR / "risk_rules.toml"
     datasets_dir: Path = Field(default_factory=_default_datasets_dir)
 
     # Alerts
-    alert_rules: Path = PROJECT_ROOT / "streams" / "alert_rules.toml"
+    alert_rules: Path = STREAMS_DIR / "alert_rules.toml"
 
     log_format: Literal["text", "json"] = "text"
 

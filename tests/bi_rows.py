@@ -1,9 +1,9 @@
-"""Rows as the worker writes them (streams.store.Batch), for the BI and dashboard tests."""
+"""Rows as the worker writes them (streamsense.streams.store.Batch), for the BI and dashboard tests."""
 
 from datetime import datetime
 
-from streams.alerts import EXCERPT_CHARS, alert_id
-from streams.store import sha256
+from streamsense.streams.alerts import EXCERPT_CHARS, alert_id
+from streamsense.streams.store import sha256
 
 PROBABILITIES = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.15, 0.8)}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
+from streamsense.streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -103,7 +103,7 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def classifier():
     """The shipped model, as the worker loads it."""
-    from streams.worker import load_classifier
     from streamsense.settings import Settings
+    from streamsense.streams.worker import load_classifier
 
     return load_classifier(Settings(device="cpu"))

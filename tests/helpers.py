@@ -8,10 +8,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from streams.kafka import client_options
-from streams.produce import produce_lines
 from streamsense.demo import start_worker, stop_worker
 from streamsense.settings import Settings
+from streamsense.streams.kafka import client_options
+from streamsense.streams.produce import produce_lines
 
 
 def settings_for(bootstrap: str, database_url: str, unique: str, **overrides) -> Settings:

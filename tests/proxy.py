@@ -3,7 +3,7 @@
 import socket
 import threading
 
-from streams.broker import free_port
+from streamsense.streams.broker import free_port
 
 
 class OutageProxy:

@@ -9,11 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event, select
 
-from models.risk import Risk
-from models.classifier import Prediction, Sentiment
-from streams.alerts import AlertRules, AlertRulesError, alert_message
-from streams.sinks import AlertOutbox
-from streams.store import Batch, Store, alert_window_lengths, alert_windows, alerts, predictions, window_index
+from streamsense.models.classifier import Prediction, Sentiment
+from streamsense.models.risk import Risk
+from streamsense.streams.alerts import AlertRules, AlertRulesError, alert_message
+from streamsense.streams.sinks import AlertOutbox
+from streamsense.streams.store import (
+    Batch, Store, alert_window_lengths, alert_windows, alerts, predictions, window_index,
+)
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -4,7 +4,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from streams.batching import OverlappedBatches
+from streamsense.streams.batching import OverlappedBatches
 
 
 def test_next_batch_is_prepared_while_the_current_one_is_in_inference_and_order_is_kept():

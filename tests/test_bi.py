@@ -1,4 +1,5 @@
-"""BI views (migration 0002), canned reports (streams.bi), `streamsense query` and `streamsense alerts tail`."""
+"""BI views (migration 0002), canned reports (streamsense.streams.bi), `streamsense query` and
+`streamsense alerts tail`."""
 
 import json
 import threading
@@ -9,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streams.alerts import alert_message
-from streams.bi import REPORTS, connect, newest, parse_since, run_report
-from streams.store import Batch, Store
 from streamsense.insights import register
+from streamsense.streams.alerts import alert_message
+from streamsense.streams.bi import REPORTS, connect, newest, parse_since, run_report
+from streamsense.streams.store import Batch, Store
 from tests.bi_rows import alert, prediction
 from tests.helpers import produce, settings_for
 
@@ -213,7 +214,7 @@ def test_downgrade_drops_the_views(database_url):
     from alembic.config import Config
     from sqlalchemy import inspect
 
-    from streams.store import migrate
+    from streamsense.streams.store import migrate
 
     migrate(database_url)
     engine = connect(database_url)

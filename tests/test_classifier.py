@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.runtime import ModelRuntime
+from streamsense.models.runtime import ModelRuntime
 
 
 def test_obvious_sentiment_maps_to_the_right_labels(classifier):

@@ -17,12 +17,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from aiohttp import web
 
-from streams.broker import free_port
-from streams.dashboard import create_app
-from streams.produce import read_lines
-from streams.store import Batch, Store
 from streamsense.demo import SAMPLES
 from streamsense.settings import PROJECT_ROOT
+from streamsense.streams.broker import free_port
+from streamsense.streams.dashboard import create_app
+from streamsense.streams.produce import read_lines
+from streamsense.streams.store import Batch, Store
 from tests.bi_rows import alert, prediction
 from tests.helpers import wait_until
 
@@ -173,7 +173,7 @@ def test_api(filled):
 def test_serve_runs_until_interrupted(filled):
     url, _ = filled
     port = free_port()
-    code = f"import sys; from streams.dashboard import serve; serve(sys.argv[1], '127.0.0.1', {port})"
+    code = f"import sys; from streamsense.streams.dashboard import serve; serve(sys.argv[1], '127.0.0.1', {port})"
     process = subprocess.Popen([sys.executable, "-c", code, url], cwd=PROJECT_ROOT)
     try:
         status, _, body = wait_until(lambda: _answer(f"http://127.0.0.1:{port}/api/summary"), 30, what="dashboard")

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.broker import KAFKA_VERSION
+from streamsense.streams.broker import KAFKA_VERSION
 
-from streams.metrics import Metrics
-from streams.web import Health, make_app
-from streamsense.settings import PROJECT_ROOT, Settings
+from streamsense.settings import Settings
+from streamsense.streams.telemetry import Metrics
+from streamsense.streams.web import Health, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -40,7 +40,7 @@ def _routes() -> set[str]:
 
 
 def _metric_samples() -> dict[str, str]:
-    """Every sample name streams/metrics.py can expose → its metric family."""
+    """Every sample name streams/telemetry.py can expose → its metric family."""
     return {family.name + suffix: family.name
             for family in Metrics().registry.collect() for suffix in SAMPLE_SUFFIXES[family.type]}
 
@@ -144,9 +144,13 @@ def test_dockerfile_runs_the_worker_as_non_root_with_a_health_check(name):
 
 def test_images_carry_the_files_the_default_settings_need():
     """The images `pip install .`: every default path under the project must be package data."""
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_data = setuptools["package-data"]
     for field in ("risk_rules", "alert_rules", "model_registry"):
-        package, _, rel = Settings.model_fields[field].default.relative_to(PROJECT_ROOT).as_posix().partition("/")
+        default = Settings.model_fields[field].default
+        package, folder = next((package, ROOT / folder) for package, folder in setuptools["package-dir"].items()
+                               if default.is_relative_to(ROOT / folder))
+        rel = default.relative_to(folder).as_posix()
         if field == "model_registry":
             rel += "/streamsense-minilm/1/model.onnx"  # a file in a registry version directory
         assert any(fnmatch.fnmatch(rel, pattern) for pattern in package_data.get(package, [])), \
@@ -174,7 +178,7 @@ def test_grafana_dashboard_queries_only_metrics_the_worker_exposes():
             names = set(re.findall(r"\bstreamsense_\w+", target["expr"]))
             assert names or re.search(r"\bup\b", target["expr"]), target["expr"]
             unknown = names - set(samples)
-            assert not unknown, f"{panel['title']}: {unknown} not defined in streams/metrics.py"
+            assert not unknown, f"{panel['title']}: {unknown} not defined in streams/telemetry.py"
             used |= {samples[n] for n in names}
     assert used == set(samples.values())  # every metric is on the dashboard
 

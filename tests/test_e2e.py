@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from streams.store import Store, alerts, dead_letters, predictions
+from streamsense.streams.store import Store, alerts, dead_letters, predictions
 from tests.helpers import as_lines, consume_all, produce, settings_for, wait_until, worker
 
 RISKY_TICKET = {"id": "risky-1", "subject": "Unauthorized charge",

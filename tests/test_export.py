@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from exporters import (
+from streamsense.exporters import (
     ParityError,
     Tolerance,
     UnsupportedArchitectureError,
@@ -22,14 +22,14 @@ from exporters import (
     export,
     export_config_for,
 )
-from exporters.convert import quantize_rows, to_onnx
-from exporters.parity import TOLERANCES
-from exporters.recover import UnrecoverableGraphError, read_weights, recover
-from models.data import load_split
-from models.registry import verify
-from models.soup import NoBetterSoupError, greedy_soup, soup
-from models.tasks import TASKS
-from models.train import (
+from streamsense.exporters.convert import quantize_rows, to_onnx
+from streamsense.exporters.parity import TOLERANCES
+from streamsense.exporters.recover import UnrecoverableGraphError, read_weights, recover
+from streamsense.models.data import load_split
+from streamsense.models.registry import verify
+from streamsense.models.soup import NoBetterSoupError, greedy_soup, soup
+from streamsense.models.tasks import TASKS
+from streamsense.models.train import (
     MultiTaskModel,
     TrainConfig,
     base_model_path,
@@ -297,7 +297,7 @@ def test_greedy_soup_keeps_only_what_raises_validation(exported, tmp_path, monke
     def closeness(model, *_):
         return {"score": -sum(float((v - target[k]).abs().sum()) for k, v in model.state_dict().items())}
 
-    monkeypatch.setattr("models.soup.evaluate", closeness)
+    monkeypatch.setattr("streamsense.models.soup.evaluate", closeness)
     summary = greedy_soup([tmp_path / name for name in ingredients], tmp_path / "soup", exported.root / "datasets")
     search = summary["soup_search"]
     assert [t["from"] for t in search] == [str(tmp_path / name) for name in ("near", "mirror", "far")]

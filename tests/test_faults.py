@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from streams.broker import free_port
-from streams.kafka import producer_idempotence
-from streams.kafka import client_options
-from streams.store import Store, alerts, predictions
+from streamsense.streams.broker import free_port
+from streamsense.streams.kafka import producer_idempotence
+from streamsense.streams.kafka import client_options
+from streamsense.streams.store import Store, alerts, predictions
 from tests.helpers import as_lines, produce, settings_for, wait_until, worker
 from tests.proxy import OutageProxy
 

@@ -5,10 +5,10 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streams.alerts import AlertRules
-from streams.pipeline import Incoming, Processor, Topics
-from streams.records import DecodeError, decode
-from streams.store import Store, predictions
+from streamsense.streams.alerts import AlertRules
+from streamsense.streams.pipeline import Incoming, Processor, Topics
+from streamsense.streams.records import DecodeError, decode
+from streamsense.streams.store import Store, predictions
 
 TOPICS = Topics(kinds={"posts": "post", "tickets": "ticket"}, predictions="out", alerts="alerts", dead_letter="dlq")
 

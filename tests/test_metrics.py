@@ -10,14 +10,14 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.alerts import AlertRules
-from streams.broker import free_port
-from streams.kafka import client_options
-from streams.metrics import Metrics, consumer_highwater, model_labels
-from streams.pipeline import Incoming, Outgoing, Processed, Processor, Topics
-from streams.store import Batch
-from streams.web import Health, WebServer
 from streamsense.settings import Settings
+from streamsense.streams.alerts import AlertRules
+from streamsense.streams.broker import free_port
+from streamsense.streams.kafka import client_options
+from streamsense.streams.pipeline import Incoming, Outgoing, Processed, Processor, Topics
+from streamsense.streams.store import Batch
+from streamsense.streams.telemetry import Metrics, consumer_highwater, model_labels
+from streamsense.streams.web import Health, WebServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = Topics(kinds={"posts": "post", "tickets": "ticket"}, predictions="predictions", alerts="alerts",

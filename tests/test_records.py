@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from streams.records import MAX_MESSAGE_BYTES, DecodeError, Post, Ticket, decode
+from streamsense.streams.records import MAX_MESSAGE_BYTES, DecodeError, Post, Ticket, decode
 
 
 def test_post_round_trip_ignores_unknown_fields():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import (
+from streamsense.models.registry import (
     ModelIntegrityError,
     ModelNotFoundError,
     file_entries,
@@ -140,7 +140,8 @@ def test_publish_refuses_a_damaged_export_and_bad_names(tmp_path, exported):
 
 
 def test_registry_imports_no_ml_frameworks():
-    code = "import sys, models.registry; print([m for m in ('torch', 'transformers', 'onnx') if m in sys.modules])"
+    code = ("import sys, streamsense.models.registry; "
+            "print([m for m in ('torch', 'transformers', 'onnx') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.stdout.strip() == "[]"

@@ -4,13 +4,13 @@ import json
 import signal
 import time
 
-from models.registry import publish, resolve
-from streams.alerts import AlertRules
-from streams.metrics import Metrics
-from streams.store import Store, predictions
-from streams.web import Health
-from streams.worker import build_processor, reload_model
+from streamsense.models.registry import publish, resolve
 from streamsense.settings import SHIPPED_MODELS, Settings
+from streamsense.streams.alerts import AlertRules
+from streamsense.streams.store import Store, predictions
+from streamsense.streams.telemetry import Metrics
+from streamsense.streams.web import Health
+from streamsense.streams.worker import build_processor, reload_model
 from tests.helpers import as_lines, produce, settings_for, wait_until, worker
 
 SHIPPED = resolve(SHIPPED_MODELS, "streamsense-minilm:latest")

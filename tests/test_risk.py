@@ -1,6 +1,6 @@
 import pytest
 
-from models.risk import DEFAULT_RULES, RiskRules, RulesError
+from streamsense.models.risk import DEFAULT_RULES, RiskRules, RulesError
 
 QUIET = {"offensive": 0.02, "hate": 0.01, "complaint": 0.05}
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.runtime import choose_device, length_groups, pad, softmax
+from streamsense.models.runtime import choose_device, length_groups, pad, softmax
 
 
 def test_pad_to_longest_member_only():

@@ -6,8 +6,8 @@ import ssl
 import faust
 import pytest
 
-from streams.kafka import client_options, faust_credentials
 from streamsense.settings import Settings
+from streamsense.streams.kafka import client_options, faust_credentials
 
 
 def test_plaintext_by_default():

@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from streams.store import Batch, Store, alerts, dead_letters, predictions
+from streamsense.streams.store import Batch, Store, alerts, dead_letters, predictions
 
 
 def _row(message_id: str, sentiment: str = "neutral") -> dict:

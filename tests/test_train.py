@@ -9,10 +9,10 @@ import torch
 import typer
 from safetensors.torch import load_file
 
-from models.data import load_split
-from models.tasks import TASKS_BY_NAME
-from models.train import TrainConfig, base_model_path, evaluate, load_trained, task_probabilities, train
 from streamsense.cli import _task_weights
+from streamsense.models.data import load_split
+from streamsense.models.tasks import TASKS_BY_NAME
+from streamsense.models.train import TrainConfig, base_model_path, evaluate, load_trained, task_probabilities, train
 
 WORDS = ["late", "refund", "great", "never", "again", "thanks", "broken", "love", "waiting", "@user", "😡", "ok"]
 

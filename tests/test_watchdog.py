@@ -1,6 +1,6 @@
 """StarvationWatch: which partitions count as starved (the faust flow-control workaround in streams/app.py)."""
 
-from streams.watchdog import StarvationWatch
+from streamsense.streams.watchdog import StarvationWatch
 
 P0, P1, P2 = ("posts", 0), ("posts", 1), ("posts", 2)
 

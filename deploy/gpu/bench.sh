@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 - <<'PY'
 # model stage alone at several run lengths inside a batch of 1024 (the bench below uses one)
 import time
-from streams.worker import load_classifier
+from streamsense.streams.worker import load_classifier
 from streamsense.bench import bench_texts
 from streamsense.settings import Settings
 texts = bench_texts(Settings(), 204800)

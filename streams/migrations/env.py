@@ -1,9 +1,9 @@
-"""Alembic environment: runs migrations against the URL set by streams.store.migrate()."""
+"""Alembic environment: runs migrations against the URL set by streamsense.streams.store.migrate()."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from streams.store import metadata
+from streamsense.streams.store import metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
 engine = create_engine(url)

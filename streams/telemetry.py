@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from streams.pipeline import Processed
+from streamsense.streams.pipeline import Processed
 
 NAMESPACE = "streamsense"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -55,7 +55,7 @@ class Metrics:
         self.model = Info("model", "The loaded model", **common)  # exposed as streamsense_model_info
 
     def instrument(self, runtime) -> None:
-        """Time every `tokenize` and `infer` call of this model runtime (a models.runtime.ModelRuntime)."""
+        """Time every `tokenize` and `infer` call of this model runtime (a streamsense.models.runtime.ModelRuntime)."""
         runtime.tokenize = _timed(self.tokenize_seconds, runtime.tokenize)
         runtime.infer = _timed(self.inference_seconds, runtime.infer)
 
@@ -105,5 +105,5 @@ def consumer_highwater(consumer) -> Callable[[str, int], int | None]:
 
 
 def model_labels(runtime) -> dict[str, str]:
-    """model_info labels (and /health's model) from a models.runtime.ModelRuntime."""
+    """model_info labels (and /health's model) from a streamsense.models.runtime.ModelRuntime."""
     return {"name": runtime.name, "version": runtime.version, "device": runtime.device, "variant": runtime.variant}

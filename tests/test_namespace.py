@@ -1,0 +1,67 @@
+"""One import name: the distribution installs `streamsense` only (streams/, models/ and exporters/ are its
+subpackages), so a user's own `models.py` or `streams.py` beside the command cannot shadow or break it."""
+
+import fnmatch
+import importlib.metadata
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import streamsense
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_MODULES = ("models", "streams", "exporters")
+
+
+def test_pyproject_maps_every_package_under_streamsense():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, package_dir = setuptools["packages"], setuptools["package-dir"]
+    assert all(name == "streamsense" or name.startswith("streamsense.") for name in packages), packages
+    assert set(package_dir) <= set(packages) and set(setuptools["package-data"]) <= set(packages)
+    # every folder with an __init__.py is listed, and nothing that is not a package
+    folders = {name: ROOT / package_dir.get(name, name.replace(".", "/")) for name in packages}
+    assert all((folder / "__init__.py").is_file() for folder in folders.values()), folders
+    listed = {folder.resolve() for folder in folders.values()}
+    for folder in folders.values():
+        for init in folder.glob("*/**/__init__.py"):
+            assert init.parent.resolve() in listed, f"{init.parent} is a package missing from pyproject.toml"
+    # every other file in a package folder (rules, samples, migrations, dashboard page, models) is package data
+    for name, folder in folders.items():
+        patterns = setuptools["package-data"].get(name, [])
+        for file in folder.rglob("*"):
+            rel = file.relative_to(folder)
+            in_subpackage = any((folder / parent).resolve() in listed for parent in rel.parents if parent.parts)
+            if file.is_dir() or "__pycache__" in rel.parts or in_subpackage \
+                    or (len(rel.parts) == 1 and file.suffix == ".py"):
+                continue
+            assert any(fnmatch.fnmatch(rel.as_posix(), pattern) for pattern in patterns), \
+                f"{folder.name}/{rel} is not package data of {name} in pyproject.toml"
+
+
+def test_installed_distribution_has_one_top_level_name():
+    """What importlib.metadata.packages_distributions() reads for this distribution: top_level.txt, else the
+    folders of its files (a wheel install's modules; an editable install holds only its .pth and finder)."""
+    dist = importlib.metadata.distribution("streamsense")
+    declared = (dist.read_text("top_level.txt") or "").split()
+    assert declared == ["streamsense"], declared
+    inferred = {file.parts[0] for file in dist.files or () if file.suffix == ".py" and len(file.parts) > 1}
+    assert inferred <= {"streamsense"}, inferred
+
+
+def test_user_modules_named_like_the_old_packages_do_not_break_classify(tmp_path):
+    installed = subprocess.run([sys.executable, "-c", "import streamsense; print(streamsense.__file__)"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 0, "streamsense is not installed: pip install -e . first"
+    assert Path(installed.stdout.strip()).resolve() == Path(streamsense.__file__).resolve(), \
+        f"the installed streamsense ({installed.stdout.strip()}) is not this checkout: pip install -e . here"
+    for name in USER_MODULES:
+        (tmp_path / f"{name}.py").write_text(f'raise ImportError("user module {name}.py imported")\n')
+    result = subprocess.run([sys.executable, "-m", "streamsense", "classify"], cwd=tmp_path, capture_output=True,
+                            text=True, input='{"id": "a", "text": "I love this"}\n', timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    out = json.loads(lines[0])
+    assert out["id"] == "a" and "error" not in out, out
