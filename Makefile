@@ -16,4 +16,4 @@ demo: install  ## embedded broker + SQLite + shipped model, replay real samples,
 	$(PYTHON) -m streamsense demo
 
 test: install-dev  ## tests with real processes are retried once; a rerun shows as R in the summary
-	$(PYTHON) -m pytest -q -rsR --reruns 1 --reruns-delay 2
+	$(PYTHON) -m pytest -q -rsR --reruns 1 --reruns-delay 2 --durations=15
