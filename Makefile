@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev demo test
+.PHONY: install install-dev demo test test-fast
 
 install:  ## runtime only: broker, worker, ONNX models (no torch)
 	$(PIP) -e .
@@ -17,3 +17,6 @@ demo: install  ## embedded broker + SQLite + shipped model, replay real samples,
 
 test: install-dev  ## tests with real processes are retried once; a rerun shows as R in the summary
 	$(PYTHON) -m pytest -q -rsR --reruns 1 --reruns-delay 2 --durations=15
+
+test-fast:  ## the unit tests alone (no broker, database server, model run or browser), after `make install-dev` once
+	$(PYTHON) -m pytest -q -m "not integration"

@@ -17,7 +17,7 @@ from streamsense.exporters.convert import optimize, to_fp16, to_int8, to_onnx
 from streamsense.exporters.parity import TOLERANCES, Tolerance, check_parity
 from streamsense.models.data import load_split
 from streamsense.models.registry import CARD, FORMAT, file_entries, write_card
-from streamsense.models.train import load_trained
+from streamsense.models.network import load_trained
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from streamsense.exporters.parity import check_parity
 from streamsense.models.data import load_split
 from streamsense.models.registry import verify
 from streamsense.models.tasks import TASKS_BY_NAME
-from streamsense.models.train import MultiTaskModel, save_trained
+from streamsense.models.network import MultiTaskModel, save_trained
 
 SOURCE_VARIANT = "fp16"  # the int8 variant lost too much to read back
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from streamsense.models.data import load_split
-from streamsense.models.train import MultiTaskModel, evaluate, lineage, load_trained, save_trained
+from streamsense.models.network import MultiTaskModel, evaluate, lineage, load_trained, save_trained
 
 
 class NoBetterSoupError(ValueError):

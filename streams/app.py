@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from faust.types import TP
 
 from streamsense.settings import Settings
 from streamsense.streams.batching import OverlappedBatches
+from streamsense.streams.commit import CommitProtocol
 from streamsense.streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
-from streamsense.streams.pipeline import Incoming, Processor
+from streamsense.streams.contracts import Incoming
+from streamsense.streams.pipeline import Processor
 from streamsense.streams.retry import retry_forever
 from streamsense.streams.sinks import AlertOutbox, SqlSink, TopicSink
 from streamsense.streams.store import Store
@@ -72,13 +73,12 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     input_topics = list(processor.topics.kinds)
     watch = StarvationWatch(settings.partition_stall_seconds)
 
-    async def deliver(processed) -> None:
-        started = time.perf_counter()
-        await topic_sink.publish(processed.outgoing)
-        await sql_sink.write(processed.batch)
+    def stored(processed, seconds: float) -> None:
         watch.advanced(processed.batch.offsets)
-        metrics.observe_batch(processed, time.perf_counter() - started, consumer_highwater(app.consumer))
-        metrics.observe_alerts(await outbox.flush())
+        metrics.observe_batch(processed, seconds, consumer_highwater(app.consumer))
+
+    commit = CommitProtocol(topic_sink, sql_sink, outbox, on_stored=stored,
+                            on_published_alerts=metrics.observe_alerts)
 
     def fatal(exc: BaseException) -> None:
         # Faust would restart the agent past this batch; exit so the restart resumes from SQL offsets.
@@ -86,7 +86,7 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
         os._exit(70)
 
     async def handle(stream) -> None:
-        batches = OverlappedBatches(processor.prepare, processor.finish, deliver,
+        batches = OverlappedBatches(processor.prepare, processor.finish, commit.commit,
                                     ThreadPoolExecutor(1, thread_name_prefix="prepare"),
                                     ThreadPoolExecutor(1, thread_name_prefix="model"), fatal)
         try:
@@ -138,7 +138,7 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     @app.task
     async def publish_left_over_alerts() -> None:
         """Alerts stored before a crash but never acknowledged by the alerts topic."""
-        metrics.observe_alerts(await outbox.flush())
+        await commit.flush_outbox()
 
     if settings.web_port is not None:
         app.web_server(WebServer(settings, metrics, health))

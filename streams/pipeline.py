@@ -7,48 +7,17 @@ outbox publishes what it kept.
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from streamsense.models.classifier import Classifier, Prediction
 from streamsense.models.runtime import Encoded
 from streamsense.streams.alerts import AlertRules
 from streamsense.streams.records import DecodeError, Record, decode
-from streamsense.streams.store import Batch, sha256, text_for_storage
+from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
+                                            sha256, text_for_storage)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A message as read from Kafka."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None  # seconds since the epoch (Kafka record timestamp)
-
-    @property
-    def produced_at(self) -> datetime | None:
-        return datetime.fromtimestamp(self.timestamp, timezone.utc) if self.timestamp else None
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Topics:
-    kinds: dict[str, str]  # input topic -> record kind ("post" / "ticket")
-    predictions: str
-    alerts: str
-    dead_letter: str
 
 
 @dataclass(frozen=True)
@@ -60,12 +29,6 @@ class Prepared:
     failed: list[tuple[Incoming, str]]
     encoded: Encoded | None  # token ids of the valid texts (None: tokenizing failed)
     classifier: Classifier  # the model that tokenized it finishes it, even if a reload happens in between
-
-
-@dataclass(frozen=True)
-class Processed:
-    batch: Batch
-    outgoing: list[Outgoing]
 
 
 def _json(value) -> bytes:
@@ -118,8 +81,8 @@ class Processor:
         dead = []
         for msg, reason in failed:
             log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-            dead.append({"source_topic": msg.topic, "source_partition": msg.partition,
-                         "source_offset": msg.offset, "error": reason, "payload": msg.value})
+            dead.append(DeadLetterRow(source_topic=msg.topic, source_partition=msg.partition,
+                                      source_offset=msg.offset, error=reason, payload=msg.value))
             out.append(Outgoing(self.topics.dead_letter, msg.key, msg.value, [
                 ("error", reason.encode()), ("source_topic", msg.topic.encode()),
                 ("source_partition", str(msg.partition).encode()), ("source_offset", str(msg.offset).encode()),
@@ -155,10 +118,10 @@ class Processor:
             mid = len(items) // 2
             return self._classify(classifier, items[:mid]) + self._classify(classifier, items[mid:])
 
-    def _row(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> dict:
+    def _row(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> ResultRow:
         text = record.model_text
         scores = p.sentiment.scores
-        return {
+        return ResultRow(**{
             "kind": record.kind, "message_id": record.id, "grp": record.group,
             "author": getattr(record, "author", None) or getattr(record, "customer_id", None),
             "priority": getattr(record, "priority", None),
@@ -170,7 +133,7 @@ class Processor:
             "model_version": model_version,
             "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
             "created_at": record.created_at, "produced_at": msg.produced_at,
-        }
+        })
 
     def _prediction_message(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> dict:
         return {"id": record.id, "kind": record.kind, **p.to_dict(), "model_version": model_version,

@@ -4,7 +4,7 @@ import asyncio
 import json
 
 from streamsense.streams.alerts import alert_message
-from streamsense.streams.pipeline import Outgoing
+from streamsense.streams.contracts import Outgoing
 from streamsense.streams.retry import retry_forever
 
 

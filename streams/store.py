@@ -2,10 +2,8 @@
 per batch."""
 
 import calendar
-import hashlib
 from datetime import datetime, timezone
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import (
@@ -14,7 +12,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from streamsense.models.text import redact
+from streamsense.streams.contracts import Batch
 
 metadata = MetaData()
 
@@ -100,18 +98,6 @@ alert_window_lengths = Table(
 )
 
 
-def text_for_storage(text: str, mode: str) -> str | None:
-    if mode == "full":
-        return text
-    if mode == "redacted":
-        return redact(text)
-    return None
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def window_index(at: datetime, seconds: int) -> int:
     """The window a time falls in: whole seconds since the epoch // window length (a time without a zone is UTC)."""
     return calendar.timegm(at.utctimetuple()) // seconds
@@ -122,16 +108,6 @@ def _window_index_sql(dialect: str, column, seconds: int):
     if dialect == "sqlite":
         return cast(func.strftime("%s", column), Integer) // seconds
     return cast(func.floor(func.extract("epoch", column) / seconds), BigInteger)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Everything one batch writes; `offsets` maps (topic, partition) to the next offset to read."""
-
-    predictions: list[dict]
-    alerts: list[dict]
-    dead_letters: list[dict]
-    offsets: Mapping[tuple[str, int], int]
 
 
 class Store:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from streamsense.streams.pipeline import Processed
+from streamsense.streams.contracts import Processed
 
 NAMESPACE = "streamsense"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

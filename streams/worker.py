@@ -12,7 +12,8 @@ from streamsense.models.runtime import ModelRuntime
 from streamsense.settings import Settings
 from streamsense.streams.alerts import AlertRules
 from streamsense.streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
-from streamsense.streams.pipeline import Processor, Topics
+from streamsense.streams.contracts import Topics
+from streamsense.streams.pipeline import Processor
 from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics, model_labels
 from streamsense.streams.web import Health

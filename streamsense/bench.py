@@ -61,7 +61,7 @@ def baseline(texts: list[str], per_message: int) -> dict:
         import torch
         from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
-        from streamsense.models.train import base_model_path
+        from streamsense.models.network import base_model_path
     except ImportError as exc:
         return {"baseline_pipeline_msgs_per_s": None, "baseline_pipeline_batched_msgs_per_s": None,
                 "baseline_note": f"skipped: {exc.name} not installed (pip install .[train])"}

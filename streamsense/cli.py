@@ -205,7 +205,8 @@ def train(
     init_from: Optional[Path] = typer.Option(None, help="Continue from a trained directory instead of the base."),
 ):
     """Fine-tune the shared MiniLM encoder with one head per task (needs the `train` extra)."""
-    from streamsense.models.train import TrainConfig, base_model_path, train as run_train
+    from streamsense.models.network import base_model_path
+    from streamsense.models.train import TrainConfig, train as run_train
 
     settings = Settings()
     summary = run_train(TrainConfig(

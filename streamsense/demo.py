@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from streamsense.settings import PROJECT_ROOT, STREAMS_DIR, Settings
 from streamsense.streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
-from streamsense.streams.kafka import client_options
+from streamsense.streams.kafka import client_options, ensure_topics
 from streamsense.streams.produce import produce_lines, read_lines
 from streamsense.streams.store import Store, alerts, dead_letters, predictions
 
@@ -75,6 +75,7 @@ def local_stack(settings: Settings, db_path: Path, workers: int = 1, broker: str
             "kafka_bootstrap_servers": broker.bootstrap_servers, "database_url": f"sqlite:///{db_path}", **overrides})
         store = Store(settings.database_url, settings.app_id)
         store.migrate()
+        ensure_topics(settings)  # before anything is produced: an auto-created topic gets the broker's partition count
         procs = [start_worker(settings, db_path.with_suffix(f".worker{i}.log")) for i in range(workers)]
         try:
             yield settings, store, procs

@@ -107,3 +107,20 @@ def classifier():
     from streamsense.streams.worker import load_classifier
 
     return load_classifier(Settings(device="cpu"))
+
+
+# What makes a test an integration test: real brokers, worker processes, PostgreSQL, the shipped model, training or
+# export runs, a browser. `make test-fast` (pytest -m "not integration") runs the rest: the unit tests, in under a
+# minute; `make test` runs everything.
+INTEGRATION_FIXTURES = {"broker", "broker_kind", "make_broker", "postgres_url", "classifier", "exported",
+                        "trained_tiny", "browser", "driver"}
+INTEGRATION_MODULES = {"test_e2e", "test_faults", "test_demo", "test_bench", "test_reload", "test_train",
+                       "test_export", "test_hostile", "test_namespace", "test_dashboard"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        uses_postgres = getattr(item, "callspec", None) and item.callspec.params.get("database_url") == "postgresql"
+        if (INTEGRATION_FIXTURES & set(item.fixturenames) or uses_postgres
+                or item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES):
+            item.add_marker(pytest.mark.integration)

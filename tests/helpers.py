@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamsense.demo import start_worker, stop_worker
 from streamsense.settings import Settings
-from streamsense.streams.kafka import client_options
+from streamsense.streams.kafka import client_options, ensure_topics
 from streamsense.streams.produce import produce_lines
 
 
@@ -27,6 +27,9 @@ def settings_for(bootstrap: str, database_url: str, unique: str, **overrides) ->
 
 
 def produce(settings: Settings, topic: str, values: list[bytes]) -> int:
+    """Produce to `topic`, created first with the settings' partition count as the worker would (a topic that a
+    producer auto-creates gets the broker's default: 1 partition on a stock Apache Kafka)."""
+    ensure_topics(settings)
     return asyncio.run(produce_lines(values, topic, client_options(settings)))
 
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from streamsense.insights import register
 from streamsense.streams.alerts import alert_message
 from streamsense.streams.bi import REPORTS, connect, newest, parse_since, run_report
-from streamsense.streams.store import Batch, Store
+from streamsense.streams.contracts import Batch
+from streamsense.streams.store import Store
 from tests.bi_rows import alert, prediction
 from tests.helpers import produce, settings_for
 

@@ -22,7 +22,8 @@ from streamsense.settings import PROJECT_ROOT
 from streamsense.streams.broker import free_port
 from streamsense.streams.dashboard import create_app
 from streamsense.streams.produce import read_lines
-from streamsense.streams.store import Batch, Store
+from streamsense.streams.contracts import Batch
+from streamsense.streams.store import Store
 from tests.bi_rows import alert, prediction
 from tests.helpers import wait_until
 

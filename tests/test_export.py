@@ -29,14 +29,8 @@ from streamsense.models.data import load_split
 from streamsense.models.registry import verify
 from streamsense.models.soup import NoBetterSoupError, greedy_soup, soup
 from streamsense.models.tasks import TASKS
-from streamsense.models.train import (
-    MultiTaskModel,
-    TrainConfig,
-    base_model_path,
-    evaluate,
-    lineage,
-    load_trained,
-)
+from streamsense.models.network import MultiTaskModel, base_model_path, evaluate, lineage, load_trained
+from streamsense.models.train import TrainConfig
 
 WORDS = ["the", "service", "was", "great", "awful", "slow", "thanks", "never", "again", "love", "hate", "delayed",
          "refund", "why", "ok", "support", "help", "@user", "http", "!!", "😡", "Ünïcödé"]

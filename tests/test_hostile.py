@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streamsense.streams.alerts import AlertRules
-from streamsense.streams.pipeline import Incoming, Processor, Topics
+from streamsense.streams.contracts import Incoming, Topics
+from streamsense.streams.pipeline import Processor
 from streamsense.streams.records import DecodeError, decode
 from streamsense.streams.store import Store, predictions
 

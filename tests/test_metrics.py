@@ -14,8 +14,8 @@ from streamsense.settings import Settings
 from streamsense.streams.alerts import AlertRules
 from streamsense.streams.broker import free_port
 from streamsense.streams.kafka import client_options
-from streamsense.streams.pipeline import Incoming, Outgoing, Processed, Processor, Topics
-from streamsense.streams.store import Batch
+from streamsense.streams.contracts import Batch, Incoming, Outgoing, Processed, Topics
+from streamsense.streams.pipeline import Processor
 from streamsense.streams.telemetry import Metrics, consumer_highwater, model_labels
 from streamsense.streams.web import Health, WebServer
 

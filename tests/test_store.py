@@ -1,6 +1,7 @@
 from datetime import datetime, timezone
 
-from streamsense.streams.store import Batch, Store, alerts, dead_letters, predictions
+from streamsense.streams.contracts import Batch
+from streamsense.streams.store import Store, alerts, dead_letters, predictions
 
 
 def _row(message_id: str, sentiment: str = "neutral") -> dict:

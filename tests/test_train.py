@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from streamsense.cli import _task_weights
 from streamsense.models.data import load_split
 from streamsense.models.tasks import TASKS_BY_NAME
-from streamsense.models.train import TrainConfig, base_model_path, evaluate, load_trained, task_probabilities, train
+from streamsense.models.network import base_model_path, evaluate, load_trained
+from streamsense.models.train import TrainConfig, task_probabilities, train
 
 WORDS = ["late", "refund", "great", "never", "again", "thanks", "broken", "love", "waiting", "@user", "😡", "ok"]
 

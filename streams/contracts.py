@@ -1,0 +1,136 @@
+"""What crosses a stage boundary, in one place: the message read from Kafka, the rows and messages a batch yields,
+and the batch outcome that the commit protocol makes durable.
+
+Pure data: this module imports nothing from SQLAlchemy, Faust, aiokafka or onnxruntime, so the pipeline that
+builds these and the tests that check them run without any I/O. The store writes the rows as given (their keys are
+the column names of `streams/store.py`); the sinks produce the `Outgoing` messages as given.
+"""
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TypedDict
+
+from streamsense.models.text import redact
+
+#: (topic, partition) → the next offset to read: what a batch commits with its results.
+Offsets = Mapping[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message as read from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None  # seconds since the epoch (Kafka record timestamp)
+
+    @property
+    def produced_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.timestamp, timezone.utc) if self.timestamp else None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to produce: a prediction, a dead letter or an alert."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Topics:
+    kinds: dict[str, str]  # input topic -> record kind ("post" / "ticket")
+    predictions: str
+    alerts: str
+    dead_letter: str
+
+
+class ResultRow(TypedDict):
+    """One classified message: a row of `predictions`, unique on (kind, message_id)."""
+
+    kind: str
+    message_id: str
+    grp: str | None
+    author: str | None
+    priority: str | None
+    text: str | None  # full, redacted or None, per STREAMSENSE_STORE_TEXT
+    text_sha256: str
+    truncated: bool
+    sentiment: str
+    p_negative: float
+    p_neutral: float
+    p_positive: float
+    risk_level: str
+    risk_score: float
+    risk_labels: list[str]
+    risk_signals: list[str]
+    risk_explanation: str
+    model_version: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    created_at: datetime | None
+    produced_at: datetime | None
+
+
+class DeadLetterRow(TypedDict):
+    """A message that could not be classified: a row of `dead_letters` (and a copy on the dead-letter topic)."""
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    error: str
+    payload: bytes | None
+
+
+class AlertCandidate(TypedDict):
+    """An alert a rule proposes; the store's transaction keeps it or not (cooldown, rate limit, one per window)."""
+
+    id: str  # deterministic: sha256(rule | key | window), so a replay proposes the same id
+    rule: str
+    severity: str
+    key: str
+    window_start: datetime | None
+    window_end: datetime | None
+    summary: str
+    evidence: list[dict]
+    model_version: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Everything one batch writes in its SQL transaction; `offsets` are the next offsets to read."""
+
+    predictions: list[ResultRow]
+    alerts: list[AlertCandidate]
+    dead_letters: list[DeadLetterRow]
+    offsets: Offsets
+
+
+@dataclass(frozen=True)
+class Processed:
+    """A batch's outcome: its rows for SQL and its messages for the output topics."""
+
+    batch: Batch
+    outgoing: list[Outgoing]
+
+
+def text_for_storage(text: str, mode: str) -> str | None:
+    """What `predictions.text` holds: the text (`full`), a redacted copy (`redacted`) or nothing (`hash`)."""
+    if mode == "full":
+        return text
+    if mode == "redacted":
+        return redact(text)
+    return None
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
