@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select, union_all
 
-from streamsense.demo import SAMPLES, local_stack
+from streamsense.demo import SAMPLES
+from streamsense.localstack import local_stack
 from streamsense.settings import Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines

@@ -28,7 +28,7 @@ def broker(port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (def
     import signal
     import threading
 
-    from streamsense.streams.broker import EmbeddedBroker
+    from streamsense.brokers import EmbeddedBroker
 
     settings = Settings()
     with EmbeddedBroker(port or settings.broker_port) as b:
@@ -355,7 +355,7 @@ def bench(
     if broker not in ("tansu", "kafka"):
         raise typer.BadParameter("choose tansu or kafka", param_hint="--broker")
     if broker == "kafka":
-        from streamsense.streams.broker import apache_kafka_missing
+        from streamsense.brokers import apache_kafka_missing
 
         if apache_kafka_missing():
             console.print("Apache Kafka 4.4.0 is not available here (needs Java and the jars): "

@@ -1,21 +1,16 @@
 """`streamsense demo`: embedded broker + SQLite + a worker process, replay the bundled samples, summarise."""
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from streamsense.settings import PROJECT_ROOT, STREAMS_DIR, Settings
-from streamsense.streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
-from streamsense.streams.kafka import client_options, ensure_topics
+from streamsense.localstack import local_stack, stop_worker
+from streamsense.settings import STREAMS_DIR, Settings
+from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines, read_lines
 from streamsense.streams.store import Store, alerts, dead_letters, predictions
 
@@ -23,66 +18,6 @@ SAMPLES = STREAMS_DIR / "samples"
 # Messages a real feed will contain sooner or later; each must end in the dead-letter topic with a reason.
 MALFORMED = [b"this is not json", b'{"id": "bad-1"}', b'{"id": "bad-2", "text": 42}', b'{"id": "bad-3", "text": "   "}',
              b'{"id": "bad-4", "text": "\xff\xfe broken utf-8"}', b"[1, 2, 3]"]
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            value = value.get_secret_value() if isinstance(value, SecretStr) else value
-            env[f"STREAMSENSE_{name.upper()}"] = str(value)
-    return env
-
-
-def start_worker(settings: Settings, log_path: Path, loglevel: str = "warning") -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "streamsense", "worker", "--loglevel", loglevel],
-                            env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
-
-
-def stop_worker(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def new_local_broker(kind: str, log_path: Path | None = None):
-    """A broker on a free loopback port, not started: `tansu` (embedded, in memory) or `kafka` (Apache Kafka)."""
-    if kind == "tansu":
-        return EmbeddedBroker(free_port(), log_path=log_path)
-    if kind == "kafka":
-        reason = apache_kafka_missing()
-        if reason:
-            raise RuntimeError(reason.split(":")[0] + ": run `bash deploy/test-deps.sh` once (needs Java and Maven)")
-        return ApacheKafkaBroker(free_port(), log_path=log_path, heap="1g")
-    raise ValueError(f"unknown broker {kind!r}: choose tansu or kafka")
-
-
-@contextmanager
-def local_stack(settings: Settings, db_path: Path, workers: int = 1, broker: str = "tansu",
-                **overrides) -> Iterator[tuple[Settings, Store, list[subprocess.Popen]]]:
-    """A broker of its own (the embedded Tansu, or Apache Kafka with `broker="kafka"`), a fresh SQLite file and
-    `workers` worker processes (one group) on them, with the settings that point at both; workers stopped, the
-    store closed and the broker stopped (its data deleted) on exit."""
-    db_path.unlink(missing_ok=True)
-    with new_local_broker(broker, db_path.with_suffix(f".{broker}.log")) as broker:
-        settings = settings.model_copy(update={
-            "kafka_bootstrap_servers": broker.bootstrap_servers, "database_url": f"sqlite:///{db_path}", **overrides})
-        store = Store(settings.database_url, settings.app_id)
-        store.migrate()
-        ensure_topics(settings)  # before anything is produced: an auto-created topic gets the broker's partition count
-        procs = [start_worker(settings, db_path.with_suffix(f".worker{i}.log")) for i in range(workers)]
-        try:
-            yield settings, store, procs
-        finally:
-            for process in procs:
-                stop_worker(process)
-            store.dispose()
 
 
 def wait_for(store: Store, expected: int, worker: subprocess.Popen, timeout: float) -> int:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from streamsense.streams.broker import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
+from streamsense.brokers import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from streamsense.demo import start_worker, stop_worker
+from streamsense.localstack import start_worker, stop_worker
 from streamsense.settings import Settings
 from streamsense.streams.kafka import client_options, ensure_topics
 from streamsense.streams.produce import produce_lines

@@ -3,7 +3,7 @@
 import socket
 import threading
 
-from streamsense.streams.broker import free_port
+from streamsense.brokers import free_port
 
 
 class OutageProxy:

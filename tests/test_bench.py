@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from streamsense.bench import max_partition_wait, run_bench, run_load
 from streamsense.settings import Settings
-from streamsense.streams.broker import apache_kafka_missing
+from streamsense.brokers import apache_kafka_missing
 
 KEYS = {"model_only_msgs_per_s", "tokenize_infer_msgs_per_s", "e2e_msgs_per_s", "e2e_p50_ms", "e2e_p99_ms",
         "baseline_pipeline_msgs_per_s", "baseline_pipeline_batched_msgs_per_s", "ratio_e2e_to_model_only",

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from streamsense.demo import SAMPLES
 from streamsense.settings import PROJECT_ROOT
-from streamsense.streams.broker import free_port
+from streamsense.brokers import free_port
 from streamsense.streams.dashboard import create_app
 from streamsense.streams.produce import read_lines
 from streamsense.streams.contracts import Batch

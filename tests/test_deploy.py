@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamsense.streams.broker import KAFKA_VERSION
+from streamsense.brokers import KAFKA_VERSION
 
 from streamsense.settings import Settings
 from streamsense.streams.telemetry import Metrics
@@ -71,7 +71,7 @@ def test_compose_services_dependencies_and_health_checks():
     assert "healthcheck" not in services["worker"]  # the image's HEALTHCHECK on /health applies
 
     kafka = services["kafka"]
-    # the compose stack, the test suite's broker (streams/broker.py) and its Maven pom name one Kafka version
+    # the compose stack, the test suite's broker (streamsense/brokers.py) and its Maven pom name one Kafka version
     assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
     pom = (DEPLOY / "kafka" / "pom.xml").read_text()
     assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from streamsense.streams.broker import free_port
+from streamsense.brokers import free_port
 from streamsense.streams.kafka import producer_idempotence
 from streamsense.streams.kafka import client_options
 from streamsense.streams.store import Store, alerts, predictions

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamsense.settings import Settings
 from streamsense.streams.alerts import AlertRules
-from streamsense.streams.broker import free_port
+from streamsense.brokers import free_port
 from streamsense.streams.kafka import client_options
 from streamsense.streams.contracts import Batch, Incoming, Outgoing, Processed, Topics
 from streamsense.streams.pipeline import Processor
