@@ -60,7 +60,8 @@ def _wait_metadata(bootstrap: str, process: subprocess.Popen | None, timeout: fl
             time.sleep(0.2)
 
 
-def _stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds."""
     if process and process.poll() is None:
         process.terminate()
         try:
@@ -101,7 +102,7 @@ class EmbeddedBroker:
         _wait_metadata(self.bootstrap_servers, self.process, timeout, "broker")
 
     def stop(self, timeout: float = 10.0) -> None:
-        _stop_process(self.process, timeout)
+        stop_process(self.process, timeout)
         self.process = None
 
     def __enter__(self) -> "EmbeddedBroker":
@@ -247,7 +248,7 @@ class ApacheKafkaBroker:
                 os.kill(self.process.pid, signal.SIGCONT)  # a paused broker cannot shut down
             except ProcessLookupError:
                 pass
-        _stop_process(self.process, timeout)
+        stop_process(self.process, timeout)
         self.process = None
 
     def restart(self, timeout: float = 90.0) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from streamsense.brokers import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
+from streamsense.brokers import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port, stop_process
 from streamsense.settings import PROJECT_ROOT, Settings
 from streamsense.streams.kafka import ensure_topics
 from streamsense.streams.store import Store
@@ -34,13 +34,8 @@ def start_worker(settings: Settings, log_path: Path, loglevel: str = "warning") 
 
 
 def stop_worker(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Graceful stop (the worker finishes its batch in flight), killed after `timeout`."""
+    stop_process(process, timeout)
 
 
 def new_local_broker(kind: str, log_path: Path | None = None):

@@ -30,12 +30,20 @@ def _posts(prefix: str, n: int) -> list[dict]:
     return [{"id": f"{prefix}-{i}", "text": f"{texts[i % 4]} ({i})", "channel": "acme"} for i in range(n)]
 
 
+def _stream(bootstrap: str, tmp_path, unique: str, name: str, n: int, **overrides):
+    """Settings on their own topics and SQLite file, `n` unique posts, and the migrated store."""
+    settings = settings_for(bootstrap, f"sqlite:///{tmp_path / f'{name}.db'}", unique, **overrides)
+    store = Store(settings.database_url, settings.app_id)
+    store.migrate()
+    return settings, _posts(name, n), store
+
+
 def stored_ids(store: Store) -> list[str]:
     with store.engine.connect() as conn:
         return [r[0] for r in conn.execute(select(predictions.c.message_id))]
 
 
-def assert_exactly_once(store: Store, expected: list[dict]) -> None:
+def assert_exactly_once(store: Store, expected: list[dict], partitions: int | None = None) -> None:
     ids = stored_ids(store)
     missing = {p["id"] for p in expected} - set(ids)
     assert not missing, f"{len(missing)} messages lost, e.g. {sorted(missing)[:5]}"
@@ -43,6 +51,10 @@ def assert_exactly_once(store: Store, expected: list[dict]) -> None:
     with store.engine.connect() as conn:
         raised = conn.execute(select(alerts.c.rule, alerts.c.key, alerts.c.window_start)).all()
     assert len(raised) == len(set(raised)), "an alert was raised twice for one (rule, key, window)"
+    if partitions is not None:  # every partition of the input topic was consumed
+        with store.engine.connect() as conn:
+            used = conn.execute(select(func.count(func.distinct(predictions.c.source_partition)))).scalar()
+        assert used == partitions
 
 
 def wait_stored(store: Store, at_least: int, timeout: float = 120) -> None:
@@ -50,10 +62,7 @@ def wait_stored(store: Store, at_least: int, timeout: float = 120) -> None:
 
 
 def test_worker_sigkill_mid_stream_then_restart(broker, tmp_path, unique):
-    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'kill.db'}", unique)
-    posts = _posts("kill", 800)
-    store = Store(settings.database_url, settings.app_id)
-    store.migrate()
+    settings, posts, store = _stream(broker.bootstrap_servers, tmp_path, unique, "kill", 800)
     with worker(settings, tmp_path, "first") as first:
         produce(settings, settings.topic_posts, as_lines(posts))
         wait_stored(store, 150)
@@ -86,10 +95,7 @@ def test_graceful_restarts_lose_nothing(broker, tmp_path, unique, artifacts):
     results: Faust's are ahead (messages that a restart from Kafka's offsets would skip). The worker resumes from
     the SQL offsets, so four runs over one stream lose nothing.
     """
-    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'restart.db'}", unique)
-    posts = _posts("restart", 900)
-    store = Store(settings.database_url, settings.app_id)
-    store.migrate()
+    settings, posts, store = _stream(broker.bootstrap_servers, tmp_path, unique, "restart", 900)
     produce(settings, settings.topic_posts, as_lines(posts))
     ahead = []
     for round_, target in enumerate((150, 400, 650)):
@@ -189,11 +195,7 @@ def test_sqlite_locked_30s(broker, tmp_path, unique):
 
 
 def test_two_workers_one_killed(broker, tmp_path, unique):
-    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'pair.db'}", unique,
-                             topic_partitions=4)
-    posts = _posts("pair", 1200)
-    store = Store(settings.database_url, settings.app_id)
-    store.migrate()
+    settings, posts, store = _stream(broker.bootstrap_servers, tmp_path, unique, "pair", 1200, topic_partitions=4)
     with worker(settings, tmp_path, "a"), worker(settings, tmp_path, "b") as b:
         time.sleep(12)  # both members join and split the partitions
         produce(settings, settings.topic_posts, as_lines(posts))
@@ -202,10 +204,7 @@ def test_two_workers_one_killed(broker, tmp_path, unique):
         b.wait()
         wait_stored(store, len(posts), timeout=180)
         time.sleep(2)
-    with store.engine.connect() as conn:
-        partitions = conn.execute(select(func.count(func.distinct(predictions.c.source_partition)))).scalar()
-    assert partitions == 4
-    assert_exactly_once(store, posts)
+    assert_exactly_once(store, posts, partitions=4)
 
 
 def test_broker_killed_and_restarted_on_its_data(make_broker, tmp_path, unique):
@@ -234,11 +233,7 @@ def test_broker_killed_and_restarted_on_its_data(make_broker, tmp_path, unique):
 
 def test_third_worker_joins_mid_stream(broker, tmp_path, unique):
     """A rebalance while batches are in flight: partitions move to a new member, nothing is lost or doubled."""
-    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'join.db'}", unique,
-                             topic_partitions=6)
-    posts = _posts("join", 1800)
-    store = Store(settings.database_url, settings.app_id)
-    store.migrate()
+    settings, posts, store = _stream(broker.bootstrap_servers, tmp_path, unique, "join", 1800, topic_partitions=6)
     with worker(settings, tmp_path, "a"), worker(settings, tmp_path, "b"):
         time.sleep(10)  # both members join and split the partitions
         produce(settings, settings.topic_posts, as_lines(posts))
@@ -246,10 +241,7 @@ def test_third_worker_joins_mid_stream(broker, tmp_path, unique):
         with worker(settings, tmp_path, "c"):
             wait_stored(store, len(posts), timeout=240)
             time.sleep(2)
-    with store.engine.connect() as conn:
-        partitions = conn.execute(select(func.count(func.distinct(predictions.c.source_partition)))).scalar()
-    assert partitions == 6
-    assert_exactly_once(store, posts)
+    assert_exactly_once(store, posts, partitions=6)
 
 
 def test_producer_idempotence_where_the_broker_grants_producer_ids(broker, tmp_path, unique):
