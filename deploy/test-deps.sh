@@ -10,6 +10,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "test-deps: $*"; }
+failed=
+fail() { say "$*"; failed=1; }  # a step that should have worked here (the tools are present) but did not
 apt_updated=
 apt_install() {
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -42,7 +44,7 @@ setup_postgres() {
                 | cat - "$conf/pg_hba.conf" > "$conf/pg_hba.conf.new" && mv "$conf/pg_hba.conf.new" "$conf/pg_hba.conf"
             chown postgres:postgres "$conf/pg_hba.conf"
         }
-        pg_ctlcluster "$version" main start || { say "PostgreSQL did not start"; return 0; }
+        pg_ctlcluster "$version" main start || { fail "PostgreSQL did not start"; return 0; }
         for _ in $(seq 1 30); do pg_answers && break; sleep 0.5; done
     fi
     if ! psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname = 'test'" postgres 2>/dev/null | grep -q 1; then
@@ -68,7 +70,7 @@ setup_kafka_jars() {
     rm -rf "$libs.partial"
     mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
         "-DoutputDirectory=$PWD/$libs.partial" && mv "$libs.partial" "$libs" \
-        || say "Maven could not fetch the Kafka jars: the Apache Kafka test variants will skip"
+        || fail "Maven could not fetch the Kafka jars: the Apache Kafka test variants will skip"
 }
 
 setup_helm() {
@@ -80,4 +82,6 @@ setup_postgres
 setup_chromium
 setup_kafka_jars
 setup_helm
+# In CI a step that should have worked but failed stops the run: otherwise its tests would skip and CI look green.
+if [ -n "$failed" ] && [ "${CI:-}" = true ]; then say "a setup step failed (above): stopping (CI=true)"; exit 1; fi
 exit 0

@@ -269,3 +269,13 @@ def test_helm_refuses_keda_and_hpa_together():
     out = subprocess.run([_helm(), "template", "r", str(CHART), "--set", "autoscaling.enabled=true",
                           "--set", "keda.enabled=true"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "either keda or autoscaling" in out.stderr
+
+
+def test_kafka_pom_is_well_formed_xml():
+    """Maven refuses a pom that is not XML (e.g. two hyphens inside a comment): the Kafka jars would not come."""
+    import xml.dom.minidom
+
+    root = xml.dom.minidom.parse(str(DEPLOY / "kafka" / "pom.xml")).documentElement
+    versions = {e.parentNode.getElementsByTagName("artifactId")[0].firstChild.data: e.firstChild.data
+                for e in root.getElementsByTagName("version") if e.parentNode.tagName == "dependency"}
+    assert versions["kafka_2.13"] == "${kafka.version}"
