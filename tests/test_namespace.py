@@ -65,3 +65,14 @@ def test_user_modules_named_like_the_old_packages_do_not_break_classify(tmp_path
     assert len(lines) == 1, result.stdout
     out = json.loads(lines[0])
     assert out["id"] == "a" and "error" not in out, out
+
+
+def test_a_checkout_that_is_not_installed_still_imports_the_subpackages():
+    """`PYTHONPATH=.` in a plain checkout (the GPU scripts run it so, with no package index there): the folders
+    beside streamsense/ resolve as its subpackages, without any install's import hook."""
+    code = ("import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+            "import streamsense.streams.pipeline as p, streamsense.models.runtime as r, "
+            "streamsense.exporters.parity as e; print(p.__file__, r.__file__, e.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [Path(f).resolve().parent.name for f in out.stdout.split()] == ["streams", "models", "exporters"]
