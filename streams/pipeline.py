@@ -46,7 +46,13 @@ class Processor:
         return self.finish(self.prepare(messages))
 
     def prepare(self, messages: list[Incoming]) -> Prepared:
-        """Decode and validate, then tokenize the valid texts once (CPU work that can overlap inference)."""
+        """Stages 1 and 2, CPU work that overlaps the previous batch's inference: decode, then tokenize."""
+        valid, failed = self.decode(messages)
+        classifier = self.classifier  # the model that tokenizes a batch also infers it, even across a reload
+        return Prepared(messages, valid, failed, self.tokenize(classifier, valid), classifier)
+
+    def decode(self, messages: list[Incoming]) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
+        """Stage 1: bytes → validated records; the rest with a one-line reason (they become dead letters)."""
         valid: list[tuple[Incoming, Record]] = []
         failed: list[tuple[Incoming, str]] = []
         for msg in messages:
@@ -54,18 +60,23 @@ class Processor:
                 valid.append((msg, decode(self.topics.kinds[msg.topic], msg.value)))
             except DecodeError as exc:
                 failed.append((msg, exc.reason))
-        classifier = self.classifier
+        return valid, failed
+
+    @staticmethod
+    def tokenize(classifier: Classifier, valid: list[tuple[Incoming, Record]]) -> Encoded | None:
+        """Stage 2: the batch's texts → token ids, once per batch (models/runtime.py: ModelRuntime.tokenize)."""
+        if not valid:
+            return None
         try:
-            encoded = classifier.tokenize([record.model_text for _, record in valid]) if valid else None
-        except Exception as exc:  # leave it to finish(), which isolates the message that breaks it
+            return classifier.tokenize([record.model_text for _, record in valid])
+        except Exception as exc:  # leave it to infer_and_decide(), which isolates the message that breaks it
             log.warning("tokenizing a batch of %d failed (%s)", len(valid), type(exc).__name__)
-            encoded = None
-        return Prepared(messages, valid, failed, encoded, classifier)
+            return None
 
     def finish(self, prepared: Prepared) -> Processed:
-        """Infer, decide, and shape the rows and messages of one batch."""
+        """Stages 3 and 4, then the batch's rows and messages: infer + decide, shape."""
         valid, failed = prepared.valid, list(prepared.failed)
-        results = self._predict(prepared)
+        results = self.infer_and_decide(prepared)
         version = prepared.classifier.model_version
         rows, alerts, out = [], [], []
         for (msg, record), result in zip(valid, results):
@@ -93,7 +104,9 @@ class Processor:
             offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
         return Processed(Batch(rows, alerts, dead, offsets), out)
 
-    def _predict(self, prepared: Prepared) -> list[Prediction | Exception]:
+    def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:
+        """Stages 3 and 4: one ONNX pass over the batch (all heads), then sentiment labels and risk (heads + rules:
+        models/classifier.py, models/risk.py); a model failure is narrowed down to the message that causes it."""
         items, classifier = prepared.valid, prepared.classifier
         if not items:
             return []
