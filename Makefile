@@ -15,8 +15,8 @@ install-dev:  ## + training/export (CPU torch) and tests
 demo: install  ## embedded broker + SQLite + shipped model, replay real samples, print the summary
 	$(PYTHON) -m streamsense demo
 
-test: install-dev  ## tests with real processes are retried once; a rerun shows as R in the summary
-	$(PYTHON) -m pytest -q -rsR --reruns 1 --reruns-delay 2 --durations=15
+test: install-dev  ## tests with real processes are retried once (R in the summary); every passed test id is listed (PASSED …[tansu] / […kafka])
+	$(PYTHON) -m pytest -q -rpsR --reruns 1 --reruns-delay 2 --durations=15
 
 test-fast:  ## the unit tests alone (no broker, database server, model run or browser), after `make install-dev` once
 	$(PYTHON) -m pytest -q -m "not integration"
