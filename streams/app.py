@@ -23,7 +23,8 @@ from streamsense.streams.kafka import IdempotentTransport, faust_broker_url, fau
 from streamsense.streams.contracts import Incoming
 from streamsense.streams.pipeline import Processor
 from streamsense.streams.retry import retry_forever
-from streamsense.streams.sinks import AlertOutbox, SqlSink, TopicSink
+from streamsense.streams.alerting.outbox import AlertOutbox
+from streamsense.streams.sinks import SqlSink, TopicSink
 from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics, consumer_highwater
 from streamsense.streams.watchdog import StarvationWatch

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from streamsense.models.classifier import Classifier, Prediction
 from streamsense.models.runtime import Encoded
-from streamsense.streams.alerts import AlertRules
+from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)

@@ -1,7 +1,6 @@
 """SQL store: results, alerts, dead letters, processed offsets and alert window counters, written in one transaction
 per batch."""
 
-import calendar
 from datetime import datetime, timezone
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from streamsense.streams.alerting.rules import window_index
 from streamsense.streams.contracts import Batch
 
 metadata = MetaData()
@@ -98,11 +98,6 @@ alert_window_lengths = Table(
 )
 
 
-def window_index(at: datetime, seconds: int) -> int:
-    """The window a time falls in: whole seconds since the epoch // window length (a time without a zone is UTC)."""
-    return calendar.timegm(at.utctimetuple()) // seconds
-
-
 def _window_index_sql(dialect: str, column, seconds: int):
     """window_index() in SQL."""
     if dialect == "sqlite":
@@ -115,6 +110,12 @@ class Store:
         self.url = url
         self.group_id = group_id
         self.alert_rules = alert_rules
+        if alert_rules is not None:
+            from streamsense.streams.alerting.gate import AlertGate  # the gate reads this module's tables
+
+            self.alert_gate = AlertGate(alert_rules)
+        else:
+            self.alert_gate = None
         self._lengths_registered = False
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         self.dialect = self.engine.dialect.name
@@ -147,12 +148,9 @@ class Store:
                     .returning(predictions.c.kind, predictions.c.grp, predictions.c.sentiment, predictions.c.event_at),
                     rows).all()
                 self._count_windows(conn, added)
-            candidates = list(batch.alerts)
-            if self.alert_rules and rows:
-                candidates += self.alert_rules.windowed(conn, rows, rows[0]["model_version"])
-            for alert in candidates:
-                if self.alert_rules is None or self.alert_rules.allows(conn, alert):
-                    conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), alert)
+            kept = self.alert_gate.admit(conn, batch.alerts, rows) if self.alert_gate else batch.alerts
+            for alert in kept:  # inserted one by one: the gate checks the next against those inserted
+                conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), alert)
             if batch.dead_letters:
                 conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
                     index_elements=["source_topic", "source_partition", "source_offset"]), batch.dead_letters)

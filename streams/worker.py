@@ -10,7 +10,7 @@ from streamsense.models.registry import resolve
 from streamsense.models.risk import RiskRules
 from streamsense.models.runtime import ModelRuntime
 from streamsense.settings import Settings
-from streamsense.streams.alerts import AlertRules
+from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
 from streamsense.streams.contracts import Topics
 from streamsense.streams.pipeline import Processor

@@ -150,7 +150,7 @@ def demo(
 @alerts_app.command("check")
 def alerts_check(path: Optional[Path] = typer.Argument(None, help="Rules file (default: STREAMSENSE_ALERT_RULES).")):
     """Validate an alert rules file and list its rules."""
-    from streamsense.streams.alerts import AlertRules, AlertRulesError
+    from streamsense.streams.alerting.rules import AlertRules, AlertRulesError
 
     try:
         rules = AlertRules.load(path or Settings().alert_rules)

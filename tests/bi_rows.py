@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from streamsense.streams.alerts import EXCERPT_CHARS, alert_id
+from streamsense.streams.alerting.rules import EXCERPT_CHARS, alert_id
 from streamsense.streams.contracts import sha256
 
 PROBABILITIES = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.15, 0.8)}

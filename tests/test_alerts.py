@@ -11,11 +11,10 @@ from sqlalchemy import event, select
 
 from streamsense.models.classifier import Prediction, Sentiment
 from streamsense.models.risk import Risk
-from streamsense.streams.alerts import AlertRules, AlertRulesError, alert_message
-from streamsense.streams.sinks import AlertOutbox
-from streamsense.streams.store import (
-    Batch, Store, alert_window_lengths, alert_windows, alerts, predictions, window_index,
-)
+from streamsense.streams.alerting.outbox import AlertOutbox
+from streamsense.streams.alerting.rules import AlertRules, AlertRulesError, alert_message, window_index
+from streamsense.streams.contracts import Batch
+from streamsense.streams.store import Store, alert_window_lengths, alert_windows, alerts, predictions
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from streamsense.insights import register
-from streamsense.streams.alerts import alert_message
+from streamsense.streams.alerting.rules import alert_message
 from streamsense.streams.bi import REPORTS, connect, newest, parse_since, run_report
 from streamsense.streams.contracts import Batch
 from streamsense.streams.store import Store

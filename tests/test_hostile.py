@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streamsense.streams.alerts import AlertRules
+from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.contracts import Incoming, Topics
 from streamsense.streams.pipeline import Processor
 from streamsense.streams.records import DecodeError, decode

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamsense.settings import Settings
-from streamsense.streams.alerts import AlertRules
+from streamsense.streams.alerting.rules import AlertRules
 from streamsense.brokers import free_port
 from streamsense.streams.kafka import client_options
 from streamsense.streams.contracts import Batch, Incoming, Outgoing, Processed, Topics

@@ -6,7 +6,7 @@ import time
 
 from streamsense.models.registry import publish, resolve
 from streamsense.settings import SHIPPED_MODELS, Settings
-from streamsense.streams.alerts import AlertRules
+from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.store import Store, predictions
 from streamsense.streams.telemetry import Metrics
 from streamsense.streams.web import Health

@@ -1,21 +1,21 @@
-"""Alert rules from a TOML file: per-message rules (pure) and windowed rules (read from SQL, in the batch's
-transaction), gated by cooldown and rate limits. Ids are deterministic per (rule, key, window): a replay
-cannot raise an alert twice, and SQL keeps the window state (the store's window counters), so restarts neither
-lose nor repeat it."""
+"""Alert rules from a TOML file, evaluated without I/O: per-message rules on each classified message, and the
+definitions of the windowed rules (their evaluation over the store's window counters is in gate.py). Ids are
+deterministic per (rule, key, window): a replay cannot raise an alert twice."""
 
 import hashlib
 import tomllib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple, Union
 
+import calendar
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import and_, case, func, select
 
 from streamsense.models.risk import LEVELS
-from streamsense.streams.store import alert_windows, alerts, predictions, window_index
+from streamsense.streams.contracts import AlertCandidate
 
-DEFAULT_RULES = Path(__file__).with_name("alert_rules.toml")
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "alert_rules.toml"
 EXCERPT_CHARS = 200
 EVIDENCE_MAX = 5
 Level = Literal["low", "medium", "high", "critical"]
@@ -23,6 +23,11 @@ Level = Literal["low", "medium", "high", "critical"]
 
 class AlertRulesError(ValueError):
     pass
+
+
+def window_index(at: datetime, seconds: int) -> int:
+    """The window a time falls in: whole seconds since the epoch // window length (a time without a zone is UTC)."""
+    return calendar.timegm(at.utctimetuple()) // seconds
 
 
 def alert_id(rule: str, key: str, window: str = "") -> str:
@@ -157,7 +162,7 @@ class AlertRules(BaseModel):
         return {r.window_seconds for r in self.rules if isinstance(r, _Windowed)}
 
     def per_message(self, kind: str, message_id: str, group: str | None, text: str, prediction,
-                    model_version: str, at: datetime) -> list[dict]:
+                    model_version: str, at: datetime) -> list[AlertCandidate]:
         """Candidate alerts for one classified message (gated later, in the store's transaction)."""
         out = []
         for rule in self.rules:
@@ -172,78 +177,6 @@ class AlertRules(BaseModel):
                                   alert_id(rule.name, key, window)))
         return out
 
-    def windowed(self, conn, rows: list[dict], model_version: str) -> list[dict]:
-        """Candidate alerts for the windows this batch's rows (with `event_at`) fall in, from SQL (this
-        transaction's rows included).
-
-        One query per rule reads the counters of the touched windows and their baselines: a handful of rows,
-        however many messages the windows hold."""
-        out = []
-        c = alert_windows.c
-        when = predictions.c.event_at
-        for rule in (r for r in self.rules if isinstance(r, _Windowed)):
-            size = timedelta(seconds=rule.window_seconds)
-            touched = {(r["kind"], r["grp"], window_index(r["event_at"], rule.window_seconds))
-                       for r in rows if r["grp"]}
-            if not touched:
-                continue
-            found = conn.execute(
-                select(c.kind, c.grp, c.window_index, c.messages, c.negatives)
-                .where(c.window_seconds == rule.window_seconds,
-                       c.kind.in_({k for k, _, _ in touched}),
-                       c.grp.in_({g for _, g, _ in touched}),
-                       c.window_index.in_({at - i for _, _, at in touched for i in range(rule.baseline_windows + 1)}))
-            ).all()
-            counts = {(k, g, at): Counts(n, neg) for k, g, at, n, neg in found}
-            for kind, group, at in sorted(touched):
-                current = counts.get((kind, group, at), Counts(0, 0))
-                if current.n < rule.min_messages:
-                    continue
-                previous = [counts.get((kind, group, at - i), Counts(0, 0)) for i in range(1, rule.baseline_windows + 1)]
-                history = [rule.measure(c) for c in previous if rule.counts_in_baseline(c)]
-                if not history or not any(c.n for c in previous):  # no baseline yet: nothing to compare with
-                    continue
-                baseline = sum(history) / len(history)
-                value = rule.measure(current)
-                if baseline > 0 and value > rule.factor * baseline:
-                    key = f"{kind}:{group}"
-                    start = datetime.fromtimestamp(at * rule.window_seconds, timezone.utc)
-                    alert = _alert(
-                        rule, key, rule.severity or "medium", f"{group} ({kind}s): {rule.describe(value, baseline)}", [],
-                        model_version, start + size, alert_id(rule.name, key, start.isoformat()), (start, start + size))
-                    if not self.allows(conn, alert):  # stored already, or held back: spare the evidence query
-                        continue
-                    worst = conn.execute(
-                        select(predictions.c.message_id, predictions.c.text, predictions.c.risk_score)
-                        .where(predictions.c.kind == kind, predictions.c.grp == group, when >= start, when < start + size)
-                        .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
-                        .limit(EVIDENCE_MAX)).all()
-                    alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
-                    out.append(alert)
-        return out
-
-    def allows(self, conn, alert: dict) -> bool:
-        """False when the alert is stored already, inside the rule's cooldown for the same key, or over its rate per
-        minute (by message time)."""
-        if conn.execute(select(alerts.c.id).where(alerts.c.id == alert["id"])).first():
-            return False
-        rule = self.by_name.get(alert["rule"])
-        if rule is None:
-            return True
-        at = alert["created_at"]
-        earlier = and_(alerts.c.rule == rule.name, alerts.c.id != alert["id"], alerts.c.created_at <= at)
-        if rule.cooldown_seconds:
-            since = at - timedelta(seconds=rule.cooldown_seconds)
-            if conn.execute(select(func.count()).select_from(alerts).where(
-                    earlier, alerts.c.key == alert["key"], alerts.c.created_at > since)).scalar_one():
-                return False
-        if rule.max_per_minute:
-            since = at - timedelta(minutes=1)
-            if conn.execute(select(func.count()).select_from(alerts).where(
-                    earlier, alerts.c.created_at > since)).scalar_one() >= rule.max_per_minute:
-                return False
-        return True
-
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -253,7 +186,7 @@ def _evidence(message_id: str, kind: str, text: str, risk_score: float) -> dict:
     return {"message_id": message_id, "kind": kind, "excerpt": text[:EXCERPT_CHARS], "risk_score": risk_score}
 
 
-def _alert(rule, key, severity, summary, evidence, model_version, at, ident, window=(None, None)) -> dict:
+def _alert(rule, key, severity, summary, evidence, model_version, at, ident, window=(None, None)) -> AlertCandidate:
     return {"id": ident, "rule": rule.name, "severity": severity, "key": key, "window_start": window[0],
             "window_end": window[1], "summary": summary, "evidence": evidence, "model_version": model_version,
             "created_at": at}

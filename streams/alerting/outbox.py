@@ -1,0 +1,34 @@
+"""The alert outbox: alerts the store kept in a batch's transaction are published to the alerts topic afterwards and
+marked once acknowledged; those a crashed worker stored but never published go out at the next flush."""
+
+import asyncio
+import json
+
+from streamsense.streams.alerting.rules import alert_message
+from streamsense.streams.contracts import Outgoing
+from streamsense.streams.retry import retry_forever
+
+
+class AlertOutbox:
+    """Publishes alerts the store kept but the alerts topic has not acknowledged yet (also those left by a crash)."""
+
+    def __init__(self, store, topic_sink, topic: str, executor=None):
+        self.store, self.topic_sink, self.topic, self.executor = store, topic_sink, topic, executor
+        self.lock = asyncio.Lock()  # agents share one outbox: publish each pending alert once
+
+    async def flush(self) -> list[dict]:
+        """Publish what is pending; returns the alerts published."""
+        async with self.lock:
+            return await self._flush()
+
+    async def _flush(self) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        pending = await retry_forever(lambda: loop.run_in_executor(self.executor, self.store.unpublished_alerts),
+                                      "reading the alert outbox")
+        if pending:
+            await self.topic_sink.publish([
+                Outgoing(self.topic, row["key"].encode(), json.dumps(alert_message(row)).encode()) for row in pending])
+            ids = [row["id"] for row in pending]
+            await retry_forever(lambda: loop.run_in_executor(self.executor, self.store.mark_published, ids),
+                                "marking alerts published")
+        return pending
