@@ -9,7 +9,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
 from streamsense.models.risk import LEVELS
-from streamsense.streams.store import Store, alerts, consumer_offsets, dead_letters, predictions
+from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
+from streamsense.streams.store import Store
 
 TZ = DateTime(timezone=True)
 

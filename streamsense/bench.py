@@ -21,7 +21,8 @@ from streamsense.localstack import local_stack
 from streamsense.settings import Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines
-from streamsense.streams.store import Store, dead_letters, predictions
+from streamsense.streams.schema import dead_letters, predictions
+from streamsense.streams.store import Store
 from streamsense.streams.worker import load_classifier
 
 

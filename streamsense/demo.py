@@ -12,7 +12,8 @@ from streamsense.localstack import local_stack, stop_worker
 from streamsense.settings import STREAMS_DIR, Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines, read_lines
-from streamsense.streams.store import Store, alerts, dead_letters, predictions
+from streamsense.streams.schema import alerts, dead_letters, predictions
+from streamsense.streams.store import Store
 
 SAMPLES = STREAMS_DIR / "samples"
 # Messages a real feed will contain sooner or later; each must end in the dead-letter topic with a reason.

@@ -14,7 +14,8 @@ from streamsense.models.risk import Risk
 from streamsense.streams.alerting.outbox import AlertOutbox
 from streamsense.streams.alerting.rules import AlertRules, AlertRulesError, alert_message, window_index
 from streamsense.streams.contracts import Batch
-from streamsense.streams.store import Store, alert_window_lengths, alert_windows, alerts, predictions
+from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
+from streamsense.streams.store import Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from streamsense.streams.store import Store, alerts, dead_letters, predictions
+from streamsense.streams.schema import alerts, dead_letters, predictions
+
+from streamsense.streams.store import Store
 from tests.helpers import as_lines, consume_all, produce, settings_for, wait_until, worker
 
 RISKY_TICKET = {"id": "risky-1", "subject": "Unauthorized charge",

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from streamsense.brokers import free_port
 from streamsense.streams.kafka import producer_idempotence
 from streamsense.streams.kafka import client_options
-from streamsense.streams.store import Store, alerts, predictions
+from streamsense.streams.schema import alerts, predictions
+from streamsense.streams.store import Store
 from tests.helpers import as_lines, produce, settings_for, wait_until, worker
 from tests.proxy import OutageProxy
 

@@ -9,7 +9,8 @@ from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.contracts import Incoming, Topics
 from streamsense.streams.pipeline import Processor
 from streamsense.streams.records import DecodeError, decode
-from streamsense.streams.store import Store, predictions
+from streamsense.streams.schema import predictions
+from streamsense.streams.store import Store
 
 TOPICS = Topics(kinds={"posts": "post", "tickets": "ticket"}, predictions="out", alerts="alerts", dead_letter="dlq")
 

@@ -7,7 +7,8 @@ import time
 from streamsense.models.registry import publish, resolve
 from streamsense.settings import SHIPPED_MODELS, Settings
 from streamsense.streams.alerting.rules import AlertRules
-from streamsense.streams.store import Store, predictions
+from streamsense.streams.schema import predictions
+from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics
 from streamsense.streams.web import Health
 from streamsense.streams.worker import build_processor, reload_model

@@ -1,7 +1,8 @@
 from datetime import datetime, timezone
 
 from streamsense.streams.contracts import Batch
-from streamsense.streams.store import Store, alerts, dead_letters, predictions
+from streamsense.streams.schema import alerts, dead_letters, predictions
+from streamsense.streams.store import Store
 
 
 def _row(message_id: str, sentiment: str = "neutral") -> dict:

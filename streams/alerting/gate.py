@@ -6,7 +6,7 @@ alert."""
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import BigInteger, Integer, and_, case, cast, func, literal, select, text
 
 from streamsense.streams.alerting.rules import (
     EVIDENCE_MAX,
@@ -19,7 +19,7 @@ from streamsense.streams.alerting.rules import (
     window_index,
 )
 from streamsense.streams.contracts import AlertCandidate
-from streamsense.streams.store import alert_windows, alerts, predictions
+from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
 
 class AlertGate:
@@ -114,3 +114,57 @@ class AlertGate:
                     earlier, alerts.c.created_at > since)).scalar_one() >= rule.max_per_minute:
                 return False
         return True
+
+
+# The window counters: kept in the batch's transaction by the store, read by the windowed rules above.
+
+def _window_index_sql(dialect: str, column, seconds: int):
+    """window_index() in SQL."""
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", column), Integer) // seconds
+    return cast(func.floor(func.extract("epoch", column) / seconds), BigInteger)
+
+
+def count_windows(conn, insert, added) -> None:
+    """Add the predictions this batch inserted (not the duplicates it skipped) to the counters of every counted
+    window length, in one upsert. Reading the lengths FOR SHARE holds off a registration until this commits."""
+    lengths = conn.scalars(select(alert_window_lengths.c.window_seconds).with_for_update(read=True)).all()
+    counts: dict[tuple, list[int]] = {}
+    for row in added:
+        if row.grp:
+            for seconds in lengths:
+                n = counts.setdefault((seconds, row.kind, row.grp, window_index(row.event_at, seconds)), [0, 0])
+                n[0] += 1
+                n[1] += row.sentiment == "negative"
+    if counts:
+        stmt = insert(alert_windows)
+        conn.execute(  # in key order, so concurrent batches lock shared counter rows in the same order
+            stmt.on_conflict_do_update(
+                index_elements=["window_seconds", "kind", "grp", "window_index"],
+                set_={"messages": alert_windows.c.messages + stmt.excluded.messages,
+                      "negatives": alert_windows.c.negatives + stmt.excluded.negatives}),
+            [{"window_seconds": s, "kind": k, "grp": g, "window_index": i, "messages": n, "negatives": neg}
+             for (s, k, g, i), (n, neg) in sorted(counts.items())])
+
+def register_window_lengths(engine, dialect: str, insert, window_lengths: set[int]) -> None:
+    """Start counting the window lengths of this store's rules: a length not counted yet gets its counters
+    rebuilt from the stored predictions (replacing any left from before). The lock (PostgreSQL; on SQLite, the
+    write lock the first insert takes) waits for batches in flight and holds off new ones, so each stored
+    prediction is counted once, by the rebuild or by its batch."""
+    lengths = sorted(window_lengths)
+    if lengths:
+        with engine.begin() as conn:
+            if dialect == "postgresql":
+                conn.execute(text("LOCK TABLE alert_window_lengths IN EXCLUSIVE MODE"))
+            new = conn.scalars(insert(alert_window_lengths).on_conflict_do_nothing()
+                               .returning(alert_window_lengths.c.window_seconds),
+                               [{"window_seconds": s} for s in lengths]).all()
+            for seconds in new:
+                index = _window_index_sql(dialect, predictions.c.event_at, seconds).label("window_index")
+                conn.execute(alert_windows.delete().where(alert_windows.c.window_seconds == seconds))
+                conn.execute(alert_windows.insert().from_select(
+                    ["window_seconds", "kind", "grp", "window_index", "messages", "negatives"],
+                    select(literal(seconds), predictions.c.kind, predictions.c.grp, index, func.count(),
+                           func.sum(case((predictions.c.sentiment == "negative", 1), else_=0)))
+                    .where(predictions.c.grp != "")
+                    .group_by(predictions.c.kind, predictions.c.grp, index)))

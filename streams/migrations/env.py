@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from streamsense.streams.store import metadata
+from streamsense.streams.schema import metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
 engine = create_engine(url)
