@@ -176,11 +176,8 @@ def test_postgres_outage_30s(broker, tmp_path, unique, postgres_url):
 
 
 def test_sqlite_locked_30s(broker, tmp_path, unique):
-    db = tmp_path / "locked.db"
-    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{db}", unique)
-    posts = _posts("lock", 600)
-    store = Store(settings.database_url, settings.app_id)
-    store.migrate()
+    settings, posts, store = _stream(broker.bootstrap_servers, tmp_path, unique, "lock", 600)
+    db = tmp_path / "lock.db"
     with worker(settings, tmp_path) as proc:
         produce(settings, settings.topic_posts, as_lines(posts))
         wait_stored(store, 100)
@@ -215,10 +212,7 @@ def test_broker_killed_and_restarted_on_its_data(make_broker, tmp_path, unique):
     if not own.keeps_data:
         pytest.skip(f"{own.name} keeps no data across a restart")
     with own:
-        settings = settings_for(own.bootstrap_servers, f"sqlite:///{tmp_path / 'restart.db'}", unique)
-        posts = _posts("brestart", 900)
-        store = Store(settings.database_url, settings.app_id)
-        store.migrate()
+        settings, posts, store = _stream(own.bootstrap_servers, tmp_path, unique, "brestart", 900)
         with worker(settings, tmp_path) as proc:
             produce(settings, settings.topic_posts, as_lines(posts))
             wait_stored(store, 100)
