@@ -21,7 +21,15 @@ def test_pyproject_maps_every_package_under_streamsense():
     assert all(name == "streamsense" or name.startswith("streamsense.") for name in packages), packages
     assert set(package_dir) <= set(packages) and set(setuptools["package-data"]) <= set(packages)
     # every folder with an __init__.py is listed, and nothing that is not a package
-    folders = {name: ROOT / package_dir.get(name, name.replace(".", "/")) for name in packages}
+    def folder_of(name: str) -> Path:  # as setuptools resolves it: the longest mapped prefix, then the rest
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:cut])
+            if prefix in package_dir:
+                return ROOT / package_dir[prefix] / Path(*parts[cut:])
+        return ROOT / Path(*parts)
+
+    folders = {name: folder_of(name) for name in packages}
     assert all((folder / "__init__.py").is_file() for folder in folders.values()), folders
     listed = {folder.resolve() for folder in folders.values()}
     for folder in folders.values():
