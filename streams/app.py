@@ -17,13 +17,13 @@ import faust
 from faust.types import TP
 
 from streamsense.settings import Settings
+from streamsense.streams.alerting.outbox import AlertOutbox
 from streamsense.streams.batching import OverlappedBatches
 from streamsense.streams.commit import CommitProtocol
-from streamsense.streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
 from streamsense.streams.contracts import Incoming
+from streamsense.streams.kafka import IdempotentTransport, faust_broker_url, faust_credentials
 from streamsense.streams.pipeline import Processor
 from streamsense.streams.retry import retry_forever
-from streamsense.streams.alerting.outbox import AlertOutbox
 from streamsense.streams.sinks import SqlSink, TopicSink
 from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics, consumer_highwater

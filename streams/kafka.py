@@ -135,14 +135,17 @@ def ensure_topics(settings: Settings) -> list[str]:
         try:
             existing = set(await admin.list_topics())
             missing = [t for t in dict.fromkeys(worker_topics(settings)) if t not in existing]
+            if not missing:
+                return []
+            response = await admin.create_topics([NewTopic(t, settings.topic_partitions,
+                                                           settings.topic_replication_factor) for t in missing])
             created = []
-            for topic in missing:
-                try:
-                    await admin.create_topics([NewTopic(topic, settings.topic_partitions,
-                                                        settings.topic_replication_factor)])
+            for topic, code, message in ((e[0], e[1], e[2]) for e in response.topic_errors):
+                if code == 0:
                     created.append(topic)
-                except TopicAlreadyExistsError:
-                    pass  # another worker or a producer was first
+                elif code != TopicAlreadyExistsError.errno:  # exists: another worker or a producer was first
+                    log.warning("could not create topic %s (%s): it will be created with the cluster's defaults "
+                                "on first use", topic, message or f"error {code}")
             return created
         finally:
             await admin.close()
