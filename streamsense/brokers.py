@@ -23,7 +23,6 @@ from kafka.errors import KafkaError
 from streamsense.settings import PROJECT_ROOT
 
 KAFKA_VERSION = "4.4.0"
-KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LOG_CONFIG = PROJECT_ROOT / "deploy" / "kafka" / "log4j2.properties"
 
 
@@ -118,21 +117,6 @@ def kafka_libs_dir() -> Path:
     return Path(override) if override else PROJECT_ROOT / ".cache" / "kafka" / KAFKA_VERSION / "libs"
 
 
-def fetch_kafka_jars(dest: Path | None = None) -> Path:
-    """Copy kafka_2.13 and its runtime dependencies from Maven Central (once) into `dest`."""
-    dest = dest or kafka_libs_dir()
-    if any(dest.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-        return dest
-    if not shutil.which("mvn"):
-        raise RuntimeError("Maven (mvn) is needed once to fetch the Apache Kafka jars")
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    subprocess.run(["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-                    "-DincludeScope=runtime", f"-DoutputDirectory={partial}"], check=True)
-    partial.rename(dest)
-    return dest
-
-
 def apache_kafka_missing() -> str | None:
     """None when Apache Kafka can be started here, else why not (in one line)."""
     if not shutil.which("java"):
@@ -155,7 +139,7 @@ class ApacheKafkaBroker:
     """A single-node Apache Kafka in KRaft mode on 127.0.0.1:port, data in `data_dir` (kept across restarts).
 
     `start()` formats the storage directory the first time, starts the JVM and waits until the broker answers
-    metadata with itself registered; `restart()` stops it gracefully and starts it again on the same data;
+    metadata with itself registered; `stop()` then `start()` runs it again on the same data;
     `close()` stops it and deletes the data it created.
     """
 
@@ -251,10 +235,6 @@ class ApacheKafkaBroker:
         stop_process(self.process, timeout)
         self.process = None
 
-    def restart(self, timeout: float = 90.0) -> None:
-        self.stop()
-        self.start(timeout)
-
     def close(self) -> None:
         self.stop()
         if self._own_dir:
@@ -265,12 +245,3 @@ class ApacheKafkaBroker:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def start_broker(kind: str, port: int, log_path: Path | None = None, **kwargs):
-    """An embedded Tansu ('tansu') or an Apache Kafka ('kafka') broker, started."""
-    if kind == "tansu":
-        return EmbeddedBroker(port, log_path=log_path).start()
-    if kind == "kafka":
-        return ApacheKafkaBroker(port, log_path=log_path, **kwargs).start()
-    raise ValueError(f"unknown broker {kind!r}: choose tansu or kafka")

@@ -38,15 +38,18 @@ def stop_worker(process: subprocess.Popen, timeout: float = 30.0) -> None:
     stop_process(process, timeout)
 
 
-def new_local_broker(kind: str, log_path: Path | None = None):
-    """A broker on a free loopback port, not started: `tansu` (embedded, in memory) or `kafka` (Apache Kafka)."""
+def new_local_broker(kind: str, log_path: Path | None = None, port: int | None = None, data_dir: Path | None = None,
+                     heap: str = "1g"):
+    """A broker on 127.0.0.1:`port` (a free one by default), not started: `tansu` (embedded, in memory) or `kafka`
+    (Apache Kafka, its data in `data_dir`, a temporary folder by default)."""
+    port = port or free_port()
     if kind == "tansu":
-        return EmbeddedBroker(free_port(), log_path=log_path)
+        return EmbeddedBroker(port, log_path=log_path)
     if kind == "kafka":
         reason = apache_kafka_missing()
         if reason:
             raise RuntimeError(reason.split(":")[0] + ": run `bash deploy/test-deps.sh` once (needs Java and Maven)")
-        return ApacheKafkaBroker(free_port(), log_path=log_path, heap="1g")
+        return ApacheKafkaBroker(port, log_path=log_path, data_dir=data_dir, heap=heap)
     raise ValueError(f"unknown broker {kind!r}: choose tansu or kafka")
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from streamsense.brokers import ApacheKafkaBroker, EmbeddedBroker, apache_kafka_missing, free_port
+from streamsense.brokers import apache_kafka_missing, free_port
+from streamsense.localstack import new_local_broker
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -26,10 +27,8 @@ BROKERS = ["tansu", "kafka"]
 
 
 def new_broker(kind: str, port: int, directory: Path):
-    """A broker of `kind`, not started: the embedded Tansu, or Apache Kafka with its data in `directory`."""
-    if kind == "tansu":
-        return EmbeddedBroker(port, log_path=directory / "tansu.log")
-    return ApacheKafkaBroker(port, log_path=directory / "kafka.log", data_dir=directory / "kafka-data")
+    """A broker of `kind`, not started, logging (and for Apache Kafka keeping its data) in `directory`."""
+    return new_local_broker(kind, directory / f"{kind}.log", port=port, data_dir=directory / "kafka-data", heap="512m")
 
 
 @pytest.fixture(scope="session", params=BROKERS)
