@@ -51,3 +51,38 @@ def test_migrate_is_repeatable(database_url):
     store.migrate()
     assert store.count(predictions) == 0
     store.dispose()
+
+
+def test_a_half_stored_batch_adds_and_counts_only_its_new_half(database_url):
+    from streamsense.streams.alerting.rules import AlertRules, window_index
+    from streamsense.streams.schema import alert_windows
+
+    rules = AlertRules.model_validate({"rules": [{"name": "v", "kind": "volume", "window_seconds": 60,
+                                                  "baseline_windows": 1, "factor": 3}]})
+    store = Store(database_url, "group-a", rules)
+    store.migrate()
+    rows = [{**_row(str(i), "negative" if i % 2 else "neutral"), "source_offset": i} for i in range(8)]
+    store.write(Batch(rows[:4], [], [], {}))
+    store.write(Batch(rows, [], [], {}))  # the first half is stored already
+    store.write(Batch(rows, [], [], {}))  # a replay
+    assert store.count(predictions) == 8
+    with store.engine.connect() as conn:
+        [counter] = conn.execute(alert_windows.select()).all()
+    assert (counter.window_index, counter.messages, counter.negatives) == (
+        window_index(rows[0]["produced_at"], 60), 8, 4)
+    store.dispose()
+
+
+def test_write_says_how_many_alerts_it_stored(database_url):
+    from streamsense.streams.alerting.rules import AlertRules
+
+    store = Store(database_url, "group-a", AlertRules.model_validate(
+        {"rules": [{"name": "risk_level", "kind": "risk_level", "min_level": "high"}]}))
+    store.migrate()
+    alert = {"id": "a" * 32, "rule": "risk_level", "severity": "high", "key": "post:1", "window_start": None,
+             "window_end": None, "summary": "s", "evidence": [], "model_version": "m:1",
+             "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    assert store.write(Batch([_row("1")], [alert, {**alert, "id": "b" * 32}], [], {})) == 2
+    assert store.write(Batch([_row("1")], [alert], [], {})) == 0  # stored already
+    assert store.count(alerts) == 2
+    store.dispose()

@@ -3,10 +3,10 @@ transaction's rows included), and every candidate passes cooldown and rate limit
 stored. The store inserts what `admit` returns; SQL keeps the window state, so restarts neither lose nor repeat an
 alert."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import BigInteger, Integer, and_, case, cast, func, literal, select, text
+from sqlalchemy import BigInteger, Integer, String, case, cast, func, literal, select, text, type_coerce
 
 from streamsense.streams.alerting.rules import (
     EVIDENCE_MAX,
@@ -21,41 +21,55 @@ from streamsense.streams.alerting.rules import (
 from streamsense.streams.contracts import AlertCandidate
 from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
+_IDS_PER_QUERY = 500  # candidate ids per "stored already?" query: well under SQLite's bound-parameter limit
+
 
 class AlertGate:
     """What the store asks, in its transaction: which alerts to keep for this batch."""
 
     def __init__(self, rules: AlertRules):
         self.rules = rules
+        self._by_name = rules.by_name
 
     @property
     def window_lengths(self) -> set[int]:
         return self.rules.window_lengths
 
-    def admit(self, conn, candidates: list[AlertCandidate], rows: list[dict]) -> Iterator[AlertCandidate]:
-        """The batch's per-message candidates plus the windowed alerts its stored `rows` (with `event_at`) trigger,
-        less those stored already, in a rule's cooldown for the same key or over its rate per minute.
+    def admit(self, conn, candidates: list[AlertCandidate], events: Iterable[tuple] = (),
+              model_version: str | None = None) -> list[AlertCandidate]:
+        """The batch's per-message candidates plus the windowed alerts its stored predictions trigger (`events`:
+        (kind, grp, event_at) of each of the batch's rows; `model_version`: the batch's), less those stored already,
+        in a rule's cooldown for the same key or over its rate per minute; in candidate order.
 
-        Lazy: the store inserts each alert it is given before the next one is checked, so alerts of one batch count
-        against each other's cooldown and rate (three hits in a minute, limit two: the third is held back)."""
-        proposed = list(candidates)
-        if rows:
-            proposed += self._windowed(conn, rows, rows[0]["model_version"])
-        return (alert for alert in proposed if self.allows(conn, alert))
+        Decided per batch, not per candidate: one query for the candidate ids stored already, one per rule with a
+        cooldown or rate limit for its stored alerts in the span the batch's candidates look back on; then each
+        candidate in turn, in memory, against those and the ones kept before it, as if each kept alert had been
+        inserted before the next was checked (three hits in a minute, limit two: the third is held back)."""
+        windowed = self._windowed(conn, list(events), model_version) if events else []
+        kept = self._keep(conn, list(candidates) + [alert for alert, _ in windowed])
+        kept_ids = {id(alert) for alert in kept}
+        when = predictions.c.event_at
+        for alert, (kind, group, start, end) in windowed:
+            if id(alert) in kept_ids:  # evidence only for the alerts kept
+                worst = conn.execute(
+                    select(predictions.c.message_id, predictions.c.text, predictions.c.risk_score)
+                    .where(predictions.c.kind == kind, predictions.c.grp == group, when >= start, when < end)
+                    .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
+                    .limit(EVIDENCE_MAX)).all()
+                alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
+        return kept
 
-    def _windowed(self, conn, rows: list[dict], model_version: str) -> list[AlertCandidate]:
-        """Candidate alerts for the windows this batch's rows (with `event_at`) fall in, from SQL (this
-        transaction's rows included).
+    def _windowed(self, conn, events: list[tuple], model_version: str) -> list[tuple[AlertCandidate, tuple]]:
+        """Candidate alerts for the windows this batch's rows fall in, from SQL (this transaction's rows included),
+        each with what its evidence query needs: (kind, group, window start, window end).
 
         One query per rule reads the counters of the touched windows and their baselines: a handful of rows,
         however many messages the windows hold."""
         out = []
         c = alert_windows.c
-        when = predictions.c.event_at
         for rule in (r for r in self.rules.rules if isinstance(r, _Windowed)):
             size = timedelta(seconds=rule.window_seconds)
-            touched = {(r["kind"], r["grp"], window_index(r["event_at"], rule.window_seconds))
-                       for r in rows if r["grp"]}
+            touched = {(kind, grp, window_index(at, rule.window_seconds)) for kind, grp, at in events if grp}
             if not touched:
                 continue
             found = conn.execute(
@@ -82,38 +96,81 @@ class AlertGate:
                     alert = _alert(
                         rule, key, rule.severity or "medium", f"{group} ({kind}s): {rule.describe(value, baseline)}", [],
                         model_version, start + size, alert_id(rule.name, key, start.isoformat()), (start, start + size))
-                    if not self.allows(conn, alert):  # stored already, or held back: spare the evidence query
-                        continue
-                    worst = conn.execute(
-                        select(predictions.c.message_id, predictions.c.text, predictions.c.risk_score)
-                        .where(predictions.c.kind == kind, predictions.c.grp == group, when >= start, when < start + size)
-                        .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
-                        .limit(EVIDENCE_MAX)).all()
-                    alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
-                    out.append(alert)
+                    out.append((alert, (kind, group, start, start + size)))
         return out
 
-    def allows(self, conn, alert: AlertCandidate) -> bool:
-        """False when the alert is stored already, inside the rule's cooldown for the same key, or over its rate per
-        minute (by message time)."""
-        if conn.execute(select(alerts.c.id).where(alerts.c.id == alert["id"])).first():
-            return False
-        rule = self.rules.by_name.get(alert["rule"])
-        if rule is None:
-            return True
-        at = alert["created_at"]
-        earlier = and_(alerts.c.rule == rule.name, alerts.c.id != alert["id"], alerts.c.created_at <= at)
-        if rule.cooldown_seconds:
-            since = at - timedelta(seconds=rule.cooldown_seconds)
-            if conn.execute(select(func.count()).select_from(alerts).where(
-                    earlier, alerts.c.key == alert["key"], alerts.c.created_at > since)).scalar_one():
-                return False
-        if rule.max_per_minute:
-            since = at - timedelta(minutes=1)
-            if conn.execute(select(func.count()).select_from(alerts).where(
-                    earlier, alerts.c.created_at > since)).scalar_one() >= rule.max_per_minute:
-                return False
-        return True
+    def _keep(self, conn, proposed: list[AlertCandidate]) -> list[AlertCandidate]:
+        """The alerts of `proposed` to insert, in order: not stored already (nor kept before in this batch), not
+        inside their rule's cooldown for the same key, not over its rate per minute (by message time). The time
+        comparisons are SQL's: on SQLite those of the stored text, on PostgreSQL those of timestamptz."""
+        if not proposed:
+            return []
+        ids = sorted({a["id"] for a in proposed})
+        seen = set()
+        for i in range(0, len(ids), _IDS_PER_QUERY):
+            seen.update(conn.scalars(select(alerts.c.id).where(alerts.c.id.in_(ids[i:i + _IDS_PER_QUERY]))))
+        instant = _instant(conn)
+        limited = {}  # rule name -> (rule, [(key, created_at as compared in SQL)] of its alerts that count)
+        for a in proposed:
+            rule = self._by_name.get(a["rule"])
+            if rule is not None and (rule.cooldown_seconds or rule.max_per_minute) and a["id"] not in seen:
+                limited.setdefault(rule.name, (rule, []))[1].append(a)
+        history = {}
+        for name, (rule, limited_alerts) in limited.items():
+            spans = _spans(rule)
+            since = min((a["created_at"] - span for a in limited_alerts for span in spans), key=instant)
+            until = max((a["created_at"] for a in limited_alerts), key=instant)
+            at = alerts.c.created_at
+            if conn.dialect.name == "sqlite":  # the stored text, compared as SQL compares it
+                at = type_coerce(at, String)
+            history[name] = [tuple(r) for r in conn.execute(
+                select(alerts.c.key, at).where(alerts.c.rule == name, alerts.c.created_at > since,
+                                               alerts.c.created_at <= until))]
+        kept = []
+        for a in proposed:
+            if a["id"] in seen:
+                continue
+            rule = self._by_name.get(a["rule"])
+            if rule is not None and rule.name in history:
+                earlier = history[rule.name]
+                at = instant(a["created_at"])
+                if rule.cooldown_seconds:
+                    since = instant(a["created_at"] - _cooldown(rule))
+                    if any(key == a["key"] and since < t <= at for key, t in earlier):
+                        continue
+                if rule.max_per_minute:
+                    since = instant(a["created_at"] - _MINUTE)
+                    if sum(since < t <= at for _, t in earlier) >= rule.max_per_minute:
+                        continue
+                earlier.append((a["key"], at))
+            seen.add(a["id"])
+            kept.append(a)
+        return kept
+
+
+_MINUTE = timedelta(minutes=1)
+
+
+def _cooldown(rule) -> timedelta:
+    return timedelta(seconds=rule.cooldown_seconds)
+
+
+def _spans(rule) -> list[timedelta]:
+    """How far back a candidate of `rule` looks: its cooldown, its rate's minute."""
+    return [_cooldown(rule)] * bool(rule.cooldown_seconds) + [_MINUTE] * bool(rule.max_per_minute)
+
+
+def _instant(conn):
+    """A datetime as the alerts' created_at comparisons in SQL see it: on SQLite the text SQLAlchemy binds (wall
+    time, the offset dropped); on PostgreSQL an aware time (a naive one in the session's time zone, as the server
+    reads it)."""
+    if conn.dialect.name == "sqlite":
+        return alerts.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    zone = conn.connection.driver_connection.info.timezone
+
+    def aware(at: datetime) -> datetime:
+        return at if at.tzinfo is not None else at.replace(tzinfo=zone)
+    return aware
 
 
 # The window counters: kept in the batch's transaction by the store, read by the windowed rules above.
@@ -125,17 +182,18 @@ def _window_index_sql(dialect: str, column, seconds: int):
     return cast(func.floor(func.extract("epoch", column) / seconds), BigInteger)
 
 
-def count_windows(conn, insert, added) -> None:
-    """Add the predictions this batch inserted (not the duplicates it skipped) to the counters of every counted
-    window length, in one upsert. Reading the lengths FOR SHARE holds off a registration until this commits."""
+def count_windows(conn, insert, added: Iterable[tuple]) -> None:
+    """Add the predictions this batch inserted (not the duplicates it skipped; (kind, grp, sentiment, event_at)
+    each, event_at as read back from the store) to the counters of every counted window length, in one upsert.
+    Reading the lengths FOR SHARE holds off a registration until this commits."""
     lengths = conn.scalars(select(alert_window_lengths.c.window_seconds).with_for_update(read=True)).all()
     counts: dict[tuple, list[int]] = {}
-    for row in added:
-        if row.grp:
+    for kind, grp, sentiment, event_at in added:
+        if grp:
             for seconds in lengths:
-                n = counts.setdefault((seconds, row.kind, row.grp, window_index(row.event_at, seconds)), [0, 0])
+                n = counts.setdefault((seconds, kind, grp, window_index(event_at, seconds)), [0, 0])
                 n[0] += 1
-                n[1] += row.sentiment == "negative"
+                n[1] += sentiment == "negative"
     if counts:
         stmt = insert(alert_windows)
         conn.execute(  # in key order, so concurrent batches lock shared counter rows in the same order
