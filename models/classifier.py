@@ -1,6 +1,10 @@
-"""Texts → typed predictions: sentiment from the model, risk from the model's risk heads plus rules."""
+"""Texts → typed predictions: sentiment from the model, risk from the model's risk heads plus rules.
 
-from collections.abc import Sequence
+Two shapes of the same decisions: `predict`/`classify` return one `Prediction` object per text (the CLI, the
+evaluation, tests); `decide` returns a `BatchResult`, the batch's decisions column by column, which the worker's
+pipeline turns into rows and messages without building per-message objects. Both come from the same code."""
+
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -8,6 +12,8 @@ import numpy as np
 from streamsense.models.risk import Risk, RiskRules
 from streamsense.models.runtime import Encoded, ModelRuntime
 from streamsense.models.tasks import RISK_TASKS
+
+SCORE_DIGITS = 4
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,43 @@ class Prediction:
         return {"sentiment": self.sentiment.to_dict(), "risk": self.risk.to_dict(), "truncated": self.truncated}
 
 
+def rounded_rows(probs: np.ndarray, digits: int = SCORE_DIGITS) -> list[list[float]]:
+    """`[[round(float(p), digits) for p in row] for row in probs]`, computed once per batch.
+
+    For float32 (or narrower) probabilities numpy's rounding (x * 10**d, round half to even, / 10**d, in float64) is
+    exactly Python's `round`: the product of a 24-bit mantissa and 10**4 is exact in float64, so the half-even step
+    sees the exact decimal value, and the division gives the double nearest the rounded decimal, as `round` does.
+    Wider inputs have no such guarantee and take Python's `round`."""
+    if probs.dtype.itemsize <= 4 and np.issubdtype(probs.dtype, np.floating):
+        return np.round(probs.astype(np.float64), digits).tolist()
+    return [[round(p, digits) for p in row] for row in probs.astype(np.float64).tolist()]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch's decisions, one entry per text, in input order."""
+
+    labels: list[str]  # the sentiment label (argmax)
+    scores: list[dict[str, float]]  # sentiment probabilities rounded to 4 places, keyed by the card's labels
+    risks: list[Risk]
+    truncated: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def prediction(self, i: int) -> Prediction:
+        return Prediction(Sentiment(self.labels[i], self.scores[i]), self.risks[i], self.truncated[i])
+
+    def predictions(self) -> list[Prediction]:
+        return [Prediction(Sentiment(label, scores), risk, truncated)
+                for label, scores, risk, truncated in zip(self.labels, self.scores, self.risks, self.truncated)]
+
+    @classmethod
+    def from_predictions(cls, predictions: Sequence[Prediction]) -> "BatchResult":
+        return cls([p.sentiment.label for p in predictions], [p.sentiment.scores for p in predictions],
+                   [p.risk for p in predictions], [p.truncated for p in predictions])
+
+
 class Classifier:
     def __init__(self, runtime: ModelRuntime, rules: RiskRules):
         self.runtime = runtime
@@ -47,20 +90,36 @@ class Classifier:
     def tokenize(self, texts: Sequence[str]) -> Encoded:
         return self.runtime.tokenize(texts)
 
+    def infer(self, encoded: Encoded) -> dict[str, np.ndarray]:
+        """Probabilities per head, [batch, labels] (one ONNX pass over the batch)."""
+        return self.runtime.infer(encoded)
+
+    def decide(self, texts: Sequence[str], encoded: Encoded,
+               probs: Mapping[str, np.ndarray] | None = None) -> BatchResult:
+        """Decisions for `texts`, already tokenized into `encoded`, from the heads' probabilities `probs` (inferred
+        here when not given): argmax, rounding and the head columns once per batch with numpy, then the risk rules
+        per text."""
+        if probs is None:
+            probs = self.infer(encoded)
+        n = len(texts)
+        sentiment = probs["sentiment"]
+        if sentiment.shape[0] != n or len(encoded.truncated) < n:
+            raise ValueError(f"the model gave {sentiment.shape[0]} rows for {n} texts ({len(encoded.truncated)} encoded)")
+        names = self.sentiment_labels
+        labels = [names[i] for i in np.argmax(sentiment, axis=1).tolist()]
+        scores = [dict(zip(names, row)) for row in rounded_rows(sentiment)]
+        heads = [name for name, _ in self.risk_heads]
+        if heads:
+            columns = np.stack([probs[name][:, positive] for name, positive in self.risk_heads], axis=1).tolist()
+        else:
+            columns = [[]] * n
+        assess = self.rules.assess
+        risks = [assess(text, dict(zip(heads, row))) for text, row in zip(texts, columns)]
+        return BatchResult(labels, scores, risks, list(encoded.truncated[:n]))
+
     def predict(self, texts: Sequence[str], encoded: Encoded) -> list[Prediction]:
         """Predictions for `texts`, already tokenized into `encoded` (tokenize once per batch)."""
-        probs = self.runtime.infer(encoded)
-        sentiment = probs["sentiment"]
-        out = []
-        for i, text in enumerate(texts):
-            scores = {label: round(float(p), 4) for label, p in zip(self.sentiment_labels, sentiment[i])}
-            head_probs = {name: float(probs[name][i, positive]) for name, positive in self.risk_heads}
-            out.append(Prediction(
-                sentiment=Sentiment(self.sentiment_labels[int(np.argmax(sentiment[i]))], scores),
-                risk=self.rules.assess(text, head_probs),
-                truncated=encoded.truncated[i],
-            ))
-        return out
+        return self.decide(texts, encoded).predictions()
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         return self.predict(texts, self.tokenize(texts))

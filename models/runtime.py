@@ -67,10 +67,16 @@ def choose_device(requested: str, available: Sequence[str]) -> str:
 
 
 class ModelRuntime:
-    """One ONNX session over a verified model directory; `device` picks the fp16 (cuda) or int8 (cpu) variant."""
+    """One ONNX session over a verified model directory; `device` picks the fp16 (cuda) or int8 (cpu) variant.
+
+    `null_model=True` (benchmarks only): the model is loaded and verified as usual (card, labels, tokenizer, session),
+    but `infer` never runs the session and returns what zero logits give: uniform probabilities per head. Its
+    `variant` is "null" and its `label` ends in "+null", so every row and message it yields says so."""
+
+    NULL_VARIANT = "null"
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "auto", threads: int = 0, group_size: int = 64,
-                 variant: str | None = None, tensorrt: bool = False):
+                 variant: str | None = None, tensorrt: bool = False, null_model: bool = False):
         self.path = Path(model_dir)
         self.card = verify(self.path)
         self.name = self.card.get("name") or self.path.name
@@ -85,8 +91,12 @@ class ModelRuntime:
         variants = self.card["variants"]
         if variant is not None and variant not in variants:
             raise ValueError(f"model {self.path} has no variant {variant!r}; it has {', '.join(variants)}")
-        self.variant = variant or next(name for name, v in variants.items() if v["device"] == self.device)
-        self.variant_file = variants[self.variant]["file"]
+        loaded = variant or next(name for name, v in variants.items() if v["device"] == self.device)
+        self.variant_file = variants[loaded]["file"]
+        self._null_model = bool(null_model)
+        self.variant = self.NULL_VARIANT if self._null_model else loaded
+        # a null model's row for each task: softmax of zero logits (every row of a batch is this one)
+        self._null_rows = {t.name: softmax(np.zeros((1, len(t.labels)), dtype=np.float32)) for t in self.tasks}
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -98,8 +108,13 @@ class ModelRuntime:
         self.tokenizer.enable_truncation(self.max_length)
 
     @property
+    def null_model(self) -> bool:
+        """True when inference is replaced by zero logits (benchmarks): no prediction of this runtime means anything."""
+        return self._null_model
+
+    @property
     def label(self) -> str:
-        return f"{self.name}:{self.version}"
+        return f"{self.name}:{self.version}" + ("+null" if self._null_model else "")
 
     def tokenize(self, texts: Sequence[str]) -> Encoded:
         cap = self.max_length * CHARS_PER_TOKEN_CAP
@@ -111,8 +126,11 @@ class ModelRuntime:
         )
 
     def infer(self, encoded: Encoded) -> dict[str, np.ndarray]:
-        """Probabilities per task, [batch, labels], in input order; sub-batches group similar lengths."""
+        """Probabilities per task, [batch, labels], float32, in input order; sub-batches group similar lengths.
+        A null model returns softmax(0): 1 / labels everywhere, without running the session."""
         n = len(encoded)
+        if self._null_model:
+            return {name: np.repeat(row, n, axis=0) for name, row in self._null_rows.items()}
         probs = {t.name: np.zeros((n, len(t.labels)), dtype=np.float32) for t in self.tasks}
         for group in length_groups([len(x) for x in encoded.ids], self.group_size):
             input_ids, mask = pad([encoded.ids[i] for i in group])

@@ -5,17 +5,19 @@ candidates here; the store gates them (cooldown, rate limit, windows) in its tra
 outbox publishes what it kept.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from streamsense.models.classifier import Classifier, Prediction
+import msgspec
+
+from streamsense.models.classifier import BatchResult, Classifier, Prediction
 from streamsense.models.runtime import Encoded
 from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)
+from streamsense.streams.stages import NoStages, Stages
 
 log = logging.getLogger(__name__)
 
@@ -31,33 +33,63 @@ class Prepared:
     classifier: Classifier  # the model that tokenized it finishes it, even if a reload happens in between
 
 
-def _json(value) -> bytes:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+#: (start, stop, outcome) over a batch's valid messages, in order: decisions for the run, or the error of one message.
+Part = tuple[int, int, BatchResult | Exception]
+
+# Compact UTF-8 JSON; what msgspec cannot encode is written as str(value), as json.dumps(default=str) did.
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
+_OPTIONAL = ("author", "customer_id", "priority")
+_OPTIONAL_BY_TYPE: dict[type, tuple[bool, bool, bool]] = {}
+
+
+def _author_priority(record: Record) -> tuple[str | None, str | None]:
+    """`getattr(record, "author", None) or getattr(record, "customer_id", None)` and `getattr(record, "priority",
+    None)`, without a failed attribute lookup per message (costly on pydantic models): which of these attributes a
+    record type has is looked up once per type."""
+    has = _OPTIONAL_BY_TYPE.get(type(record))
+    if has is None:
+        has = _OPTIONAL_BY_TYPE[type(record)] = tuple(hasattr(record, name) for name in _OPTIONAL)
+    author = record.author if has[0] else None
+    if not author:
+        author = record.customer_id if has[1] else None
+    return author, (record.priority if has[2] else None)
 
 
 class Processor:
-    def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full"):
+    """`prepare` (decode, tokenize) then `finish` (infer, decide, shape) a batch; each stage's wall time goes to
+    `stages` once per batch (streams/stages.py)."""
+
+    def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full",
+                 stages: Stages | None = None, publish_predictions: bool = True):
         self.classifier = classifier
         self.topics = topics
         self.alert_rules = alert_rules
         self.store_text = store_text
+        self.stages = stages if stages is not None else NoStages()
+        self.publish_predictions = publish_predictions  # False: results go to SQL only (dead letters still published)
 
     def process(self, messages: list[Incoming]) -> Processed:
         return self.finish(self.prepare(messages))
 
     def prepare(self, messages: list[Incoming]) -> Prepared:
         """Stages 1 and 2, CPU work that overlaps the previous batch's inference: decode, then tokenize."""
-        valid, failed = self.decode(messages)
+        with self.stages("decode"):
+            valid, failed = self.decode(messages)
         classifier = self.classifier  # the model that tokenizes a batch also infers it, even across a reload
-        return Prepared(messages, valid, failed, self.tokenize(classifier, valid), classifier)
+        with self.stages("tokenize"):
+            encoded = self.tokenize(classifier, valid)
+        return Prepared(messages, valid, failed, encoded, classifier)
 
     def decode(self, messages: list[Incoming]) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
         """Stage 1: bytes → validated records; the rest with a one-line reason (they become dead letters)."""
         valid: list[tuple[Incoming, Record]] = []
         failed: list[tuple[Incoming, str]] = []
+        kinds = self.topics.kinds
         for msg in messages:
             try:
-                valid.append((msg, decode(self.topics.kinds[msg.topic], msg.value)))
+                valid.append((msg, decode(kinds[msg.topic], msg.value)))
             except DecodeError as exc:
                 failed.append((msg, exc.reason))
         return valid, failed
@@ -74,80 +106,130 @@ class Processor:
             return None
 
     def finish(self, prepared: Prepared) -> Processed:
-        """Stages 3 and 4, then the batch's rows and messages: infer + decide, shape."""
-        valid, failed = prepared.valid, list(prepared.failed)
-        results = self.infer_and_decide(prepared)
-        version = prepared.classifier.model_version
-        rows, alerts, out = [], [], []
-        for (msg, record), result in zip(valid, results):
+        """Stages 3 and 4, infer + decide, then stage 5, shape: the batch's rows, messages and alert candidates."""
+        parts = self._decide(prepared)
+        with self.stages("shape"):
+            return self._shape(prepared, parts)
+
+    def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:
+        """Stages 3 and 4 as one `Prediction` (or the error) per valid message; `finish` uses the columns instead."""
+        out: list[Prediction | Exception] = []
+        for _, _, result in self._decide(prepared):
             if isinstance(result, Exception):
-                failed.append((msg, f"model error: {type(result).__name__}: {result}"))
+                out.append(result)
+            else:
+                out += result.predictions()
+        return out
+
+    def _decide(self, prepared: Prepared) -> list[Part]:
+        """Stages 3 and 4: one ONNX pass over the batch (all heads), then sentiment labels and risk (heads + rules:
+        models/classifier.py, models/risk.py); a model failure is narrowed down to the message that causes it."""
+        items, classifier = prepared.valid, prepared.classifier
+        if not items:
+            return []
+        texts = [record.model_text for _, record in items]
+        if prepared.encoded is not None:
+            try:
+                return [(0, len(texts), self._run_model(classifier, texts, prepared.encoded))]
+            except Exception as exc:  # a model failure must cost one message, not the batch
+                if len(texts) == 1:
+                    return [(0, 1, exc)]
+                log.warning("model failed on a batch of %d (%s); splitting", len(texts), type(exc).__name__)
+                mid = len(texts) // 2
+                with self.stages("infer"):  # the search for the culprit counts as inference
+                    return self._split(classifier, texts, 0, mid) + self._split(classifier, texts, mid, len(texts))
+        with self.stages("infer"):
+            return self._split(classifier, texts, 0, len(texts))
+
+    def _run_model(self, classifier: Classifier, texts: list[str], encoded: Encoded) -> BatchResult:
+        """Infer and decide a tokenized batch, each stage timed."""
+        if hasattr(classifier, "decide") and hasattr(classifier, "infer"):
+            with self.stages("infer"):
+                probs = classifier.infer(encoded)
+            with self.stages("decide"):
+                result = classifier.decide(texts, encoded, probs)
+        else:  # a classifier with predict() only (a wrapper, a test double): one Prediction per text
+            with self.stages("infer"):
+                predictions = classifier.predict(texts, encoded)
+            with self.stages("decide"):
+                result = BatchResult.from_predictions(predictions)
+        if len(result) != len(texts):
+            raise ValueError(f"the classifier returned {len(result)} results for {len(texts)} texts")
+        return result
+
+    def _split(self, classifier: Classifier, texts: list[str], start: int, stop: int) -> list[Part]:
+        """Tokenize, infer and decide texts[start:stop]; on a failure split in halves until the failing message
+        stands alone."""
+        try:
+            chunk = texts[start:stop]
+            if hasattr(classifier, "decide"):
+                result = classifier.decide(chunk, classifier.tokenize(chunk))
+            else:
+                result = BatchResult.from_predictions(classifier.classify(chunk))
+            if len(result) != len(chunk):
+                raise ValueError(f"the classifier returned {len(result)} results for {len(chunk)} texts")
+            return [(start, stop, result)]
+        except Exception as exc:
+            if stop - start == 1:
+                return [(start, stop, exc)]
+            mid = (start + stop) // 2
+            return self._split(classifier, texts, start, mid) + self._split(classifier, texts, mid, stop)
+
+    def _shape(self, prepared: Prepared, parts: list[Part]) -> Processed:
+        """Result rows, prediction messages and alert candidates from the decisions' columns; dead letters; offsets."""
+        valid, failed = prepared.valid, list(prepared.failed)
+        version = prepared.classifier.model_version
+        store_text, predictions_topic = self.store_text, self.topics.predictions
+        may_fire, per_message = self.alert_rules.may_fire, self.alert_rules.per_message
+        encode, publish = _ENCODER.encode, self.publish_predictions
+        rows: list[ResultRow] = []
+        alerts: list = []
+        out: list[Outgoing] = []
+        for start, stop, result in parts:
+            if isinstance(result, Exception):
+                failed.append((valid[start][0], f"model error: {type(result).__name__}: {result}"))
                 continue
-            rows.append(self._row(msg, record, result, version))
-            out.append(Outgoing(self.topics.predictions, record.id.encode(),
-                                _json(self._prediction_message(msg, record, result, version))))
-            excerpt = text_for_storage(record.model_text, self.store_text) or ""
-            alerts += self.alert_rules.per_message(record.kind, record.id, record.group, excerpt, result, version,
-                                                   record.created_at or msg.produced_at or datetime.now(timezone.utc))
+            columns = zip(valid[start:stop], result.labels, result.scores, result.risks, result.truncated)
+            for i, ((msg, record), label, scores, risk, truncated) in enumerate(columns):
+                text = record.model_text
+                stored = text_for_storage(text, store_text)
+                kind, ident, group, created_at = record.kind, record.id, record.group, record.created_at
+                produced_at = msg.produced_at
+                author, priority = _author_priority(record)
+                rows.append({
+                    "kind": kind, "message_id": ident, "grp": group, "author": author, "priority": priority,
+                    "text": stored, "text_sha256": sha256(text),
+                    "truncated": truncated, "sentiment": label,
+                    "p_negative": scores["negative"], "p_neutral": scores["neutral"], "p_positive": scores["positive"],
+                    "risk_level": risk.level, "risk_score": risk.score, "risk_labels": risk.labels,
+                    "risk_signals": risk.signals, "risk_explanation": risk.explanation,
+                    "model_version": version,
+                    "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
+                    "created_at": created_at, "produced_at": produced_at,
+                })
+                if publish:
+                    out.append(Outgoing(predictions_topic, ident.encode(), encode({
+                        "id": ident, "kind": kind, "sentiment": {"label": label, "scores": scores},
+                        "risk": risk.to_dict(), "truncated": truncated, "model_version": version,
+                        "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+                    })))
+                if may_fire(group, risk, scores):
+                    alerts += per_message(kind, ident, group, stored or "", result.prediction(i), version,
+                                          created_at or produced_at or datetime.now(timezone.utc))
         dead = []
         for msg, reason in failed:
-            log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
             dead.append(DeadLetterRow(source_topic=msg.topic, source_partition=msg.partition,
                                       source_offset=msg.offset, error=reason, payload=msg.value))
             out.append(Outgoing(self.topics.dead_letter, msg.key, msg.value, [
                 ("error", reason.encode()), ("source_topic", msg.topic.encode()),
                 ("source_partition", str(msg.partition).encode()), ("source_offset", str(msg.offset).encode()),
             ]))
+        if failed:  # one line per batch; each message's reason is in its dead-letter row and headers
+            msg, reason = failed[0]
+            log.info("dead-lettered %d of %d messages; first %s[%d]@%d: %s", len(failed), len(prepared.messages),
+                     msg.topic, msg.partition, msg.offset, reason)
         offsets: dict[tuple[str, int], int] = {}
         for msg in prepared.messages:
             tp = (msg.topic, msg.partition)
             offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
         return Processed(Batch(rows, alerts, dead, offsets), out)
-
-    def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:
-        """Stages 3 and 4: one ONNX pass over the batch (all heads), then sentiment labels and risk (heads + rules:
-        models/classifier.py, models/risk.py); a model failure is narrowed down to the message that causes it."""
-        items, classifier = prepared.valid, prepared.classifier
-        if not items:
-            return []
-        if prepared.encoded is not None:
-            try:
-                return classifier.predict([r.model_text for _, r in items], prepared.encoded)
-            except Exception as exc:  # a model failure must cost one message, not the batch
-                if len(items) == 1:
-                    return [exc]
-                log.warning("model failed on a batch of %d (%s); splitting", len(items), type(exc).__name__)
-                mid = len(items) // 2
-                return self._classify(classifier, items[:mid]) + self._classify(classifier, items[mid:])
-        return self._classify(classifier, items)
-
-    def _classify(self, classifier: Classifier, items: list[tuple[Incoming, Record]]) -> list[Prediction | Exception]:
-        """Classify; on a failure split in halves until the failing message stands alone."""
-        try:
-            return classifier.classify([record.model_text for _, record in items])
-        except Exception as exc:
-            if len(items) == 1:
-                return [exc]
-            mid = len(items) // 2
-            return self._classify(classifier, items[:mid]) + self._classify(classifier, items[mid:])
-
-    def _row(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> ResultRow:
-        text = record.model_text
-        scores = p.sentiment.scores
-        return ResultRow(**{
-            "kind": record.kind, "message_id": record.id, "grp": record.group,
-            "author": getattr(record, "author", None) or getattr(record, "customer_id", None),
-            "priority": getattr(record, "priority", None),
-            "text": text_for_storage(text, self.store_text), "text_sha256": sha256(text),
-            "truncated": p.truncated, "sentiment": p.sentiment.label,
-            "p_negative": scores["negative"], "p_neutral": scores["neutral"], "p_positive": scores["positive"],
-            "risk_level": p.risk.level, "risk_score": p.risk.score, "risk_labels": p.risk.labels,
-            "risk_signals": p.risk.signals, "risk_explanation": p.risk.explanation,
-            "model_version": model_version,
-            "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
-            "created_at": record.created_at, "produced_at": msg.produced_at,
-        })
-
-    def _prediction_message(self, msg: Incoming, record: Record, p: Prediction, model_version: str) -> dict:
-        return {"id": record.id, "kind": record.kind, **p.to_dict(), "model_version": model_version,
-                "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}}

@@ -58,3 +58,49 @@ def test_long_text_is_truncated_to_max_length(classifier):
 def test_runtime_refuses_unknown_variant(classifier):
     with pytest.raises(ValueError, match="no variant 'fp8'"):
         ModelRuntime(classifier.runtime.path, "cpu", variant="fp8")
+
+
+def test_rounding_once_per_batch_is_pythons_round():
+    """`rounded_rows` (numpy, once per batch) gives what `round(float(p), 4)` per value gave, for float32
+    probabilities: random ones, exact ties of the 5th decimal (k/32, k/2**n) and their neighbours."""
+    from streamsense.models.classifier import rounded_rows
+
+    rng = np.random.default_rng(0)
+    ties = np.array([k / 2 ** e for e in range(5, 20) for k in range(1, 2 ** e, max(1, 2 ** e // 4096))])
+    values = np.concatenate([rng.random(300_000), ties, np.nextafter(ties, 0), np.nextafter(ties, 1), [0.0, 1.0]])
+    probs = values.astype(np.float32).reshape(-1, 1)
+    probs = np.concatenate([probs, np.nextafter(probs, np.float32(1)), np.nextafter(probs, np.float32(0))], axis=1)
+    assert rounded_rows(probs) == [[round(float(p), 4) for p in row] for row in probs]
+    wide = rng.random((1000, 3))  # float64 in: Python's round, value by value
+    assert rounded_rows(wide) == [[round(float(p), 4) for p in row] for row in wide]
+
+
+def test_null_model_returns_uniform_probabilities_without_running_the_session(classifier):
+    from streamsense.models.classifier import Classifier
+    from streamsense.models.runtime import softmax
+
+    runtime = ModelRuntime(classifier.runtime.path, "cpu", null_model=True)
+    real = classifier.runtime
+    assert runtime.null_model and not real.null_model
+    assert runtime.variant == "null" and runtime.label == f"{real.label}+null"
+    assert runtime.variant_file == real.variant_file and runtime.tasks == real.tasks  # the real model, loaded
+
+    class NoSession:
+        def __getattr__(self, name):
+            raise AssertionError("a null model must not run the ONNX session")
+
+    runtime.session = NoSession()
+    texts = ["I love it", "word " * 1000, "the worst service ever, I will sue"]
+    encoded = runtime.tokenize(texts)
+    assert encoded == real.tokenize(texts)  # tokenizing stays real
+    probs, expected = runtime.infer(encoded), real.infer(encoded)
+    assert list(probs) == list(expected)
+    for name, p in probs.items():
+        assert p.shape == expected[name].shape and p.dtype == expected[name].dtype == np.float32
+        np.testing.assert_array_equal(p, softmax(np.zeros_like(p)))
+    assert {name: p.shape for name, p in runtime.infer(runtime.tokenize([])).items()} == \
+           {t.name: (0, len(t.labels)) for t in runtime.tasks}
+    [p, *_] = Classifier(runtime, classifier.rules).classify(texts)
+    assert p.sentiment.label == "negative"  # argmax of a tie: the first label
+    assert p.sentiment.scores == {"negative": 0.3333, "neutral": 0.3333, "positive": 0.3333}
+    assert p.risk.labels == {"offensive": 0.5, "hate": 0.5, "complaint": 0.5}

@@ -161,6 +161,35 @@ class AlertRules(BaseModel):
     def window_lengths(self) -> set[int]:
         return {r.window_seconds for r in self.rules if isinstance(r, _Windowed)}
 
+    def _screen(self) -> "_Screen":
+        """The per-message rules' screen, computed once for this rule list (kept in __dict__ like a cached property:
+        out of equality and dumps; a model_copy with other rules computes its own)."""
+        cached = self.__dict__.get("_per_message_screen")
+        if cached is None or cached[0] is not self.rules:
+            cached = self.__dict__["_per_message_screen"] = (
+                self.rules, _Screen.of(r for r in self.rules if isinstance(r, PER_MESSAGE)))
+        return cached[1]
+
+    def may_fire(self, group: str | None, risk, sentiment_scores: dict[str, float]) -> bool:
+        """False when no per-message rule can fire for a message with this group, risk (`level`, `labels`,
+        `signals`) and sentiment scores: `per_message` would return [] for it. A cheap pre-check, one per message on
+        the pipeline's hot path; True means "evaluate the rules", not that one fires."""
+        screen = self._screen()
+        if screen.everything:
+            return True
+        level = _LEVEL_INDEX.get(risk.level)
+        if level is None or level >= screen.min_level:
+            return True
+        if screen.signals and risk.signals and not screen.signals.isdisjoint(risk.signals):
+            return True
+        if screen.labels:
+            labels = risk.labels
+            for label, threshold in screen.labels:
+                if labels.get(label, 0.0) >= threshold:
+                    return True
+        return screen.groups is not None and group in screen.groups and \
+            sentiment_scores.get("negative", 0.0) >= screen.min_negative
+
     def per_message(self, kind: str, message_id: str, group: str | None, text: str, prediction,
                     model_version: str, at: datetime) -> list[AlertCandidate]:
         """Candidate alerts for one classified message (gated later, in the store's transaction)."""
@@ -176,6 +205,37 @@ class AlertRules(BaseModel):
                                   [_evidence(message_id, kind, text, prediction.risk.score)], model_version, at,
                                   alert_id(rule.name, key, window)))
         return out
+
+
+_LEVEL_INDEX = {level: i for i, level in enumerate(LEVELS)}
+
+
+class _Screen(NamedTuple):
+    """What any per-message rule needs to fire, merged over the rules (the loosest bound of each kind)."""
+
+    min_level: int  # lowest risk level index of a risk_level rule (len(LEVELS): none)
+    labels: tuple[tuple[str, float], ...]  # (label, lowest threshold) of the label_score rules
+    signals: frozenset[str]  # signals of the signal rules
+    groups: frozenset | None  # watched groups of the negative_sentiment rules (None: none)
+    min_negative: float  # lowest min_confidence of a negative_sentiment rule
+    everything: bool = False  # a rule this screen does not know: always evaluate
+
+    @classmethod
+    def of(cls, rules) -> "_Screen":
+        min_level, labels, signals, groups, min_negative, everything = len(LEVELS), {}, set(), None, 1.0, False
+        for rule in rules:
+            if isinstance(rule, RiskLevel):
+                min_level = min(min_level, LEVELS.index(rule.min_level))
+            elif isinstance(rule, LabelScore):
+                labels[rule.label] = min(labels.get(rule.label, rule.threshold), rule.threshold)
+            elif isinstance(rule, SignalFired):
+                signals.update(rule.signals)
+            elif isinstance(rule, NegativeSentiment):
+                groups = (groups or frozenset()) | frozenset(rule.groups)
+                min_negative = min(min_negative, rule.min_confidence)
+            else:
+                everything = True
+        return cls(min_level, tuple(labels.items()), frozenset(signals), groups, min_negative, everything)
 
 
 def _aware(value: datetime) -> datetime:
