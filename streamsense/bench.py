@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ from streamsense.streams.produce import produce_lines
 from streamsense.streams.schema import dead_letters, predictions
 from streamsense.streams.store import Store
 from streamsense.streams.worker import load_classifier
+
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def bench_texts(settings: Settings, n: int) -> list[str]:
@@ -120,12 +124,17 @@ class ProcessSampler:
                 return
 
     def __enter__(self):
+        self._first = self._ticks()
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        try:
+            self.cpu_seconds = (self._ticks() - self._first) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError):
+            self.cpu_seconds = None
 
 
 def gpu_utilisation() -> float | None:
@@ -141,14 +150,75 @@ def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | N
     return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate))
 
 
+def scrape_stages(procs: list) -> tuple[dict[str, float], int]:
+    """Stage seconds summed over the workers' /metrics (streams/stages.py), and the messages they consumed."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seconds: dict[str, float] = {}
+    consumed = 0
+    for process in procs:
+        if getattr(process, "web_port", None) is None:
+            continue
+        with urlopen(f"http://127.0.0.1:{process.web_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "streamsense_stage_seconds_total":
+                    seconds[sample.labels["stage"]] = seconds.get(sample.labels["stage"], 0.0) + sample.value
+                elif sample.name == "streamsense_messages_in_total":
+                    consumed += int(sample.value)
+    return seconds, consumed
+
+
+def stage_breakdown(seconds: dict[str, float], messages: int) -> dict[str, float]:
+    """µs of wall time per message and stage, in pipeline order (the stages overlap in threads, so they do not add
+    up to the elapsed time)."""
+    from streamsense.streams.stages import STAGES
+
+    order = [s for s in STAGES if s in seconds] + sorted(set(seconds) - set(STAGES))
+    return {stage: round(seconds[stage] * 1e6 / messages, 1) for stage in order} if messages else {}
+
+
+@contextmanager
+def bench_database(kind: str, db_path: Path, admin_url: str):
+    """The end-to-end store: a fresh SQLite file, or a fresh PostgreSQL database on `admin_url`'s server (dropped
+    afterwards)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{db_path}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"streamsense_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
-               workers: int = 1, producers: int = 1, broker: str = "tansu") -> dict:
+               workers: int = 1, producers: int = 1, broker: str = "tansu", database: str = "sqlite",
+               postgres_url: str = DEFAULT_POSTGRES_URL) -> dict:
     """The real broker → `workers` worker processes (one group) → SQL, every message counted; produced as fast as
     possible by `producers` processes, or paced at `rate` per second. Latency is produce time (Kafka timestamp) →
     SQL commit."""
+    with bench_database(database, db_path, postgres_url) as url:
+        return _end_to_end(settings, texts, db_path, timeout, rate, workers, producers, broker, url)
+
+
+def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
+                workers: int, producers: int, broker: str, database_url: str) -> dict:
     run = uuid.uuid4().hex[:8]
     lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
-    with local_stack(settings, db_path, workers, broker, app_id=f"bench-{run}", topic_posts=f"bench-posts-{run}",
+    with local_stack(settings, db_path, workers, broker, web=True, app_id=f"bench-{run}",
+                     topic_posts=f"bench-posts-{run}", database_url=database_url,
                      topic_partitions=max(settings.topic_partitions, workers)) as (settings, store, procs):
         wait_for_group(store, settings, procs)
         options = client_options(settings)
@@ -170,6 +240,7 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
                 time.sleep(0.5)
             sent = sum(f.result() for f in sending)
             produced_s = produced_s or time.monotonic() - started
+        stage_seconds, consumed = scrape_stages(procs)
         with store.engine.connect() as conn:
             rows = conn.execute(select(predictions.c.message_id, predictions.c.produced_at, predictions.c.stored_at,
                                        predictions.c.source_partition)
@@ -193,6 +264,9 @@ def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: flo
         "max_partition_wait_s": max_partition_wait([(r.source_partition, r.stored_at) for r in rows]),
         "partitions": partitions,
         "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu)), 1) if sampler.cpu else None,
+        # CPU of the worker processes (all threads, tokenizer's included) over the run, per message stored
+        "worker_cpu_us_per_msg": round(sampler.cpu_seconds * 1e6 / len(rows), 1) if sampler.cpu_seconds and rows else None,
+        "stage_us_per_msg": stage_breakdown(stage_seconds, consumed),
         "worker_rss_mb_peak": round(max(sampler.rss, default=0.0), 1),
         # RSS over the run, first / middle / last sample: flat when memory is bounded
         "worker_rss_mb_trend": [round(sampler.rss[i], 1) for i in (0, len(sampler.rss) // 2, -1)] if sampler.rss else [],
@@ -265,43 +339,61 @@ def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float
 
 
 def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
-             producers: int = 1, broker: str = "tansu") -> dict:
+             producers: int = 1, broker: str = "tansu", database: str = "sqlite",
+             postgres_url: str = DEFAULT_POSTGRES_URL) -> dict:
     """The long load run: end to end only, as fast as possible, every message counted."""
     result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, workers=workers,
-                        producers=producers, broker=broker)
-    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker, **result}
+                        producers=producers, broker=broker, database=database, postgres_url=postgres_url)
+    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
+            "database": database, **model_note(settings), "machine": machine(), **result}
+
+
+def model_note(settings: Settings) -> dict:
+    if settings.null_model:
+        return {"model": "NULL MODEL: zero logits instead of inference (everything else real); measures the "
+                         "pipeline's own ceiling, not a classifier"}
+    return {}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def run_bench(settings: Settings, messages: int, model_messages: int, baseline_messages: int,
               db_path: Path, timeout: float, workers: int = 1, producers: int = 1, log=print,
-              broker: str = "tansu") -> dict:
-    classifier = load_classifier(settings)
+              broker: str = "tansu", database: str = "sqlite", postgres_url: str = DEFAULT_POSTGRES_URL) -> dict:
+    classifier = load_classifier(settings.model_copy(update={"null_model": False}))  # the model stages: the real one
     result = {
         "device": classifier.runtime.device, "variant": classifier.runtime.variant, "model": classifier.model_version,
-        "batch_size": settings.batch_size, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "messages": messages, "workers": workers, "producers": producers, "broker": broker,
+        **({"end_to_end_model": model_note(settings)["model"]} if settings.null_model else {}),
+        "batch_size": settings.batch_size, "machine": machine(),
+        "messages": messages, "workers": workers, "producers": producers, "broker": broker, "database": database,
     }
     log(f"model stages on {model_messages} tweets, batch {settings.batch_size}")
     result.update(model_stages(classifier, bench_texts(settings, model_messages), settings.batch_size))
     texts = bench_texts(settings, messages)
     log(f"end to end, as fast as possible: {messages} messages through {broker}, {workers} worker(s) and SQLite")
     burst = end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers, producers=producers,
-                       broker=broker)
+                       broker=broker, database=database, postgres_url=postgres_url)
     rate = round(0.8 * burst["msgs_per_s"], 1)
     log(f"end to end, paced at {rate} msg/s (80% of that) for latency")
     paced = end_to_end(settings, texts, db_path, timeout, rate=rate, workers=workers, producers=producers,
-                       broker=broker)
+                       broker=broker, database=database, postgres_url=postgres_url)
     result.update({
         "e2e_msgs_per_s": burst["msgs_per_s"], "e2e_paced_rate": rate, "e2e_p50_ms": paced["p50_ms"],
         "e2e_p95_ms": paced["p95_ms"], "e2e_p99_ms": paced["p99_ms"], "e2e_burst_p99_ms": burst["p99_ms"],
         "lost": burst["lost"] + paced["lost"], "duplicated": burst["duplicated"] + paced["duplicated"],
         "offset_gaps": burst["offset_gaps"] + paced["offset_gaps"], "max_partition_wait_s": burst["max_partition_wait_s"],
-        **{k: burst[k] for k in ("produce_msgs_per_s", "worker_cpu_percent_mean", "worker_rss_mb_peak",
-                                 "gpu_utilisation_percent_mean")},
+        **{k: burst[k] for k in ("produce_msgs_per_s", "worker_cpu_percent_mean", "worker_cpu_us_per_msg",
+                                 "stage_us_per_msg", "worker_rss_mb_peak", "gpu_utilisation_percent_mean")},
     })
     log(f"baseline: transformers pipeline on {baseline_messages} tweets")
     result.update(baseline(bench_texts(settings, baseline_messages), min(200, baseline_messages)))
-    result["ratio_e2e_to_model_only"] = round(result["e2e_msgs_per_s"] / result["model_only_msgs_per_s"], 3)
+    # with the null model end to end, the ratio to the real model would mean nothing
+    result["ratio_e2e_to_model_only"] = (None if settings.null_model else
+                                         round(result["e2e_msgs_per_s"] / result["model_only_msgs_per_s"], 3))
     batched = result.get("baseline_pipeline_batched_msgs_per_s")
     result["ratio_e2e_to_baseline_batched"] = round(result["e2e_msgs_per_s"] / batched, 2) if batched else None
     return result

@@ -347,6 +347,12 @@ def bench(
     model_messages: Optional[int] = typer.Option(None, help="Tweets for the model stages (default 20000; quick 2000)."),
     broker: str = typer.Option("tansu", help="Broker started for the end-to-end stage: tansu (embedded) or kafka "
                                "(Apache Kafka 4.4.0; jars from `bash deploy/test-deps.sh`)."),
+    null_model: bool = typer.Option(False, help="End to end with inference replaced by zero logits (everything else "
+                                    "real): the pipeline's own ceiling. Labelled in the output."),
+    database: str = typer.Option("sqlite", help="Store for the end-to-end stage: sqlite (a fresh file) or postgresql "
+                                 "(a fresh database on --postgres-url's server, dropped afterwards)."),
+    postgres_url: str = typer.Option("postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                                     help="A PostgreSQL server and a user allowed to create databases."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
@@ -361,16 +367,20 @@ def bench(
             console.print("Apache Kafka 4.4.0 is not available here (needs Java and the jars): "
                           "run `bash deploy/test-deps.sh` once, or use --broker tansu.")
             raise typer.Exit(2)
+    if database not in ("sqlite", "postgresql"):
+        raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
+    settings = Settings(null_model=null_model)
+    stores = dict(database=database, postgres_url=postgres_url)
     if load:
-        result = run_load(Settings(), n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
-                          broker=broker)
+        result = run_load(settings, n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
+                          broker=broker, **stores)
         print(json.dumps(result, indent=2))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))
         return
-    result = run_bench(Settings(), n, model_messages=model_messages or (2000 if quick else 20000),
+    result = run_bench(settings, n, model_messages=model_messages or (2000 if quick else 20000),
                        baseline_messages=500 if quick else 5000, db_path=db.resolve(), timeout=600 if quick else 3600,
-                       workers=workers, producers=producers, broker=broker,
+                       workers=workers, producers=producers, broker=broker, **stores,
                        log=lambda m: console.print(f"[dim]{m}[/]"))
     table = Table(title=f"StreamSense bench ({result['device']}, {result['variant']}, batch {result['batch_size']})")
     table.add_column("measure")

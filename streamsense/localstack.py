@@ -54,11 +54,12 @@ def new_local_broker(kind: str, log_path: Path | None = None, port: int | None =
 
 
 @contextmanager
-def local_stack(settings: Settings, db_path: Path, workers: int = 1, broker: str = "tansu",
+def local_stack(settings: Settings, db_path: Path, workers: int = 1, broker: str = "tansu", web: bool = False,
                 **overrides) -> Iterator[tuple[Settings, Store, list[subprocess.Popen]]]:
     """A broker of its own (the embedded Tansu, or Apache Kafka with `broker="kafka"`), a fresh SQLite file and
     `workers` worker processes (one group) on them, with the settings that point at both; workers stopped, the
-    store closed and the broker stopped (its data deleted) on exit."""
+    store closed and the broker stopped (its data deleted) on exit. `database_url=` in `overrides` replaces the
+    SQLite file; with `web`, each worker serves /metrics on a port of its own (`process.web_port`)."""
     db_path.unlink(missing_ok=True)
     with new_local_broker(broker, db_path.with_suffix(f".{broker}.log")) as broker:
         settings = settings.model_copy(update={
@@ -66,7 +67,12 @@ def local_stack(settings: Settings, db_path: Path, workers: int = 1, broker: str
         store = Store(settings.database_url, settings.app_id)
         store.migrate()
         ensure_topics(settings)  # before anything is produced: an auto-created topic gets the broker's partition count
-        procs = [start_worker(settings, db_path.with_suffix(f".worker{i}.log")) for i in range(workers)]
+        procs = []
+        for i in range(workers):
+            port = free_port() if web else None
+            procs.append(start_worker(settings.model_copy(update={"web_port": port}) if web else settings,
+                                      db_path.with_suffix(f".worker{i}.log")))
+            procs[-1].web_port = port
         try:
             yield settings, store, procs
         finally:

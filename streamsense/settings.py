@@ -55,8 +55,11 @@ class Settings(BaseSettings):
     # Batching
     batch_size: int = Field(64, ge=1)
     batch_max_wait: float = Field(0.5, gt=0, description="seconds to wait for a batch to fill")
-    # a partition with unread messages and no progress for this long, while others progress, gets its fetching resumed
-    partition_stall_seconds: float = Field(60.0, gt=0)
+    # the most bytes one fetch response holds per partition: partitions are served round-robin by fetch response,
+    # so this bounds how long a partition with unread messages waits while others are served (docs/architecture.md)
+    fetch_partition_bytes: int = Field(256 * 1024, ge=1024)
+    # produce a message per result on the predictions topic; off for users who read results from SQL only
+    publish_predictions: bool = True
 
     # Storage
     database_url: str = "sqlite:///streamsense.db"
@@ -69,6 +72,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = 0  # 0 = onnxruntime's default
     length_group_size: int = Field(64, ge=1, description="a batch is sorted by length into runs of this many")
     tensorrt: bool = False  # try onnxruntime's TensorRT provider first on CUDA
+    # benchmarks only: inference replaced by zero logits (everything else real), to measure the pipeline's own ceiling
+    null_model: bool = False
     risk_rules: Path = MODELS_DIR / "risk_rules.toml"
     datasets_dir: Path = Field(default_factory=_default_datasets_dir)
 

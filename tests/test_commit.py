@@ -38,7 +38,7 @@ def test_publish_then_one_transaction_then_outbox():
                               on_published_alerts=published.append)
     processed = _batch()
     assert asyncio.run(protocol.commit(processed)) == [{"id": "alert-1"}]
-    assert sinks.calls == [("publish", processed.outgoing), ("write", processed.batch), ("flush",)]
+    assert sinks.calls == [("publish", processed.outgoing), ("write", processed.batch), ("flush", None)]
     assert stored[0][0] is processed and stored[0][1] >= 0
     assert published == [[{"id": "alert-1"}]]
 

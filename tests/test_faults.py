@@ -77,7 +77,7 @@ def test_worker_sigkill_mid_stream_then_restart(broker, tmp_path, unique):
 
 
 def _kafka_committed(settings, topic: str, partitions) -> dict[int, int | None]:
-    """The group's committed offsets in Kafka (what Faust alone would resume from)."""
+    """The group's committed offsets in Kafka (what a consumer without the SQL offsets would resume from)."""
     async def run():
         consumer = AIOKafkaConsumer(group_id=settings.app_id, enable_auto_commit=False, **client_options(settings))
         await consumer.start()
@@ -90,11 +90,11 @@ def _kafka_committed(settings, topic: str, partitions) -> dict[int, int | None]:
 
 
 def test_graceful_restarts_lose_nothing(broker, tmp_path, unique, artifacts):
-    """Faust commits offsets past messages it has not finished across a plain stop; here it is measured, per broker.
+    """Four runs over one stream, each ended by a graceful stop, lose nothing and repeat nothing.
 
-    After each graceful stop the group's offsets in Kafka are compared with those stored in SQL with the
-    results: Faust's are ahead (messages that a restart from Kafka's offsets would skip). The worker resumes from
-    the SQL offsets, so four runs over one stream lose nothing.
+    After each stop the group's offsets in Kafka are compared with those stored in SQL with the results. Faust's
+    per-event agents committed offsets past messages they had not finished (up to 56 of 300 per stop on the
+    embedded broker); the batch consumer commits to Kafka only what SQL holds, so Kafka is never ahead.
     """
     settings, posts, store = _stream(broker.bootstrap_servers, tmp_path, unique, "restart", 900)
     produce(settings, settings.topic_posts, as_lines(posts))
@@ -105,8 +105,9 @@ def test_graceful_restarts_lose_nothing(broker, tmp_path, unique, artifacts):
         stored = {p: o for (_, p), o in store.next_offsets([settings.topic_posts]).items()}
         committed = _kafka_committed(settings, settings.topic_posts, stored)
         ahead.append(sum(max(0, (committed.get(p) or 0) - o) for p, o in stored.items()))
-    (artifacts / f"faust_offsets_ahead_{broker.name}.json").write_text(json.dumps(
-        {"broker": broker.name, "messages_faust_committed_but_unstored_per_stop": ahead}))
+    (artifacts / f"kafka_offsets_ahead_{broker.name}.json").write_text(json.dumps(
+        {"broker": broker.name, "messages_committed_in_kafka_but_unstored_per_stop": ahead}))
+    assert ahead == [0, 0, 0]
     with worker(settings, tmp_path, "last"):
         wait_stored(store, len(posts))
         time.sleep(2)

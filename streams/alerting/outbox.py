@@ -14,12 +14,21 @@ class AlertOutbox:
 
     def __init__(self, store, topic_sink, topic: str, executor=None):
         self.store, self.topic_sink, self.topic, self.executor = store, topic_sink, topic, executor
-        self.lock = asyncio.Lock()  # agents share one outbox: publish each pending alert once
+        self.lock = asyncio.Lock()  # the left-over flush at start and the batches share one outbox
+        self.may_hold = True  # until a flush succeeds: a crashed worker may have left alerts
 
-    async def flush(self) -> list[dict]:
-        """Publish what is pending; returns the alerts published."""
+    async def flush(self, stored: int | None = None) -> list[dict]:
+        """Publish what is pending; returns the alerts published. `stored`: how many alerts the batch just stored
+        (None: unknown); with 0 after a successful flush the outbox is known to be empty and is not queried."""
         async with self.lock:
-            return await self._flush()
+            if stored == 0 and not self.may_hold:
+                return []
+            self.may_hold = False
+            try:
+                return await self._flush()
+            except BaseException:
+                self.may_hold = True
+                raise
 
     async def _flush(self) -> list[dict]:
         loop = asyncio.get_running_loop()

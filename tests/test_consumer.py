@@ -1,0 +1,138 @@
+"""The batch consumer's own logic (streams/consumer.py) against a stand-in for aiokafka's consumer: batching,
+what a revocation drops and waits for, where assigned partitions resume, what reaches Kafka's committed offsets.
+The end-to-end and fault tests run it on both real brokers."""
+
+import asyncio
+from collections import namedtuple
+
+from aiokafka import TopicPartition
+
+from streamsense.streams.consumer import BatchConsumer, incoming
+
+Record = namedtuple("Record", "offset key value timestamp")
+
+
+class FakeConsumer:
+    """aiokafka's consumer surface the batch consumer uses; `script` is what successive getmany calls return."""
+
+    def __init__(self, script=(), assignment=()):
+        self.script = list(script)
+        self.calls = []
+        self.seeks = {}
+        self.commits = []
+        self._assignment = set(assignment)
+
+    async def getmany(self, timeout_ms=0, max_records=None):
+        self.calls.append((timeout_ms, max_records))
+        step = self.script.pop(0) if self.script else {}
+        if not step:
+            await asyncio.sleep(timeout_ms / 1000)
+        if callable(step):
+            step = await step()
+        out, left = {}, max_records
+        for tp, batch in step.items():  # like aiokafka: at most max_records in all, partition by partition
+            if left:
+                out[tp], left = batch[:left], left - len(batch[:left])
+        return out
+
+    def assignment(self):
+        return set(self._assignment)
+
+    def seek(self, tp, offset):
+        self.seeks[tp] = offset
+
+    async def commit(self, offsets):
+        self.commits.append(dict(offsets))
+
+
+class FakeBatches:
+    def __init__(self):
+        self.submitted, self.drains = [], 0
+
+    async def submit(self, batch):
+        self.submitted.append(batch)
+
+    async def drain(self):
+        self.drains += 1
+
+
+TP0, TP1 = TopicPartition("posts", 0), TopicPartition("posts", 1)
+
+
+def records(start, n):
+    return [Record(o, b"k", b"v", 1_700_000_000_000) for o in range(start, start + n)]
+
+
+def make(consumer, batches=None, batch_size=4, wait=0.05, stored=None):
+    source = BatchConsumer(lambda: consumer, ["posts"], batches or FakeBatches(), lambda: dict(stored or {}),
+                           batch_size, wait, on_fatal=lambda exc: (_ for _ in ()).throw(exc))
+    source.consumer = consumer  # what on_start makes
+    return source
+
+
+def test_incoming_keeps_partition_and_offset_order_and_converts_timestamps():
+    messages = incoming({TP0: records(5, 2), TP1: [Record(9, None, None, -1)]})
+    assert [(m.topic, m.partition, m.offset) for m in messages] == [("posts", 0, 5), ("posts", 0, 6), ("posts", 1, 9)]
+    assert messages[0].timestamp == 1_700_000_000.0 and messages[2].timestamp is None
+
+
+def test_a_batch_is_what_is_buffered_up_to_the_batch_size():
+    consumer = FakeConsumer([{TP0: records(0, 3), TP1: records(0, 3)}])
+    messages, generation = asyncio.run(make(consumer).fetch())
+    assert len(messages) == 4 and generation == 0
+    assert consumer.calls == [(50, 4)]
+
+
+def test_a_partial_batch_waits_for_more_then_goes_within_the_wait():
+    consumer = FakeConsumer([{TP0: records(0, 1)}, {}, {TP1: records(0, 1)}])
+    messages, _ = asyncio.run(make(consumer, batch_size=10, wait=0.2).fetch())
+    assert [(m.partition, m.offset) for m in messages] == [(0, 0), (1, 0)]
+    assert [limit for _, limit in consumer.calls[:3]] == [10, 9, 9]  # asks only for what the batch still holds
+
+
+def test_records_gathered_before_a_revocation_are_dropped():
+    holder = {}
+
+    async def revoke_then_more():
+        await holder["source"].partitions_revoked({TP0})
+        return {TP1: records(7, 1)}
+
+    consumer = FakeConsumer([{TP0: records(0, 2)}, revoke_then_more], assignment={TP0, TP1})
+    source = holder["source"] = make(consumer, batch_size=10, wait=0.2)
+    messages, generation = asyncio.run(source.fetch())
+    # the partition's position is reset to the stored offsets by the assignment, so offsets 0-1 are read again
+    assert [(m.partition, m.offset) for m in messages] == [(1, 7)]
+    assert generation == 1
+
+
+def test_a_revocation_finishes_the_batch_in_flight_first():
+    batches = FakeBatches()
+    source = make(FakeConsumer(assignment={TP0}), batches)
+
+    async def run():
+        async with source.lock:  # a batch being handed on
+            revoking = asyncio.ensure_future(source.partitions_revoked({TP0}))
+            await asyncio.sleep(0.05)
+            assert not revoking.done() and batches.drains == 0
+        await revoking
+
+    asyncio.run(run())
+    assert batches.drains == 1
+
+
+def test_assigned_partitions_resume_from_the_stored_offsets():
+    consumer = FakeConsumer(assignment={TP0, TP1})
+    source = make(consumer, stored={("posts", 0): 42, ("other", 0): 7})
+    asyncio.run(source.partitions_assigned({TP0, TP1}))
+    assert consumer.seeks == {TP0: 42}  # TP1 has nothing stored: Kafka's committed offset or the earliest
+    assert consumer.commits == [{TP0: 42}]
+
+
+def test_kafka_gets_only_stored_offsets_of_partitions_still_assigned():
+    consumer = FakeConsumer(assignment={TP0})
+    source = make(consumer)
+    source.stored({("posts", 0): 10, ("posts", 1): 5})
+    asyncio.run(source._commit_kafka())
+    assert consumer.commits == [{TP0: 10}]
+    asyncio.run(source._commit_kafka())
+    assert consumer.commits == [{TP0: 10}]  # nothing new stored: nothing committed
