@@ -27,6 +27,7 @@ from streamsense.streams.commit import CommitProtocol
 from streamsense.streams.consumer import BatchConsumer
 from streamsense.streams.kafka import client_options
 from streamsense.streams.pipeline import Processor
+from streamsense.streams.progress import Progress
 from streamsense.streams.sinks import SqlSink, TopicSink
 from streamsense.streams.stages import Stages
 from streamsense.streams.store import Store
@@ -91,9 +92,12 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
         log.critical("batch processing failed; exiting so the worker restarts from stored offsets", exc_info=exc)
         os._exit(70)
 
+    progress = Progress()
+
     def stored(processed, seconds: float) -> None:
         with stages("bookkeeping"):
             source.stored(processed.batch.offsets)
+            progress.stored(processed)
             metrics.observe_batch(processed, seconds, consumer_highwater(source.consumer))
 
     commit = CommitProtocol(topic_sink, SqlSink(store, sql_pool), outbox, on_stored=stored,
@@ -107,7 +111,7 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     source = BatchConsumer(lambda: new_consumer(settings), input_topics, batches,
                            lambda: store.next_offsets(input_topics), settings.batch_size, settings.batch_max_wait,
                            fatal, make_producer=lambda: new_producer(settings, idempotent), on_clients=clients,
-                           stages=stages, loop=app.loop, beacon=app.beacon)
+                           on_assigned=progress.assigned, stages=stages, loop=app.loop, beacon=app.beacon)
     app.service(source)
 
     @app.task
@@ -115,6 +119,12 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
         """Alerts stored before a crash but never acknowledged by the alerts topic."""
         await source.producer_ready.wait()
         await commit.flush_outbox()
+
+    if settings.progress_interval > 0:
+        @app.timer(interval=settings.progress_interval)
+        async def log_progress() -> None:
+            if source.consumer is not None:
+                log.info("%s", progress.line(consumer_highwater(source.consumer)))
 
     if settings.web_port is not None:
         app.web_server(WebServer(settings, metrics, health))

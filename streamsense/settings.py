@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     alert_rules: Path = STREAMS_DIR / "alert_rules.toml"
 
     log_format: Literal["text", "json"] = "text"
+    # seconds between the worker's progress lines (results, rate, dead letters, lag per topic); 0 = none
+    progress_interval: float = Field(30.0, ge=0)
 
     # Worker HTTP endpoints /metrics, /health, /live (streams/web.py): off unless a port is set
     web_port: int | None = None

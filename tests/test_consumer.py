@@ -19,10 +19,16 @@ class FakeConsumer:
         self.script = list(script)
         self.calls = []
         self.seeks = {}
+        self.buffered = {}  # tp -> records fetched and waiting, for getmany(tp, ...)
         self.commits = []
         self._assignment = set(assignment)
 
-    async def getmany(self, timeout_ms=0, max_records=None):
+    async def getmany(self, *partitions, timeout_ms=0, max_records=None):
+        if partitions:  # one partition's buffer (take_fairly)
+            (tp,) = partitions
+            records = self.buffered.get(tp, [])
+            self.buffered[tp] = records[max_records:]
+            return {tp: records[:max_records]} if records[:max_records] else {}
         self.calls.append((timeout_ms, max_records))
         step = self.script.pop(0) if self.script else {}
         if not step:
@@ -136,3 +142,25 @@ def test_kafka_gets_only_stored_offsets_of_partitions_still_assigned():
     assert consumer.commits == [{TP0: 10}]
     asyncio.run(source._commit_kafka())
     assert consumer.commits == [{TP0: 10}]  # nothing new stored: nothing committed
+
+
+def test_every_partition_with_buffered_records_gets_a_share_of_each_batch():
+    """aiokafka's plain getmany drains one partition's buffer before the next: the batch takes from each in turn."""
+    consumer = FakeConsumer(assignment={TP0, TP1, TopicPartition("posts", 2)})
+    consumer.buffered = {TP0: records(0, 1000), TP1: records(0, 1000)}  # partition 2: nothing fetched yet
+    source = make(consumer, batch_size=8)
+    batches = [asyncio.run(source.fetch())[0] for _ in range(3)]
+    for batch in batches:
+        assert len(batch) == 8
+        assert {m.partition for m in batch} == {0, 1}
+        assert sum(m.partition == 0 for m in batch) in (3, 4, 5)
+    served = [m.offset for b in batches for m in b if m.partition == 1]
+    assert served == list(range(len(served)))  # each partition in offset order, nothing skipped
+    assert consumer.calls == []  # all from the buffers: no waiting fetch
+
+
+def test_a_lone_partition_fills_the_batch_by_itself():
+    consumer = FakeConsumer(assignment={TP0, TP1})
+    consumer.buffered = {TP1: records(0, 100)}
+    messages, _ = asyncio.run(make(consumer, batch_size=10).fetch())
+    assert [(m.partition, m.offset) for m in messages] == [(1, o) for o in range(10)]

@@ -5,6 +5,7 @@ Every test ends with: every id stored exactly once (0 missing, 0 duplicated) and
 
 import asyncio
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -242,8 +243,9 @@ def test_third_worker_joins_mid_stream(broker, tmp_path, unique):
 
 def test_producer_idempotence_where_the_broker_grants_producer_ids(broker, tmp_path, unique):
     """`auto` turns the idempotent producer on for Apache Kafka and off for Tansu, whose InitProducerId fails;
-    the worker says which in its start-up line."""
-    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'idem.db'}", unique)
+    the worker says which in its start-up line, then which partitions it got and, every second here, its progress."""
+    settings = settings_for(broker.bootstrap_servers, f"sqlite:///{tmp_path / 'idem.db'}", unique) \
+        .model_copy(update={"progress_interval": 1.0})
     assert producer_idempotence(settings) is broker.idempotent_producer
     assert producer_idempotence(settings.model_copy(update={"kafka_idempotence": "off"})) is False
     store = Store(settings.database_url, settings.app_id)
@@ -252,6 +254,9 @@ def test_producer_idempotence_where_the_broker_grants_producer_ids(broker, tmp_p
     with worker(settings, tmp_path, "idem", loglevel="info"):
         produce(settings, settings.topic_posts, as_lines(posts))
         wait_stored(store, len(posts))
+        time.sleep(2.5)  # two progress lines after the last batch
     log = (tmp_path / "idem.log").read_text()
     assert f"producer idempotence {'on' if broker.idempotent_producer else 'off'}" in log
+    assert re.search(rf"partitions assigned: {settings.topic_posts}\[[0-9,]+\]", log), log
+    assert f"{len(posts)} since start; lag {settings.topic_posts}=0" in log, log
     assert_exactly_once(store, posts)
