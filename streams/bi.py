@@ -1,12 +1,29 @@
-"""Canned BI reports over the SQL views of migration 0002 (and the store's tables), for the CLI and the dashboard."""
+"""Canned BI reports over the SQL views of migration 0002 (and the store's tables), for the CLI and the dashboard.
 
+Two time bases, never mixed silently (docs/bi.md, "Time"):
+
+- **event time**, `predictions.event_at`: the message's own `created_at`, else its Kafka timestamp, else when it was
+  stored; the sentiment views bucket by it, `top_risky_tickets.produced_at` is it, and `alerts.created_at` is the
+  event time of the alert's message or the end of its window. It is when things happened, and it is what the alert
+  windows use, so a spike alert and the chart's bucket line up; a replay of old messages lands in the past.
+- **stored time**, `stored_at`: when the worker wrote the row; `stored_per_minute` (throughput) buckets by it.
+
+`since` filters a report on its own time column (event time, except `throughput`, which has only stored time);
+`stored_since` keeps the rows stored at or after a time, whatever their event time. A window that leaves nothing is
+explained by `empty_hint`.
+"""
+
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import DateTime, Float, Integer, String, Text, case, column, func, literal, select, table, union_all
+from sqlalchemy import (
+    DateTime, Float, Integer, String, Text, case, cast, column, func, literal, select, table, type_coerce, union_all,
+)
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import ColumnElement, Select
 
 from streamsense.models.risk import LEVELS
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
@@ -39,6 +56,27 @@ def _level_rank(col):
     return case({level: rank for rank, level in enumerate(LEVELS)}, value=col, else_=len(LEVELS))
 
 
+EVENT, STORED = "event time", "stored time"
+SQLITE_BUCKETS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000"}  # as migration 0002
+
+
+def _bucket(unit: str, col, dialect: str) -> ColumnElement:
+    """The start of the UTC minute or hour `col` falls in, as the views of migration 0002 compute it."""
+    if dialect == "postgresql":
+        return type_coerce(func.timezone("UTC", func.date_trunc(unit, func.timezone("UTC", col))), TZ)
+    return type_coerce(func.strftime(SQLITE_BUCKETS[unit], col), TZ)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Stored rows a report is made of, for `empty_hint`: a table, a filter, and its event and stored time columns."""
+    table: object
+    noun: str
+    where: tuple = ()
+    event: str | None = "event_at"
+    stored: str | None = "stored_at"
+
+
 @dataclass(frozen=True)
 class Report:
     name: str
@@ -47,6 +85,16 @@ class Report:
     time_column: str | None = None  # what `since` filters on; None: the report takes no `since`
     limit: int | None = None  # default row limit
     table: tuple[str, ...] = ()  # the columns `streamsense query` shows without --json (default: all)
+    time_base: str | None = None  # what time_column holds: EVENT or STORED
+    bucket: str | None = None  # "minute"/"hour": time_column is a bucket start of that unit; None: a row's own time
+    # How `stored_since` applies: fn(stmt, at, dialect) -> stmt; None: the report has no stored time to filter on.
+    stored_filter: Callable[[Select, datetime, str], Select] | None = None
+    sources: tuple[Source, ...] = field(default=())  # what an empty result is explained with
+
+    @property
+    def time(self) -> str | None:
+        """What `since` filters on, in words, e.g. "bucket_start (event time)"."""
+        return f"{self.time_column} ({self.time_base})" if self.time_column else None
 
 
 @dataclass(frozen=True)
@@ -59,10 +107,33 @@ class Result:
         return [{c: jsonable(v) for c, v in zip(self.columns, row)} for row in self.rows]
 
 
+def _sentiment_query(unit: str, dialect: str, stored_since: datetime) -> Select:
+    """The sentiment view's query over the predictions stored at or after `stored_since` (the view has no stored
+    time: its rows are aggregates), same columns, buckets and order."""
+    start = _bucket(unit, predictions.c.event_at, dialect)
+    negative = func.sum(case((predictions.c.sentiment == "negative", 1), else_=0))
+    stmt = (select(predictions.c.kind, predictions.c.grp, start.label("bucket_start"), func.count().label("n"),
+                   negative.label("negative"),
+                   func.sum(case((predictions.c.sentiment == "neutral", 1), else_=0)).label("neutral"),
+                   func.sum(case((predictions.c.sentiment == "positive", 1), else_=0)).label("positive"),
+                   (cast(negative, Float) / func.count()).label("negative_share"))
+            .where(predictions.c.stored_at >= stored_since)
+            .group_by(predictions.c.kind, predictions.c.grp, start))
+    return stmt.order_by(stmt.selected_columns.bucket_start.desc(), predictions.c.kind, predictions.c.grp)
+
+
 def _sentiment_report(view, unit: str) -> Report:
-    return Report(f"sentiment-{unit}", f"messages and sentiment counts per kind and group (brand/product) per {unit}, "
-                  "newest first", select(view).order_by(view.c.bucket_start.desc(), view.c.kind, view.c.grp),
-                  "bucket_start", 1000)
+    return Report(f"sentiment-{unit}", f"messages and sentiment counts per kind and group (brand/product) per {unit} "
+                  "of event time, newest first",
+                  select(view).order_by(view.c.bucket_start.desc(), view.c.kind, view.c.grp),
+                  "bucket_start", 1000, time_base=EVENT, bucket=unit,
+                  stored_filter=lambda stmt, at, dialect: _sentiment_query(unit, dialect, at),
+                  sources=(Source(predictions, "messages"),))
+
+
+def _stored_tickets(stmt: Select, at: datetime, dialect: str) -> Select:
+    stored = select(predictions.c.message_id).where(predictions.c.kind == "ticket", predictions.c.stored_at >= at)
+    return stmt.where(top_risky_tickets.c.ticket_id.in_(stored))
 
 
 _totals = union_all(
@@ -77,20 +148,26 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
     Report("risk-by-product", "tickets per product and risk level, with the mean risk score",
            select(risk_by_product_level).order_by(risk_by_product_level.c.product,
                                                   _level_rank(risk_by_product_level.c.risk_level))),
-    Report("top-risky-tickets", "tickets with the highest risk score",
+    Report("top-risky-tickets", "tickets with the highest risk score (produced_at: the ticket's event time)",
            select(top_risky_tickets).order_by(top_risky_tickets.c.risk_score.desc(), top_risky_tickets.c.ticket_id),
-           "produced_at", 20, ("ticket_id", "product", "priority", "risk_level", "risk_score", "excerpt")),
+           "produced_at", 20, ("ticket_id", "product", "priority", "risk_level", "risk_score", "excerpt"),
+           time_base=EVENT, stored_filter=_stored_tickets,
+           sources=(Source(predictions, "tickets", (predictions.c.kind == "ticket",)),)),
     Report("alerts-by-rule", "alerts per rule and severity, with the newest one's time",
            select(alert_counts_by_rule).order_by(alert_counts_by_rule.c.n.desc(), alert_counts_by_rule.c.rule,
                                                  _level_rank(alert_counts_by_rule.c.severity))),
-    Report("latest-alerts", "the newest alerts with their evidence",
+    Report("latest-alerts", "the newest alerts with their evidence (created_at: event time of the message, or the "
+           "window's end)",
            select(alerts.c.created_at, alerts.c.severity, alerts.c.rule, alerts.c.key, alerts.c.summary,
                   alerts.c.evidence, alerts.c.window_start, alerts.c.window_end, alerts.c.model_version, alerts.c.id)
            .order_by(alerts.c.created_at.desc(), alerts.c.id), "created_at", 20,
-           ("created_at", "severity", "rule", "key", "summary", "evidence")),
-    Report("throughput", "rows stored per minute: predictions per kind and dead letters, newest first",
+           ("created_at", "severity", "rule", "key", "summary", "evidence"), time_base=EVENT,
+           sources=(Source(alerts, "alerts", event="created_at", stored=None),)),
+    Report("throughput", "rows stored per minute of stored time: predictions per kind and dead letters, newest first",
            select(stored_per_minute).order_by(stored_per_minute.c.bucket_start.desc(), stored_per_minute.c.kind),
-           "bucket_start", 1000),
+           "bucket_start", 1000, time_base=STORED, bucket="minute",
+           stored_filter=lambda stmt, at, dialect: stmt.where(stored_per_minute.c.bucket_start >= at),
+           sources=(Source(predictions, "rows", event=None), Source(dead_letters, "rows", event=None))),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),
@@ -100,17 +177,33 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
 
 
 def catalog() -> list[dict]:
-    """The reports, for listings: name, description, whether it takes `since`, default limit."""
-    return [{"name": r.name, "description": r.description, "since": r.time_column is not None, "limit": r.limit}
+    """The reports, for listings: name, description, whether it takes `since` and on what (`since_on`, e.g.
+    "bucket_start (event time)"), whether it takes `stored_since`, default limit."""
+    return [{"name": r.name, "description": r.description, "since": r.time_column is not None, "since_on": r.time,
+             "stored_since": r.stored_filter is not None, "limit": r.limit}
             for r in REPORTS.values()]
 
 
-def run_report(engine: Engine, name: str, limit: int | None = None, since: datetime | None = None) -> Result:
-    """Run a canned report; `since` keeps rows at or after that time, `limit` overrides the default row limit."""
+def _report(name: str) -> Report:
     report = REPORTS.get(name)
     if report is None:
         raise KeyError(f"unknown report {name!r}; choose one of {', '.join(REPORTS)}")
+    return report
+
+
+def run_report(engine: Engine, name: str, limit: int | None = None, since: datetime | None = None,
+               stored_since: datetime | None = None) -> Result:
+    """Run a canned report. `since` keeps rows whose report time column (`Report.time`: event time, except for
+    `throughput`: stored time) is at or after that time; for a bucketed report, the buckets starting at or after it.
+    `stored_since` keeps what was stored at or after that time: the rows (tickets), or the messages aggregated into
+    each bucket (sentiment) or the stored-time buckets (throughput). `limit` overrides the default row limit."""
+    report = _report(name)
     stmt = report.query
+    if stored_since is not None:
+        if report.stored_filter is None:
+            raise ValueError(f"report {name!r} takes no 'stored_since'" + (
+                f": it has no stored time; 'since' filters on {report.time}" if report.time_column else ""))
+        stmt = report.stored_filter(stmt, utc(stored_since), engine.dialect.name)
     if since is not None:
         if report.time_column is None:
             raise ValueError(f"report {name!r} takes no 'since'")
@@ -129,6 +222,114 @@ def newest(engine: Engine, name: str) -> datetime | None:
     with engine.connect() as conn:
         at = conn.execute(select(func.max(report.query.selected_columns[report.time_column]))).scalar()
     return None if at is None else utc(at)
+
+
+def empty_hint(engine: Engine, name: str, since: str | datetime | None = None,
+               stored_since: str | datetime | None = None, now: datetime | None = None) -> str:
+    """Why a report with this window returned no rows, and what would show some, e.g. "0 rows in the last 30m by
+    event time; 570 messages stored, event times 2026-11-01 09:00 … 2026-11-01 09:29 UTC, written 2026-11-28 07:02 …
+    2026-11-28 07:02 UTC (use --since 27d, or --stored-since 30m)": how many rows the report is made of, their event
+    and stored times, and the --since / --stored-since that would reach back to them. `since` and `stored_since` as
+    given to the CLI (`30m`, an ISO time) or as datetimes; `now` for relative times (default: the clock)."""
+    report = _report(name)
+    now = now or datetime.now(timezone.utc)
+    since_at = _at(since, now)
+    stored_at = _at(stored_since, now)
+    since_base = report.time_base or EVENT
+    window = []
+    if since_at is not None:
+        window.append(f"stored {_window(since, since_at)}" if since_base == STORED
+                      else f"{_window(since, since_at)} by {since_base}")
+    if stored_at is not None:
+        window.append(f"stored {_window(stored_since, stored_at)}")
+    head = "0 rows " + " and ".join(window) if window else "0 rows"
+    if not report.sources:
+        return head
+    total, events, stored = _extent(engine, report.sources)
+    noun = report.sources[0].noun
+    if not total:
+        return f"{head}: no {noun} stored at all (is the worker writing to this database?)"
+    body = [f"{total} {noun} stored"]
+    if events[0] is not None:
+        body.append(f"{'alert' if noun == 'alerts' else 'event'} times {_span(events)}")
+    if stored[0] is not None:
+        body.append(f"written {_span(stored)}")
+    use = []
+    oldest_for_since = stored[0] if since_base == STORED else events[0]
+    if since_at is not None and oldest_for_since is not None and oldest_for_since < since_at:
+        floor = _floor(oldest_for_since, report.bucket)
+        use.append(f"--since {_covering(now - floor)}" if floor < now else f"--since {_iso(floor)}")
+    if stored_at is not None and stored[0] is not None and stored[0] < stored_at:
+        floor = _floor(stored[0], "minute" if since_base == STORED else None)
+        use.append(f"--stored-since {_covering(now - floor)}")
+    if (since_at is not None and stored_at is None and since_base == EVENT and report.stored_filter is not None
+            and stored[1] is not None and stored[1] >= since_at):
+        use.append(f"--stored-since {since if isinstance(since, str) else _iso(since_at)}")
+    return f"{head}; {', '.join(body)}" + (f" (use {', or '.join(use)})" if use else "")
+
+
+def _at(value: str | datetime | None, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    return parse_since(value, now) if isinstance(value, str) else utc(value)
+
+
+def _window(given: str | datetime, at: datetime) -> str:
+    if isinstance(given, str) and RELATIVE.match(given.strip()):
+        return f"in the last {given.strip()}"
+    return f"since {_minute(at)} UTC"
+
+
+def _extent(engine: Engine, sources: tuple[Source, ...]) -> tuple[int, tuple, tuple]:
+    """Rows in the sources, (oldest, newest) event time and (oldest, newest) stored time (None where unknown)."""
+    total, events, stored = 0, [], []
+    with engine.connect() as conn:
+        for source in sources:
+            cols = [func.count()]
+            for name in (source.event, source.stored):
+                if name is not None:
+                    cols += [func.min(source.table.c[name]), func.max(source.table.c[name])]
+            row = list(conn.execute(select(*cols).select_from(source.table).where(*source.where)).one())
+            total += row.pop(0)
+            if source.event is not None:
+                events += [utc(t) for t in row[:2] if t is not None]
+                row = row[2:]
+            if source.stored is not None:
+                stored += [utc(t) for t in row[:2] if t is not None]
+
+    def extent(times):
+        return (min(times), max(times)) if times else (None, None)
+
+    return total, extent(events), extent(stored)
+
+
+def _floor(at: datetime, bucket: str | None) -> datetime:
+    if bucket == "hour":
+        return at.replace(minute=0, second=0, microsecond=0)
+    if bucket == "minute":
+        return at.replace(second=0, microsecond=0)
+    return at
+
+
+def _covering(span: timedelta) -> str:
+    """The shortest of `Nd`, `Nh`, `Nm` reaching back at least `span` (whole units, rounded up)."""
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600)):
+        if seconds > 2 * size:
+            return f"{math.ceil(seconds / size)}{unit}"
+    return f"{max(1, math.ceil(seconds / 60))}m"
+
+
+def _minute(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M")
+
+
+def _span(times: tuple[datetime, datetime]) -> str:
+    return f"{_minute(times[0])} … {_minute(times[1])} UTC"
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M")
 
 
 def connect(database_url: str) -> Engine:

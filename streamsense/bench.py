@@ -71,11 +71,23 @@ def baseline(texts: list[str], per_message: int) -> dict:
     except ImportError as exc:
         return {"baseline_pipeline_msgs_per_s": None, "baseline_pipeline_batched_msgs_per_s": None,
                 "baseline_note": f"skipped: {exc.name} not installed (pip install .[train])"}
+    from transformers.utils import logging as transformers_logging
+
     path = base_model_path()
-    model = BertForSequenceClassification.from_pretrained(path, num_labels=3)
-    device = 0 if torch.cuda.is_available() else -1
-    clf = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), device=device,
-                   truncation=True, max_length=128)
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    # The encoder has no classification head: its "LOAD REPORT … classifier.weight MISSING" is expected here (the
+    # baseline measures speed, not accuracy), so only errors are shown while loading, and no progress bar.
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        model = BertForSequenceClassification.from_pretrained(path, num_labels=3)
+        device = 0 if torch.cuda.is_available() else -1
+        clf = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path),
+                       device=device, truncation=True, max_length=128)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
     clf(texts[:8])
     start = time.perf_counter()
     for text in texts[:per_message]:

@@ -1,28 +1,127 @@
-"""The `streamsense` command."""
+"""The `streamsense` command.
 
+Failures: the expected ones (a database or broker that cannot be reached, a login refused, a missing schema or
+SQLite file, a bad STREAMSENSE_* setting, an unknown or altered model, an invalid rules file) print one or two
+lines on stderr, what failed then what to do, and exit with
+
+    0  success
+    1  a runtime failure: the configuration is fine, but what it points at is not ready or not working
+       (database server or Kafka broker down, schema missing, a model's files altered)
+    2  a usage or configuration problem: the command line, a setting, or a file or address it names is wrong
+       (bad option or STREAMSENSE_* value, invalid rules file, unknown model, no SQLite database at the path,
+       database login refused)
+
+The mapping from exception to message is streamsense/errors.py, applied once, around every command, by
+`_Commands.invoke`. `--debug` (before the command: `streamsense --debug query ...`) or STREAMSENSE_DEBUG=1 shows
+the full traceback instead; anything not in that table (a bug) always does. Read-only commands (`query`,
+`alerts list`, `dashboard`) never create a database: on a SQLite URL they need the file to exist.
+"""
+
+import asyncio
+import functools
 import json
+import logging
+import os
 import sys
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from streamsense.insights import alerts_app, register as register_insights
+from streamsense import errors
+from streamsense.insights import alerts_tail, dashboard, print_alert, query
 from streamsense.settings import Settings
 
-app = typer.Typer(help="StreamSense: sentiment and risk classification for Kafka streams.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+# The order `streamsense --help` lists commands in: the order a newcomer needs them, under these panels.
+START, RUN, INSPECT, MODELS, OPERATE = "Start here", "Run", "Inspect", "Models", "Operate"
+ORDER = ("demo", "broker", "worker", "produce", "classify", "query", "alerts", "dashboard",
+         "models", "train", "export", "bench", "db")
+
+#: What the running command uses where it is not STREAMSENSE_* (e.g. `bench --postgres-url`): for messages.
+_USING: dict[str, str] = {}
+
+
+# Typer's exit, abort and usage exceptions (click's, or those of the copy of click that newer typers vendor).
+_TYPER_EXITS = (typer.Exit, typer.Abort,
+                *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
+_USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _Commands(TyperGroup):
+    """The top-level group: lists commands in ORDER, and turns expected failures into one or two lines."""
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+    def invoke(self, ctx):
+        _USING.clear()
+        try:
+            return super().invoke(ctx)
+        except _USAGE_ERRORS as exc:  # a bad option or argument: the same two lines, exit code 2
+            if ctx.params.get("debug") or type(exc).__name__ == "NoArgsIsHelpError":  # that one shows the help
+                raise
+            failure = errors.Failure(exc.format_message(), f"see `{(exc.ctx or ctx).command_path} --help`",
+                                     exc.exit_code)
+            for line in failure.lines():
+                typer.echo(line, err=True)
+            raise typer.Exit(failure.code) from None
+        except _TYPER_EXITS:
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            where, secrets = _context()
+            failure = errors.explain(exc, **where)
+            if failure is None:
+                raise  # not an expected failure: a bug, with its traceback
+            for line in failure.lines(secrets):
+                typer.echo(line, err=True)
+            raise typer.Exit(failure.code) from None
+
+
+def _context() -> tuple[dict, list[str]]:
+    """Where the command was connecting (for messages) and the secrets no message may show."""
+    try:
+        settings = Settings()
+        database_url, servers = settings.database_url, settings.kafka_bootstrap_servers
+        secrets = [settings.kafka_sasl_password.get_secret_value()] if settings.kafka_sasl_password else []
+    except Exception:  # the settings themselves are what failed
+        database_url = os.environ.get("STREAMSENSE_DATABASE_URL")
+        servers = os.environ.get("STREAMSENSE_KAFKA_BOOTSTRAP_SERVERS")
+        secrets = [os.environ.get("STREAMSENSE_KAFKA_SASL_PASSWORD", "")]
+    database_url = _USING.get("database_url", database_url)
+    secrets += [errors.url_password(url) or "" for url in (database_url, os.environ.get("STREAMSENSE_DATABASE_URL"))]
+    return {"database_url": database_url, "bootstrap_servers": servers}, secrets
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="StreamSense: sentiment and risk classification for Kafka streams.",
+                  epilog="Exit codes: 0 ok, 1 a runtime failure (database, broker, model), 2 a usage or "
+                         "configuration problem. New here? Run `streamsense demo`.")
 models_app = typer.Typer(help="The model registry: list and evaluate shipped or trained models.", no_args_is_help=True)
-db_app = typer.Typer(help="The SQL store.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
-app.add_typer(db_app, name="db")
-register_insights(app)
+alerts_app = typer.Typer(help="Alerts: list stored ones, follow the alerts topic, check a rules file.",
+                         no_args_is_help=True)
+db_app = typer.Typer(help="The SQL store: create or upgrade its schema.", no_args_is_help=True)
 console = Console(stderr=True)
+app.add_typer(alerts_app, name="alerts", rich_help_panel=INSPECT)
+app.add_typer(models_app, name="models", rich_help_panel=MODELS)
+app.add_typer(db_app, name="db", rich_help_panel=OPERATE)
 
 
-@app.command()
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", envvar="STREAMSENSE_DEBUG",
+                                    help="Show the full traceback of a failure instead of one or two lines.")):
+    """StreamSense: sentiment and risk classification for Kafka streams."""
+
+
+@app.command(rich_help_panel=RUN)
 def broker(port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (default: STREAMSENSE_BROKER_PORT).")):
     """Run the embedded Kafka-compatible broker (Tansu, in-memory) until Ctrl-C."""
     import signal
@@ -43,7 +142,7 @@ def broker(port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (def
     console.print("broker stopped")
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def worker(
     migrate: bool = typer.Option(True, help="Upgrade the database schema before starting."),
     loglevel: str = typer.Option("info", help="debug, info, warning or error."),
@@ -54,111 +153,267 @@ def worker(
     run_worker(Settings(), migrate=migrate, loglevel=loglevel)
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def produce(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL file, one message per line."),
     topic: str = typer.Option(..., "--topic", "-t", help="Topic to write to."),
 ):
     """Replay a JSONL file into a topic, one message per line (key = the record's id)."""
-    import asyncio
-
     from rich.progress import Progress
 
     from streamsense.streams.kafka import client_options
     from streamsense.streams.produce import produce_lines, read_lines
 
+    options = client_options(Settings())
     lines = read_lines(file)
+    require_broker(options)  # before the progress bar: a broker that is not there is one line, not a bar and a line
     with Progress(console=console) as progress:
         task = progress.add_task(f"producing to {topic}", total=len(lines))
-        sent = asyncio.run(produce_lines(lines, topic, client_options(Settings()),
-                                         on_sent=lambda n: progress.advance(task, n)))
+        sent = asyncio.run(produce_lines(lines, topic, options, on_sent=lambda n: progress.advance(task, n)))
     console.print(f"sent {sent} messages to {topic}")
 
 
-@app.command()
-def classify(batch_size: int = typer.Option(64, help="Lines classified together.")):
-    """Classify stdin (JSONL with id and text, or plain lines); one JSON result per input line, in order."""
+def require_broker(options: dict) -> None:
+    """Raise aiokafka's KafkaConnectionError unless a broker answers a metadata request; the client is closed
+    either way. (Checked first because an aiokafka producer or consumer whose start() fails is never stopped by
+    produce_lines or tail, and prints "Unclosed AIOKafkaProducer" at exit.)"""
+    from aiokafka import AIOKafkaClient
+
+    async def probe() -> None:
+        client = AIOKafkaClient(**options)
+        try:
+            await client.bootstrap()
+        finally:
+            await client.close()
+
+    with _quiet("aiokafka"):  # its own log line for the refused connection: the error message says it
+        asyncio.run(probe())
+
+
+@contextmanager
+def _quiet(logger_name: str, level: int = logging.CRITICAL):
+    log = logging.getLogger(logger_name)
+    before = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
+class RecordShape(str, Enum):
+    auto = "auto"
+    post = "post"
+    ticket = "ticket"
+
+
+@app.command(rich_help_panel=RUN)
+def classify(
+    batch_size: int = typer.Option(64, min=1, help="Lines classified together."),
+    kind: RecordShape = typer.Option(RecordShape.auto, case_sensitive=False,
+                                     help="Record shape: post {id, text, ...}, ticket {id, subject, body, ...}, "
+                                          "or auto (a ticket when the object has a \"body\")."),
+):
+    """Classify stdin (JSONL posts or tickets, or plain lines); one JSON result per input line, in order.
+
+    Each JSON line is validated as the worker validates a message; an invalid line's result is
+    {"line", "id", "error"} with the reason, and the others are still classified."""
+    from streamsense.streams.records import DecodeError, decode
     from streamsense.streams.worker import load_classifier
 
+    kind = RecordShape(kind).value
     classifier = load_classifier(Settings())
 
-    def parse(number: int, line: str) -> dict:
-        stripped = line.strip()
-        if stripped.startswith("{"):
-            try:
-                data = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                return {"id": number, "error": f"invalid JSON: {exc.msg}"}
-            text = data.get("text")
-            if not isinstance(text, str) or not text.strip():
-                return {"id": data.get("id", number), "error": "missing or empty 'text'"}
-            return {"id": data.get("id", number), "text": text}
+    def parse(number: int, raw: bytes) -> dict:
+        raw = raw.rstrip(b"\r\n")
+        stripped = raw.strip()
         if not stripped:
-            return {"id": number, "error": "empty line"}
-        return {"id": number, "text": line.rstrip("\n")}
+            return {"line": number, "id": number, "error": "empty line"}
+        if stripped[:1] in (b"{", b"["):  # JSON (the decoder rejects anything but an object, with the reason)
+            message, data = raw, _json_object(raw)
+            ident = data.get("id", number) if data is not None else number
+            shape = kind if kind != "auto" else "ticket" if data is not None and "body" in data else "post"
+        else:  # a plain line of text: a post (or with --kind ticket, a ticket) whose id is the line number
+            shape, ident = ("ticket" if kind == "ticket" else "post"), number
+            try:
+                field = "body" if shape == "ticket" else "text"
+                message = json.dumps({"id": number, field: raw.decode("utf-8")}).encode()
+            except UnicodeDecodeError:
+                message = raw  # the decoder says where
+        try:
+            return {"line": number, "record": decode(shape, message)}
+        except DecodeError as exc:
+            return {"line": number, "id": ident, "error": exc.reason}
+
+    invalid = total = 0
 
     def flush(items: list[dict]) -> None:
-        usable = [item for item in items if "text" in item]
-        predictions = iter(classifier.classify([item["text"] for item in usable]))
+        records = [item["record"] for item in items if "record" in item]
+        predictions = iter(classifier.classify([r.model_text for r in records]))
         for item in items:
-            out = item if "error" in item else {"id": item["id"], **next(predictions).to_dict()}
+            if "record" in item:
+                record = item["record"]
+                out = {"id": record.id, "kind": record.kind, **next(predictions).to_dict()}
+            else:
+                out = item
             sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
+    stdin = getattr(sys.stdin, "buffer", None)
+    lines = stdin if stdin is not None else (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
     pending: list[dict] = []
-    for number, line in enumerate(sys.stdin, 1):
-        pending.append(parse(number, line))
+    for number, line in enumerate(lines, 1):
+        item = parse(number, line)
+        total += 1
+        invalid += "error" in item
+        pending.append(item)
         if len(pending) >= batch_size:
             flush(pending)
             pending = []
     flush(pending)
+    if invalid:
+        console.print(f"{invalid} of {total} lines invalid: their results hold the reason in \"error\"",
+                      highlight=False)
 
 
-@app.command()
+def _json_object(raw: bytes) -> dict | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@app.command(rich_help_panel=START)
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     db: Path = typer.Option(Path("streamsense-demo.db"), help="SQLite file for the demo (recreated)."),
     timeout: float = typer.Option(300, help="Seconds to wait for every message to be processed."),
 ):
     """Start the embedded broker, a worker and SQLite; replay real sample posts and tickets; summarise."""
-    from streamsense.demo import run_demo
+    from streamsense.demo import print_summary, run_demo
 
     summary = run_demo(Settings(), db.resolve(), timeout, log=lambda m: console.print(f"[dim]{m}[/]"))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
+    print_summary(Console(), summary, db.resolve())
+
+
+# --- reading what the worker produced: query, alerts, dashboard ----------------------------------------------------
+# The command bodies of `query`, `alerts tail` and `dashboard` are in streamsense/insights.py; here they are wrapped
+# so a read-only command never creates a SQLite file, and a broker that is not there is one line.
+
+@app.command("query", rich_help_panel=INSPECT)
+@functools.wraps(query)
+def query_command(**kwargs):
+    from streamsense.streams.bi import REPORTS
+
+    if kwargs.get("name") in REPORTS and not kwargs.get("list_reports"):
+        errors.require_database(Settings().database_url)
+    return query(**kwargs)
+
+
+@app.command("dashboard", rich_help_panel=INSPECT)
+@functools.wraps(dashboard)
+def dashboard_command(**kwargs):
+    from streamsense.streams.bi import connect, run_report
+
+    url = Settings().database_url
+    errors.require_database(url)
+    engine = connect(url)
+    try:  # a database that is down, or has no schema, fails here rather than on the first page load
+        run_report(engine, "totals")
+    finally:
+        engine.dispose()
+    return dashboard(**kwargs)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of alert objects."),
+    limit: Optional[int] = typer.Option(None, min=1, help="At most this many alerts (default 20)."),
+    since: Optional[str] = typer.Option(None, help="Only alerts raised at or after: 30m, 2h, 7d or an ISO 8601 time."),
+):
+    """List the newest alerts stored in the SQL store (STREAMSENSE_DATABASE_URL), newest first."""
+    from streamsense.streams.bi import connect, parse_since, run_report
+
+    url = Settings().database_url
+    errors.require_database(url)
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    engine = connect(url)
+    try:
+        records = run_report(engine, "latest-alerts", limit=limit, since=start).records()
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return
     out = Console()
-    table = Table(title="StreamSense demo")
-    for col in ("", "produced", "stored", "sentiment", "risk"):
-        table.add_column(col)
-    for name in ("posts", "tickets"):
-        part = summary[name]
-        table.add_row(name, str(part["produced"]), str(part["stored"]),
-                      ", ".join(f"{k} {v}" for k, v in part["sentiment"].items()),
-                      ", ".join(f"{k} {v}" for k, v in part["risk"].items()))
-    out.print(table)
-    out.print(f"alerts raised: [bold]{summary['alerts']}[/]   dead-lettered: [bold]{summary['dlq']}[/]   "
-              f"model: {summary['model']}")
-    out.print(f"worker throughput: {summary['worker_msgs_per_s']} msg/s   latency produce→SQL p50/p95: "
-              f"{summary['latency_ms']['p50']}/{summary['latency_ms']['p95']} ms (the samples are produced while the "
-              f"worker starts)   total {summary['seconds']} s")
-    for line in summary["alert_examples"]:
-        out.print(f"  {line}")
-    out.print(f"results are in {db.resolve()} (tables predictions, alerts, dead_letters)")
+    for record in records:
+        window = {"start": record.get("window_start"), "end": record.get("window_end")} \
+            if record.get("window_start") else None
+        print_alert(out, {**record, "window": window})
+    console.print(f"[dim]{len(records)} alerts[/]" if records else
+                  "no alerts stored (yet): the worker stores them as its rules fire")
+
+
+@alerts_app.command("tail")
+@functools.wraps(alerts_tail)
+def alerts_tail_command(**kwargs):
+    from streamsense.streams.kafka import client_options
+
+    require_broker(client_options(Settings()))
+    return alerts_tail(**kwargs)
 
 
 @alerts_app.command("check")
-def alerts_check(path: Optional[Path] = typer.Argument(None, help="Rules file (default: STREAMSENSE_ALERT_RULES).")):
-    """Validate an alert rules file and list its rules."""
-    from streamsense.streams.alerting.rules import AlertRules, AlertRulesError
+def alerts_check(
+    path: Optional[Path] = typer.Argument(None, help="Rules file (default: STREAMSENSE_ALERT_RULES)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the parsed rules as a JSON array."),
+):
+    """Validate an alert rules file and list its rules (an invalid file: the reason, and exit code 2)."""
+    from streamsense.streams.alerting.rules import AlertRules
 
-    try:
-        rules = AlertRules.load(path or Settings().alert_rules)
-    except AlertRulesError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1)
+    path = path or Settings().alert_rules
+    rules = AlertRules.load(path)  # AlertRulesError: one line, exit 2 (streamsense/errors.py)
+    if as_json:
+        print(json.dumps([rule.model_dump(mode="json") for rule in rules.rules], indent=2))
+        return
+    out = Console(highlight=False)
+    out.print(f"{len(rules.rules)} alert rules in {escape(str(path))}")
     for rule in rules.rules:
-        Console().print(f"{rule.name}: {rule.model_dump(exclude_defaults=True, exclude={'name'})}")
+        details = [rule.kind, f"severity {rule.severity}" if rule.severity else "severity: the message's risk level"]
+        if rule.cooldown_seconds:
+            details.append(f"cooldown {rule.cooldown_seconds:g} s")
+        if rule.max_per_minute:
+            details.append(f"at most {rule.max_per_minute}/min")
+        out.print(f"[bold]{escape(rule.name)}[/] ({escape(', '.join(details))})")
+        out.print(f"  fires when {escape(describe_rule(rule))}")
+
+
+def describe_rule(rule) -> str:
+    """What makes a rule fire, in words."""
+    data = rule.model_dump()
+    kind = data["kind"]
+    if kind == "risk_level":
+        return f"a message's risk level is {data['min_level']} or above"
+    if kind == "label_score":
+        return f"a message's {data['label']} score is {data['threshold']:g} or more"
+    if kind == "signal":
+        return f"signal {' or '.join(data['signals'])} fires on a message"
+    if kind == "negative_sentiment":
+        return f"a message on {', '.join(data['groups'])} is negative with confidence {data['min_confidence']:g}+"
+    if kind in ("negative_share", "volume"):
+        measure = "a group's negative share" if kind == "negative_share" else "a group's message count"
+        return (f"{measure} in a {data['window_seconds']} s window is over {data['factor']:g}x its baseline (the "
+                f"previous {data['baseline_windows']} windows), with at least {data['min_messages']} messages in it")
+    shown = {k: v for k, v in data.items() if k not in ("name", "kind", "severity", "cooldown_seconds",
+                                                        "max_per_minute")}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 @db_app.command("upgrade")
@@ -185,7 +440,7 @@ def _task_weights(text: str) -> dict[str, float]:
     return weights
 
 
-@app.command()
+@app.command(rich_help_panel=MODELS)
 def train(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model (torch weights)."),
     tasks: str = typer.Option("sentiment,offensive,hate,complaint", help="Comma-separated heads to train."),
@@ -221,7 +476,7 @@ def train(
                   f"{json.dumps(summary['validation'])}; test: {json.dumps(summary['test'])}")
 
 
-@app.command()
+@app.command(rich_help_panel=MODELS)
 def export(
     trained: Path = typer.Argument(..., exists=True, file_okay=False, help="Output of `streamsense train`."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the ONNX model."),
@@ -335,7 +590,7 @@ def models_eval(
                     f"(p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s")
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def bench(
     quick: bool = typer.Option(False, help="A short run (about two minutes on 2 cores)."),
     messages: Optional[int] = typer.Option(None, help="Messages end to end (default 30000; quick 3000)."),
@@ -371,6 +626,8 @@ def bench(
         raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
     settings = Settings(null_model=null_model)
     stores = dict(database=database, postgres_url=postgres_url)
+    if database == "postgresql":
+        _USING["database_url"] = postgres_url  # what a database failure's message names
     if load:
         result = run_load(settings, n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
                           broker=broker, **stores)

@@ -26,10 +26,15 @@ def query(
     list_reports: bool = typer.Option(False, "--list", help="List the reports and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of row objects."),
     limit: Optional[int] = typer.Option(None, min=1, help="At most this many rows (default: the report's)."),
-    since: Optional[str] = typer.Option(None, help="Only rows at or after: 30m, 2h, 7d or an ISO 8601 time."),
+    since: Optional[str] = typer.Option(
+        None, help="Only rows at or after this time on the report's time column: event time (the message's "
+                   "created_at), except throughput (stored time); see --list. 30m, 2h, 7d or an ISO 8601 time."),
+    stored_since: Optional[str] = typer.Option(
+        None, "--stored-since", help="Only rows the worker stored at or after this time, whatever their event time "
+                                     "(30m, 2h, 7d or an ISO 8601 time)."),
 ):
     """Run a canned BI report over the SQL store (STREAMSENSE_DATABASE_URL)."""
-    from streamsense.streams.bi import REPORTS, catalog, connect, parse_since, run_report
+    from streamsense.streams.bi import REPORTS, catalog, connect, empty_hint, parse_since, run_report
 
     out = Console()
     if list_reports or name is None:
@@ -37,21 +42,34 @@ def query(
             print(json.dumps(catalog(), indent=2))
             return
         table = Table(title="reports (streamsense query NAME)")
-        for col in ("name", "description", "--since", "default limit"):
+        for col in ("name", "description", "--since on", "--stored-since", "default limit"):
             table.add_column(col)
         for r in catalog():
-            table.add_row(r["name"], r["description"], "yes" if r["since"] else "", str(r["limit"] or ""))
+            table.add_row(r["name"], r["description"], r["since_on"] or "", "yes" if r["stored_since"] else "",
+                          str(r["limit"] or ""))
         out.print(table)
+        out.print("[dim]event time: the message's created_at, else its Kafka timestamp, else when it was stored; "
+                  "stored time: when the worker wrote it (docs/bi.md)[/]")
         return
     if name not in REPORTS:
         raise typer.BadParameter(f"unknown report {name!r}; choose one of {', '.join(REPORTS)}", param_hint="NAME")
+    windows = {}
+    for option, value in (("--since", since), ("--stored-since", stored_since)):
+        try:
+            windows[option] = parse_since(value) if value else None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option) from None
     engine = connect(Settings().database_url)
     try:
-        result = run_report(engine, name, limit=limit, since=parse_since(since) if since else None)
-    except ValueError as exc:  # a malformed time, or a report without a time column
-        raise typer.BadParameter(str(exc), param_hint="--since") from None
+        result = run_report(engine, name, limit=limit, since=windows["--since"], stored_since=windows["--stored-since"])
+        hint = empty_hint(engine, name, since, stored_since) if not result.rows and (since or stored_since) else None
+    except ValueError as exc:  # a report without that time column
+        raise typer.BadParameter(str(exc), param_hint="--stored-since" if "stored_since" in str(exc)
+                                 else "--since") from None
     finally:
         engine.dispose()
+    if hint:  # on stderr: --json output stays a JSON array
+        Console(stderr=True).print(f"[yellow]{escape(hint)}[/]", soft_wrap=True)
     if as_json:
         print(json.dumps(result.records(), indent=2, ensure_ascii=False))
         return

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from streamsense.insights import register
 from streamsense.streams.alerting.rules import alert_message
-from streamsense.streams.bi import REPORTS, connect, newest, parse_since, run_report
+from streamsense.streams.bi import REPORTS, catalog, connect, empty_hint, newest, parse_since, run_report
 from streamsense.streams.contracts import Batch
+from streamsense.streams.schema import dead_letters, predictions
 from streamsense.streams.store import Store
 from tests.bi_rows import alert, prediction
 from tests.helpers import produce, settings_for
@@ -182,6 +183,129 @@ def test_throughput_offsets_and_totals(engine, filled):
         "post": len(POSTS), "ticket": len(TICKETS), "alert": len(ALERTS), "dead_letter": len(DEAD)}
 
 
+# --- time bases: event time (since) and stored time (stored_since) ----------------------------------------------
+
+def age(engine, message_ids: list[str], stored_at: datetime, dead_offsets: tuple[int, ...] = ()) -> None:
+    """Pretend these rows were written at `stored_at` (their event times stay as they are)."""
+    with engine.begin() as conn:
+        conn.execute(predictions.update().where(predictions.c.message_id.in_(message_ids)).values(stored_at=stored_at))
+        if dead_offsets:
+            conn.execute(dead_letters.update().where(dead_letters.c.source_offset.in_(dead_offsets))
+                         .values(stored_at=stored_at))
+
+
+def test_stored_since_keeps_what_was_written_since_and_buckets_it_by_event_time(engine, filled):
+    before = filled[1][0]
+    everything = {name: records(engine, name) for name in ("sentiment-minute", "sentiment-hour")}
+    # the first batch was written two hours ago; its messages' event times are unchanged
+    age(engine, [r["message_id"] for r in POSTS[:5] + TICKETS[:3]], before - timedelta(hours=2), (8,))
+    cutoff = before - timedelta(hours=1)
+
+    # stored_since before every write: the same rows as the views (the report rebuilds them from predictions)
+    for name, rows in everything.items():
+        assert records(engine, name, stored_since=before - timedelta(hours=3)) == rows, name
+        assert (records(engine, name, since=T0, stored_since=before - timedelta(hours=3))
+                == records(engine, name, since=T0)), name
+
+    rows = records(engine, "sentiment-minute", stored_since=cutoff)
+    assert sum(r["n"] for r in rows) == len(POSTS[5:] + TICKETS[3:])
+    timed = {(r["kind"], r["grp"], r["bucket_start"]): (r["n"], r["negative"], r["negative_share"]) for r in rows}
+    assert timed[("post", "globex", utc("2026-03-02T10:00:00"))] == (1, 1, 1.0)  # p6 only: p5 was written earlier
+    assert timed[("post", "acme", utc("2026-03-02T11:15:00"))] == (1, 1, 1.0)
+    assert timed[("ticket", "software", utc("2026-03-02T10:03:00"))] == (2, 1, 0.5)
+    assert ("post", "acme", utc("2026-03-02T10:00:00")) not in timed
+    assert [r["bucket_start"] for r in rows] == sorted((r["bucket_start"] for r in rows), reverse=True)
+    # both: written in the last hour and in buckets from 10:01 of event time
+    both = records(engine, "sentiment-minute", since=at(1), stored_since=cutoff)
+    assert sum(r["n"] for r in both) == 5 and min(r["bucket_start"] for r in both) == utc("2026-03-02T10:03:00")
+    assert records(engine, "sentiment-minute", stored_since=datetime.now(timezone.utc) + timedelta(minutes=1)) == []
+
+    assert [r["ticket_id"] for r in records(engine, "top-risky-tickets", stored_since=cutoff)] == ["t6", "t5", "t4"]
+    assert [r["ticket_id"] for r in records(engine, "top-risky-tickets", since=at(3.5), stored_since=cutoff)] == ["t6"]
+
+    # throughput has only stored time: since and stored_since filter the same buckets
+    recent = records(engine, "throughput", stored_since=cutoff)
+    assert recent == records(engine, "throughput", since=cutoff)
+    per_kind = {}
+    for r in recent:
+        per_kind[r["kind"]] = per_kind.get(r["kind"], 0) + r["n"]
+    assert per_kind == {"post": 3, "ticket": 3, "dead_letter": 1}
+
+    with pytest.raises(ValueError, match="no stored time; 'since' filters on created_at"):
+        run_report(engine, "latest-alerts", stored_since=cutoff)
+    with pytest.raises(ValueError, match="takes no 'stored_since'"):
+        run_report(engine, "offsets", stored_since=cutoff)
+
+
+def test_catalog_says_which_time_each_report_filters_on():
+    listed = {r["name"]: (r["since_on"], r["stored_since"]) for r in catalog()}
+    assert listed == {
+        "sentiment-minute": ("bucket_start (event time)", True),
+        "sentiment-hour": ("bucket_start (event time)", True),
+        "risk-by-product": (None, False),
+        "top-risky-tickets": ("produced_at (event time)", True),
+        "alerts-by-rule": (None, False),
+        "latest-alerts": ("created_at (event time)", False),
+        "throughput": ("bucket_start (stored time)", True),
+        "offsets": (None, False),
+        "totals": (None, False),
+    }
+
+
+REPLAYED = POSTS[:7] + TICKETS  # each with its own created_at, 2026-03-02 10:00 … 11:15
+
+
+@pytest.fixture
+def replayed(database_url):
+    """Old messages (event times 2026-03-02) written now, as right after `streamsense demo`; yields the url."""
+    store = Store(database_url, "streamsense")
+    store.migrate()
+    store.write(Batch(REPLAYED, ALERTS, DEAD, {("posts", 0): 7}))
+    store.dispose()
+    yield database_url
+
+
+def test_empty_window_hint_counts_what_lies_outside(replayed):
+    engine = connect(replayed)
+    written = datetime(2026, 4, 1, 12, 0, tzinfo=timezone.utc)
+    age(engine, [r["message_id"] for r in REPLAYED], written, (5, 8))
+    now = written + timedelta(minutes=5)
+
+    assert run_report(engine, "sentiment-minute", since=parse_since("30m", now)).rows == []
+    assert empty_hint(engine, "sentiment-minute", "30m", now=now) == (
+        "0 rows in the last 30m by event time; 13 messages stored, event times 2026-03-02 10:00 … 2026-03-02 11:15 "
+        "UTC, written 2026-04-01 12:00 … 2026-04-01 12:00 UTC (use --since 31d, or --stored-since 30m)")
+    # what the hint suggests shows the rows
+    assert sum(r["n"] for r in records(engine, "sentiment-minute", since=parse_since("31d", now))) == 13
+    assert sum(r["n"] for r in records(engine, "sentiment-minute", stored_since=parse_since("30m", now))) == 13
+
+    later = written + timedelta(hours=1)
+    assert empty_hint(engine, "sentiment-hour", "2h", "30m", now=later) == (
+        "0 rows in the last 2h by event time and stored in the last 30m; 13 messages stored, event times "
+        "2026-03-02 10:00 … 2026-03-02 11:15 UTC, written 2026-04-01 12:00 … 2026-04-01 12:00 UTC "
+        "(use --since 31d, or --stored-since 60m)")
+    assert empty_hint(engine, "top-risky-tickets", stored_since=datetime(2026, 4, 2, tzinfo=timezone.utc),
+                      now=later) == (
+        "0 rows stored since 2026-04-02 00:00 UTC; 6 tickets stored, event times 2026-03-02 10:02 … "
+        "2026-03-02 10:04 UTC, written 2026-04-01 12:00 … 2026-04-01 12:00 UTC (use --stored-since 60m)")
+    assert empty_hint(engine, "throughput", "30m", now=later) == (
+        "0 rows stored in the last 30m; 15 rows stored, written 2026-04-01 12:00 … 2026-04-01 12:00 UTC "
+        "(use --since 60m)")
+    assert empty_hint(engine, "latest-alerts", "30m", now=now) == (
+        "0 rows in the last 30m by event time; 4 alerts stored, alert times 2026-03-02 10:02 … 2026-03-02 10:05 UTC "
+        "(use --since 31d)")
+    engine.dispose()
+
+
+def test_empty_window_hint_on_an_empty_store(database_url):
+    Store(database_url, "g").migrate()
+    engine = connect(database_url)
+    assert empty_hint(engine, "sentiment-minute", "30m") == (
+        "0 rows in the last 30m by event time: no messages stored at all (is the worker writing to this database?)")
+    assert empty_hint(engine, "offsets") == "0 rows"
+    engine.dispose()
+
+
 def test_every_report_runs_on_an_empty_store(database_url):
     Store(database_url, "g").migrate()
     engine = connect(database_url)
@@ -276,6 +400,32 @@ def test_query_rejects_bad_input(filled):
     assert result.exit_code == 2 and "takes no 'since'" in result.output
     result = invoke(["query", "throughput", "--since", "yesterday"], STREAMSENSE_DATABASE_URL=url)
     assert result.exit_code == 2 and "invalid time" in result.output
+
+
+def test_query_by_event_time_and_by_stored_time(replayed):
+    """Right after a replay of old messages: --since (event time) finds nothing and says why, --stored-since finds
+    them."""
+    url = replayed
+    result = invoke(["query", "sentiment-minute", "--since", "30m", "--json"], STREAMSENSE_DATABASE_URL=url)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+    assert ("0 rows in the last 30m by event time; 13 messages stored, event times 2026-03-02 10:00 … "
+            "2026-03-02 11:15 UTC, written ") in result.stderr
+    assert result.stderr.rstrip().endswith(", or --stored-since 30m)")
+    result = invoke(["query", "sentiment-minute", "--stored-since", "30m", "--json"], STREAMSENSE_DATABASE_URL=url)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert sum(r["n"] for r in rows) == 13 and all(r["bucket_start"].startswith("2026-03-02") for r in rows)
+    assert result.stderr == ""
+    result = invoke(["query", "top-risky-tickets", "--since", "30m"], STREAMSENSE_DATABASE_URL=url)
+    assert result.exit_code == 0 and "0 rows" in result.stdout
+    assert "6 tickets stored" in result.stderr
+    result = invoke(["query", "latest-alerts", "--stored-since", "30m"], STREAMSENSE_DATABASE_URL=url)
+    assert result.exit_code == 2 and "no stored time" in result.output and "--stored-since" in result.output
+    result = invoke(["query", "throughput", "--stored-since", "soon"], STREAMSENSE_DATABASE_URL=url)
+    assert result.exit_code == 2 and "invalid time" in result.output and "--stored-since" in result.output
+    result = invoke(["query", "--list"])
+    assert "bucket_start (stored time)" in result.stdout and "--stored-since" in result.stdout
 
 
 def test_alerts_tail_prints_alerts_from_the_topic(broker, unique, tmp_path):

@@ -2,9 +2,22 @@
 a worker process and SQLite, with the shipped model."""
 
 import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from streamsense.demo import run_demo
+from rich.console import Console
+
+from streamsense.demo import print_summary, run_demo, summarise
 from streamsense.settings import Settings
+from streamsense.streams.contracts import Batch
+from streamsense.streams.store import Store
+from tests.bi_rows import alert, prediction
+
+
+def printed(summary: dict, db: Path | None = None) -> str:
+    out = Console(record=True, width=240)
+    print_summary(out, summary, db)
+    return out.export_text()
 
 
 def test_demo_stores_every_sample_and_raises_the_staged_volume_alert(tmp_path):
@@ -20,3 +33,70 @@ def test_demo_stores_every_sample_and_raises_the_staged_volume_alert(tmp_path):
     # the samples put 62 northwind posts in one minute after ten quiet ones: a spike whatever the model says
     assert ("volume_spike", "post:northwind") in windowed
     assert summary["alerts"] > len(windowed)  # per-message alerts (critical risk, watched brands) too
+
+    # per topic: what was produced is stored or dead-lettered (3 malformed messages on each)
+    for name in ("posts", "tickets"):
+        part = summary[name]
+        assert (part["topic"], part["malformed"], part["dead_letters"]) == (name, 3, 3)
+    assert sorted(d["topic"] for d in summary["dead_letters"]) == ["posts"] * 3 + ["tickets"] * 3
+    assert all(d["error"] for d in summary["dead_letters"])
+    # the windowed alerts in full
+    assert sorted((a["rule"], a["key"]) for a in summary["windowed_alerts"]) == sorted(windowed)
+    spike = next(a for a in summary["windowed_alerts"] if a["rule"] == "volume_spike")
+    assert spike["window_start"].startswith("2026-11-01T") and spike["window_end"] > spike["window_start"]
+    assert "northwind (posts): 62 messages" in spike["summary"]
+    assert sum(summary["alerts_by_rule"].values()) == summary["alerts"]
+    # latency only for what was produced once the worker had stored its first result: every sample but the first
+    assert summary["worker_ready_s"] > 0
+    assert summary["latency_ms"]["messages"] == 420 + 150 - 1
+    text = printed(summary, db)
+    assert "volume_spike post:northwind 2026-11-01 " in text and "northwind (posts): 62 messages" in text
+    assert "dead letters: 6" in text and "produced after that" in text
+
+
+def test_summary_latency_alerts_and_dead_letters(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'summary.db'}", "demo")
+    store.migrate()
+    now = datetime.now(timezone.utc)
+    ready = now - timedelta(seconds=5)
+    rows = [prediction("post", "early", "acme", "negative", now - timedelta(minutes=1)),  # waited for the start
+            prediction("post", "p2", "acme", "negative", ready + timedelta(seconds=1)),
+            prediction("ticket", "t1", "food", "negative", ready + timedelta(seconds=2), "refund or lawyer", "high",
+                       0.9)]
+    window = (datetime(2026, 11, 1, 9, 25, tzinfo=timezone.utc), datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc))
+    raised = [alert("high_risk", "high", rows[2:], now, "ticket t1: high risk"),
+              alert("negative_share_spike", "high", rows[:2], window[1], "acme (posts): negative share 100%",
+                    window)]
+    dead = [{"source_topic": "posts-x", "source_partition": 0, "source_offset": 7, "error": "invalid JSON",
+             "payload": b"nope"},
+            {"source_topic": "tickets-x", "source_partition": 1, "source_offset": 3, "error": "missing 'body'",
+             "payload": b"{}"}]
+    store.write(Batch(rows, raised, dead, {}))
+    topics = {"posts": "posts-x", "tickets": "tickets-x"}
+    summary = summarise(store, {"posts": 2, "tickets": 1}, 12.345, ready, 4.5, topics, {"posts": 1, "tickets": 1})
+
+    assert summary["posts"] == {"topic": "posts-x", "produced": 2, "malformed": 1, "stored": 2, "dead_letters": 1,
+                                "sentiment": {"negative": 2}, "risk": {"low": 2}}
+    assert summary["tickets"]["dead_letters"] == 1
+    assert summary["dead_letters"] == [
+        {"topic": "posts-x", "partition": 0, "offset": 7, "error": "invalid JSON"},
+        {"topic": "tickets-x", "partition": 1, "offset": 3, "error": "missing 'body'"}]
+    assert summary["latency_ms"]["messages"] == 2  # not the one produced a minute before the worker was ready
+    assert summary["latency_ms"]["p95"] < 30_000
+    assert summary["windowed_alerts"] == [{
+        "rule": "negative_share_spike", "severity": "high", "key": "post:acme", "window_start": "2026-11-01T09:25:00Z",
+        "window_end": "2026-11-01T09:30:00Z", "summary": "acme (posts): negative share 100%"}]
+    assert summary["alerts_by_rule"] == {"high_risk": 1, "negative_share_spike": 1}
+    assert summary["alert_examples"] == ["[high] ticket t1: high risk"]
+    assert (summary["seconds"], summary["worker_ready_s"], summary["dlq"]) == (12.35, 4.5, 2)
+    assert summarise(store, {"posts": 2, "tickets": 1}, 1.0)["latency_ms"] is None  # no ready time: not measured
+
+    text = printed(summary, Path("/tmp/demo.db"))
+    assert "[high] negative_share_spike post:acme 2026-11-01 09:25 → 09:30 UTC: acme (posts): negative share 100%" \
+        in text
+    assert "posts-x@0:7 invalid JSON" in text and "tickets-x@1:3 missing 'body'" in text
+    assert "[high] ticket t1: high risk" in text
+    assert "first result stored 4.5 s after start" in text and "the 2 results produced after that" in text
+    line = next(row for row in text.splitlines() if "posts-x" in row and "│" in row)
+    assert [cell.strip() for cell in line.split("│")[1:5]] == ["posts-x", "3", "2", "1"]
+    store.dispose()

@@ -17,7 +17,7 @@ depends_on = None
 
 VIEWS = ("sentiment_by_group_minute", "sentiment_by_group_hour", "risk_by_product_level", "top_risky_tickets",
          "alert_counts_by_rule", "stored_per_minute")
-# When a message happened, for the sentiment views: its Kafka timestamp, else when it was stored.
+# When a message happened, for the sentiment views: event_at (created_at, else the Kafka timestamp, else when it was stored).
 MESSAGE_TIME = "event_at"  # created_at, else the Kafka timestamp, else write time: as the alert windows
 SQLITE_FORMATS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000"}
 
