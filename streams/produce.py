@@ -25,10 +25,10 @@ async def produce_lines(lines: Iterable[bytes], topic: str, client_options: dict
 
     With `rate`, messages are paced to about that many per second (sent in chunks of `chunk`)."""
     producer = AIOKafkaProducer(linger_ms=5, max_request_size=4 * 1024 * 1024, **client_options)
-    await producer.start()
     sent = 0
     start = time.monotonic()
     try:
+        await producer.start()  # inside the try: a start that fails still closes the client
         pending = []
         for line in lines:
             pending.append(await producer.send(topic, line, key=_key(line)))

@@ -160,11 +160,11 @@ async def tail(settings: Settings, show, from_beginning: bool, max_alerts: int |
     consumer = AIOKafkaConsumer(settings.topic_alerts, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 **client_options(settings))
-    await consumer.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout else None
     shown = 0
     try:
+        await consumer.start()  # inside the try: a start that fails still closes the client
         while max_alerts is None or shown < max_alerts:
             wait = 1.0 if deadline is None else min(1.0, deadline - loop.time())
             if wait <= 0:

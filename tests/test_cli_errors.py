@@ -238,3 +238,24 @@ def test_passwords_are_hidden():
 def test_every_message_is_at_most_two_lines():
     failure = errors.Failure("one\nline", "another\n line", errors.RUNTIME)
     assert failure.lines() == ["error: one line", "  another line"]
+
+
+def test_clients_that_fail_to_start_are_closed(tmp_path):
+    """produce_lines (and `alerts tail`) used to start their client outside the try that stops it: a broker that is
+    not there left "Unclosed AIOKafkaProducer" warnings behind the error."""
+    script = tmp_path / "unclosed.py"
+    script.write_text(
+        "import asyncio, gc, warnings\n"
+        "from streamsense.streams.produce import produce_lines\n"
+        "warnings.simplefilter('always')\n"
+        "async def main():\n"
+        "    try:\n"
+        f"        await produce_lines([b'{{}}'], 't', {{'bootstrap_servers': '127.0.0.1:{free_port()}', "
+        "'request_timeout_ms': 2000})\n"
+        "    except Exception as exc:\n"
+        "        print('raised', type(exc).__name__)\n"
+        "asyncio.run(main())\n"
+        "gc.collect()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert "raised KafkaConnectionError" in done.stdout
+    assert "Unclosed" not in done.stderr
