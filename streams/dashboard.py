@@ -72,11 +72,12 @@ async def report_view(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in REPORTS:
         raise web.HTTPNotFound(text=f"unknown report {name!r}")
-    since = request.query.get("since")
+    since, stored_since = request.query.get("since"), request.query.get("stored_since")
     limit = _int(request, "limit", None)
 
     def run(engine):
-        result = run_report(engine, name, limit=limit, since=parse_since(since) if since else None)
+        result = run_report(engine, name, limit=limit, since=parse_since(since) if since else None,
+                            stored_since=parse_since(stored_since) if stored_since else None)
         return {"name": name, "columns": result.columns, "rows": result.records()}
 
     return await _query(request, run)

@@ -161,6 +161,12 @@ def test_api(filled):
         assert json.loads(get(f"{base}/api/reports")[2])[0]["name"] == "sentiment-minute"
         assert get(f"{base}/api/reports/nope")[0] == 404
         assert get(f"{base}/api/reports/throughput?since=yesterday")[0] == 400
+        assert get(f"{base}/api/reports/throughput?stored_since=yesterday")[0] == 400
+        assert get(f"{base}/api/reports/latest-alerts?stored_since=1h")[0] == 400  # alerts have no stored time
+        status, _, body = get(f"{base}/api/reports/top-risky-tickets?stored_since=1h&limit=3")
+        assert status == 200 and len(json.loads(body)["rows"]) == 3  # stored just now: all inside the hour
+        status, _, body = get(f"{base}/api/reports/top-risky-tickets?stored_since=2100-01-01T00:00:00Z")
+        assert status == 200 and json.loads(body)["rows"] == []
         assert get(f"{base}/api/reports/offsets?since=1h")[0] == 400
         assert get(f"{base}/api/reports/offsets?limit=0")[0] == 400
         assert get(f"{base}/api/summary?bucket=day")[0] == 400
