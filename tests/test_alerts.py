@@ -7,6 +7,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event, select
 
 from streamsense.models.classifier import Prediction, Sentiment
@@ -323,3 +325,15 @@ def test_window_length_registered_while_another_worker_writes(tmp_path, database
     assert counters(plain) == counted_from_predictions(plain)
     for s in (plain, *stores):
         s.dispose()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+       st.sampled_from([None, 0, 330, -420, 840]), st.sampled_from([1, 60, 300, 3600, 86400]))
+def test_window_index_is_whole_utc_seconds_over_the_window_length(at, offset_minutes, seconds):
+    """window_index (timestamp() based, for speed) equals the plain definition, for naive (UTC) and aware times."""
+    import calendar
+
+    if offset_minutes is not None:
+        at = at.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    assert window_index(at, seconds) == calendar.timegm(at.utctimetuple()) // seconds
