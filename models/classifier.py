@@ -66,11 +66,6 @@ class BatchResult:
         return [Prediction(Sentiment(label, scores), risk, truncated)
                 for label, scores, risk, truncated in zip(self.labels, self.scores, self.risks, self.truncated)]
 
-    @classmethod
-    def from_predictions(cls, predictions: Sequence[Prediction]) -> "BatchResult":
-        return cls([p.sentiment.label for p in predictions], [p.sentiment.scores for p in predictions],
-                   [p.risk for p in predictions], [p.truncated for p in predictions])
-
 
 class Classifier:
     def __init__(self, runtime: ModelRuntime, rules: RiskRules):

@@ -143,32 +143,17 @@ class Processor:
 
     def _run_model(self, classifier: Classifier, texts: list[str], encoded: Encoded) -> BatchResult:
         """Infer and decide a tokenized batch, each stage timed."""
-        if hasattr(classifier, "decide") and hasattr(classifier, "infer"):
-            with self.stages("infer"):
-                probs = classifier.infer(encoded)
-            with self.stages("decide"):
-                result = classifier.decide(texts, encoded, probs)
-        else:  # a classifier with predict() only (a wrapper, a test double): one Prediction per text
-            with self.stages("infer"):
-                predictions = classifier.predict(texts, encoded)
-            with self.stages("decide"):
-                result = BatchResult.from_predictions(predictions)
-        if len(result) != len(texts):
-            raise ValueError(f"the classifier returned {len(result)} results for {len(texts)} texts")
-        return result
+        with self.stages("infer"):
+            probs = classifier.infer(encoded)
+        with self.stages("decide"):
+            return classifier.decide(texts, encoded, probs)
 
     def _split(self, classifier: Classifier, texts: list[str], start: int, stop: int) -> list[Part]:
         """Tokenize, infer and decide texts[start:stop]; on a failure split in halves until the failing message
         stands alone."""
         try:
             chunk = texts[start:stop]
-            if hasattr(classifier, "decide"):
-                result = classifier.decide(chunk, classifier.tokenize(chunk))
-            else:
-                result = BatchResult.from_predictions(classifier.classify(chunk))
-            if len(result) != len(chunk):
-                raise ValueError(f"the classifier returned {len(result)} results for {len(chunk)} texts")
-            return [(start, stop, result)]
+            return [(start, stop, classifier.decide(chunk, classifier.tokenize(chunk)))]
         except Exception as exc:
             if stop - start == 1:
                 return [(start, stop, exc)]

@@ -1,4 +1,5 @@
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,13 @@ def postgres_url(unique):
     reason = postgres_reason()
     if reason:
         pytest.skip(reason)
-    schema = f"t_{unique}"
+    with new_pg_schema(f"t_{unique}") as url:
+        yield url
+
+
+@contextmanager
+def new_pg_schema(schema: str):
+    """A new empty schema in the local PostgreSQL server, its URL yielded, dropped afterwards."""
     admin = create_engine(PG_ADMIN_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))

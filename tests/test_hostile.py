@@ -132,7 +132,7 @@ def test_duplicate_ids_first_wins(classifier, database_url):
 
 
 class FlakyClassifier:
-    """Wraps the real classifier; inference fails for any batch that contains the poison text."""
+    """Wraps the real classifier; deciding (inference + risk) fails for any batch that contains the poison text."""
 
     def __init__(self, inner, poison: str):
         self.inner, self.poison, self.calls = inner, poison, []
@@ -144,14 +144,14 @@ class FlakyClassifier:
     def tokenize(self, texts):
         return self.inner.tokenize(texts)
 
-    def predict(self, texts, encoded):
+    def infer(self, encoded):
+        return self.inner.infer(encoded)
+
+    def decide(self, texts, encoded, probs=None):
         self.calls.append(len(texts))
         if any(self.poison in t for t in texts):
             raise RuntimeError("forced model failure")
-        return self.inner.predict(texts, encoded)
-
-    def classify(self, texts):
-        return self.predict(texts, self.inner.tokenize(texts))
+        return self.inner.decide(texts, encoded, probs)
 
 
 def test_model_failure_splits_batch_and_dead_letters_only_the_culprit(classifier):

@@ -279,33 +279,6 @@ def test_model_failure_is_narrowed_down_to_the_culprit():
     assert out.batch.predictions == healthy.batch.predictions
 
 
-class PredictOnly:
-    """A classifier with only predict/classify (as wrappers and test doubles have): the pipeline still works."""
-
-    def __init__(self, inner: Classifier):
-        self.inner = inner
-
-    @property
-    def model_version(self):
-        return self.inner.model_version
-
-    def tokenize(self, texts):
-        return self.inner.tokenize(texts)
-
-    def predict(self, texts, encoded):
-        return self.inner.predict(texts, encoded)
-
-    def classify(self, texts):
-        return self.inner.classify(texts)
-
-
-def test_a_classifier_with_predict_only_gives_the_same_batch(broad_rules):
-    messages = sample_messages()
-    lean = _processor(rules=broad_rules)
-    wrapped = Processor(PredictOnly(lean.classifier), TOPICS, broad_rules)
-    assert_same(_plain(wrapped.process(messages)), _plain(lean.process(messages)))
-
-
 def test_dead_letters_log_one_line_per_batch(caplog):
     messages = [Incoming("posts", 0, i, None, b"not json" if i % 2 else b'{"id": "a", "text": "hi"}', None)
                 for i in range(10)]

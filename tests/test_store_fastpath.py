@@ -7,7 +7,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import and_, case, event, func, select, text
+from sqlalchemy import and_, case, event, func, select
 
 import streamsense.streams.store as store_module
 from streamsense.streams.alerting.gate import count_windows, register_window_lengths
@@ -223,19 +223,10 @@ def two_urls(database_url, request, tmp_path):
 def postgres_url_2():
     import uuid
 
-    from tests.conftest import PG_ADMIN_URL, _pg_schema_url
-    from sqlalchemy import create_engine
+    from tests.conftest import new_pg_schema
 
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with new_pg_schema(f"t_{uuid.uuid4().hex[:10]}") as url:
+        yield url
 
 
 @pytest.fixture
