@@ -105,6 +105,7 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     batches = OverlappedBatches(processor.prepare, processor.finish, commit.commit,
                                 ThreadPoolExecutor(1, thread_name_prefix="prepare"),
                                 ThreadPoolExecutor(1, thread_name_prefix="model"), fatal)
+
     def clients(consumer, producer) -> None:
         topic_sink.producer = producer
 
@@ -129,5 +130,4 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     if settings.web_port is not None:
         app.web_server(WebServer(settings, metrics, health))
 
-    app.batch_consumer = source
     return app

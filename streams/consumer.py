@@ -86,7 +86,6 @@ class BatchConsumer(Service):
         self.to_commit: dict[TopicPartition, int] = {}
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
-        self.assigned_at: float | None = None
 
     # lifecycle
 
@@ -210,7 +209,6 @@ class BatchConsumer(Service):
             if offset is not None:
                 self.consumer.seek(tp, offset)
                 resume[tp] = offset
-        self.assigned_at = time.monotonic()
         log.info("partitions assigned: %s; %d resume from stored offsets", _describe(assigned) or "none", len(resume))
         if resume:
             try:

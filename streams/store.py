@@ -71,7 +71,7 @@ class Store:
             count_windows(conn, self._insert, added)
         if self.alert_gate:
             rows = batch.predictions
-            events = [(r["kind"], r["grp"], r["created_at"] or r["produced_at"] or now) for r in rows]
+            events = [(r["kind"], r["grp"], event_time(r, now)) for r in rows]
             kept = self.alert_gate.admit(conn, batch.alerts, events, rows[0]["model_version"] if rows else None)
         else:
             kept = batch.alerts
@@ -122,6 +122,11 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def event_time(row: dict, now: datetime) -> datetime:
+    """A result's `event_at`: its own created_at, else the Kafka timestamp, else when it is stored (docs/bi.md)."""
+    return row["created_at"] or row["produced_at"] or now
 
 
 class _PredictionRows:
@@ -179,8 +184,7 @@ class _PredictionRows:
         result = conn.exec_driver_sql(self.sql, [tuple(v) for v in self._values(rows, now)])
         if result.rowcount == len(rows):  # all new: what was stored is what was given (event_at: the wall time
             # the text holds, as SQLAlchemy reads it back)
-            return [(r["kind"], r["grp"], r["sentiment"],
-                     (r["created_at"] or r["produced_at"] or now).replace(tzinfo=None)) for r in rows]
+            return [(r["kind"], r["grp"], r["sentiment"], event_time(r, now).replace(tzinfo=None)) for r in rows]
         if result.rowcount <= 0:
             return []
         # A replay, or a message twice in the batch: the rows inserted took the rowids just after the largest
