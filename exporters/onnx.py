@@ -65,7 +65,8 @@ def export(
     log.info("quantizing to int8")
     to_int8(out_dir / FP32, out_dir / VARIANTS["int8"]["file"])
 
-    samples = {t.name: load_split(datasets_dir, t, "validation", parity_limit) for t in tasks}
+    emoji = training["config"].get("emoji", "keep")  # trained before the option: emoji as they were
+    samples = {t.name: load_split(datasets_dir, t, "validation", parity_limit, emoji=emoji) for t in tasks}
     variants = {"fp32": (out_dir / FP32, "cpu")} | {v: (out_dir / s["file"], s["device"]) for v, s in VARIANTS.items()}
     try:
         parity = check_parity(
@@ -83,6 +84,7 @@ def export(
         "base_model": training.get("base_model", training["config"]["base_model"]),
         "architecture": model.encoder.config.model_type,
         "max_length": max_length,
+        "text": {"emoji": emoji},  # models/registry.py text_options: serving prepares text as training did
         "tasks": [
             {"name": t.name, "labels": list(t.labels), "metric": t.metric, "positive": t.positive, "dataset": t.dataset}
             for t in tasks

@@ -17,7 +17,7 @@ from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from streamsense.exporters.parity import check_parity
 from streamsense.models.data import load_split
-from streamsense.models.registry import verify
+from streamsense.models.registry import text_options, verify
 from streamsense.models.tasks import TASKS_BY_NAME
 from streamsense.models.network import MultiTaskModel, save_trained
 
@@ -129,12 +129,14 @@ def recover(model_dir: Path, out_dir: Path, datasets_dir: Path, parity_limit: in
     model.load_state_dict(state)
     model.eval()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
-    samples = {t.name: load_split(datasets_dir, t, "validation", parity_limit) for t in tasks}
+    emoji = text_options(card)["emoji"]
+    samples = {t.name: load_split(datasets_dir, t, "validation", parity_limit, emoji=emoji) for t in tasks}
     parity = check_parity(model, tokenizer, tasks, samples, {SOURCE_VARIANT: (source, "cpu")}, card["max_length"])
     summary = {
         "base_model": card["base_model"],
         "torch": torch.__version__,
-        **{key: card["training"][key] for key in ("config", "device", "minutes", "steps", "train_examples")},
+        **{key: card["training"][key] for key in ("device", "minutes", "steps", "train_examples")},
+        "config": card["training"]["config"] | {"emoji": emoji},
         "validation": card["metrics"]["validation"],
         "history": [],
         "recovered_from": {

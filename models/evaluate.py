@@ -21,7 +21,7 @@ def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: 
     messages = 0
     for name in (t.name for t in runtime.tasks):
         task = TASKS_BY_NAME[name]
-        examples = load_split(datasets_dir, task, "test", limit)
+        examples = load_split(datasets_dir, task, "test", limit, emoji=runtime.emoji)
         predicted = []
         for i in range(0, len(examples), batch_size):
             start = time.perf_counter()

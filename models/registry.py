@@ -64,6 +64,30 @@ def write_card(model_dir: Path, card: dict) -> None:
     (model_dir / CARD_MARKDOWN).write_text(render_markdown(card), encoding="utf-8")
 
 
+def text_options(card: dict) -> dict:
+    """How the model's input text is prepared before tokenizing (models/text.py), from the card's `text`: training,
+    export, evaluation and serving all read it here. Cards without it (v3 and older) keep emoji as they are."""
+    from streamsense.models.text import EMOJI_MODES
+
+    options = {"emoji": "keep"} | dict(card.get("text") or {})
+    if options["emoji"] not in EMOJI_MODES:
+        raise ModelIntegrityError(f"model card: text.emoji is {options['emoji']!r}, not one of {', '.join(EMOJI_MODES)}")
+    return options
+
+
+def calibration(card: dict) -> dict[str, float]:
+    """Each head's temperature from the card's `calibration` (`streamsense models calibrate`): the runtime divides the
+    head's logits by it before the softmax. Argmax labels do not change; probabilities become honest. Cards without a
+    calibration: no head is scaled."""
+    section = card.get("calibration") or {}
+    temperatures = {}
+    for name, t in (section.get("temperature") or {}).items():
+        if not isinstance(t, (int, float)) or not 0.05 <= t <= 20:
+            raise ModelIntegrityError(f"model card: calibration temperature of {name} is {t!r}, not within [0.05, 20]")
+        temperatures[name] = float(t)
+    return temperatures
+
+
 def verify(model_dir: Path) -> dict:
     """The card of `model_dir` after checking every file it lists is present with the recorded sha256."""
     model_dir = Path(model_dir)

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from streamsense.models.registry import verify
-from streamsense.models.tasks import Task
+from streamsense.models.registry import calibration, text_options, verify
+from streamsense.models.tasks import Task, canonical_label
 from streamsense.models.text import normalize
 
 CHARS_PER_TOKEN_CAP = 16  # texts are cut to max_length * this many characters before tokenizing
@@ -81,7 +81,11 @@ class ModelRuntime:
         self.card = verify(self.path)
         self.name = self.card.get("name") or self.path.name
         self.version = str(self.card.get("version") or "dev")
-        self.tasks = [Task(t["name"], tuple(t["labels"]), "", t["metric"], t.get("positive")) for t in self.card["tasks"]]
+        self.tasks = [Task(t["name"], tuple(map(canonical_label, t["labels"])), "", t["metric"],
+                           t.get("positive") and canonical_label(t["positive"])) for t in self.card["tasks"]]
+        self.emoji = text_options(self.card)["emoji"]
+        # Temperature scaling fitted on validation (`streamsense models calibrate`): probability = softmax(logits / T)
+        self.temperature = calibration(self.card)
         self.max_length = int(self.card["max_length"])
         self.group_size = group_size
         available = ort.get_available_providers()
@@ -118,7 +122,8 @@ class ModelRuntime:
 
     def tokenize(self, texts: Sequence[str]) -> Encoded:
         cap = self.max_length * CHARS_PER_TOKEN_CAP
-        cleaned = [normalize(t[:cap]) for t in texts]
+        emoji = self.emoji
+        cleaned = [normalize(t[:cap], emoji) for t in texts]
         # encode_batch_fast: the same ids and truncation, without character offsets (~20 % less CPU here)
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         encodings = encode(cleaned)
@@ -136,8 +141,11 @@ class ModelRuntime:
         probs = {t.name: np.zeros((n, len(t.labels)), dtype=np.float32) for t in self.tasks}
         for group in length_groups([len(x) for x in encoded.ids], self.group_size):
             input_ids, mask = pad([encoded.ids[i] for i in group])
+            temperature = self.temperature
             for task, out in zip(self.tasks, self._run(input_ids, mask)):
-                probs[task.name][group] = softmax(out.astype(np.float32))
+                logits = out.astype(np.float32)
+                t = temperature.get(task.name)
+                probs[task.name][group] = softmax(logits if t is None else logits / np.float32(t))
         return probs
 
     def _run(self, input_ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:

@@ -36,6 +36,15 @@ def _max_length(metas: list[dict]) -> int:
     return max(m["config"]["max_length"] for m in metas)
 
 
+def _emoji(metas: list[dict]) -> str:
+    """How the ingredients read emoji (models/text.py); an average of models that read text differently reads it
+    neither way, so they must agree."""
+    modes = {m["config"].get("emoji", "keep") for m in metas}
+    if len(modes) > 1:
+        raise ValueError(f"these models prepare text differently (emoji: {', '.join(sorted(modes))}): no soup")
+    return modes.pop()
+
+
 def _average(model: MultiTaskModel, states: list[dict], weights: list[float]) -> None:
     with torch.no_grad():
         model.load_state_dict({k: sum(w * s[k].float() for w, s in zip(weights, states)) for k in states[0]})
@@ -60,10 +69,11 @@ def soup(trained_dirs: list[Path], out: Path, datasets_dir: Path, weights: list[
     start = time.monotonic()
     metas = [json.loads((d / "training.json").read_text()) for d in trained_dirs]
     max_length = _max_length(metas)
+    emoji = _emoji(metas)
     model, tokenizer, tasks, states = _load(trained_dirs)
     _average(model, states, weights)
     metrics = {
-        split: evaluate(model, tokenizer, {t.name: load_split(datasets_dir, t, split) for t in tasks}, tasks,
+        split: evaluate(model, tokenizer, {t.name: load_split(datasets_dir, t, split, emoji=emoji) for t in tasks}, tasks,
                         max_length, "cpu")
         for split in ("validation", "test")
     }
@@ -94,8 +104,8 @@ def greedy_soup(trained_dirs: list[Path], out: Path, datasets_dir: Path) -> dict
     if len(trained_dirs) < 2:
         raise ValueError("a soup needs at least two trained directories")
     model, tokenizer, tasks, states = _load(trained_dirs)
-    validation = {t.name: load_split(datasets_dir, t, "validation") for t in tasks}
     origins = [lineage(d) for d in trained_dirs]
+    validation = {t.name: load_split(datasets_dir, t, "validation", emoji=_emoji(origins)) for t in tasks}
     max_length = _max_length(origins)
 
     def score(indices: list[int]) -> float:

@@ -32,6 +32,7 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     max_length: int = 128  # the serving length: export takes it from here
+    emoji: str = "names"  # models/text.py EMOJI_MODES; export writes it to the card, so serving reads text alike
     train_limit: int | None = None
     val_limit: int | None = None
     eval_every: int = 500
@@ -83,8 +84,8 @@ def train(cfg: TrainConfig) -> dict:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     tasks = [next(t for t in TASKS if t.name == n) for n in cfg.tasks]
     data_dir = Path(cfg.datasets_dir)
-    train_sets = {t.name: load_split(data_dir, t, "train", cfg.train_limit, cfg.seed) for t in tasks}
-    val_sets = {t.name: load_split(data_dir, t, "validation", cfg.val_limit, cfg.seed) for t in tasks}
+    train_sets = {t.name: load_split(data_dir, t, "train", cfg.train_limit, cfg.seed, cfg.emoji) for t in tasks}
+    val_sets = {t.name: load_split(data_dir, t, "validation", cfg.val_limit, cfg.seed, cfg.emoji) for t in tasks}
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
     model = build_model(cfg.base_model, tasks)
@@ -148,7 +149,7 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     # Test metrics of the kept weights, for the record only: selection used validation alone.
     model.load_state_dict(best_state)
-    test_sets = {t.name: load_split(data_dir, t, "test") for t in tasks}
+    test_sets = {t.name: load_split(data_dir, t, "test", emoji=cfg.emoji) for t in tasks}
     test_metrics = evaluate(model, tokenizer, test_sets, tasks, cfg.max_length, device)
 
     best_metrics = max(history, key=lambda m: m["score"])
