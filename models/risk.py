@@ -1,4 +1,5 @@
-"""Risk assessment: learned head probabilities plus pattern rules, combined into one score and level."""
+"""Risk assessment: learned head probabilities plus pattern rules, each placed on one score scale; the strongest
+component is the message's score, and the score's band its level (models/risk_rules.toml says what each level means)."""
 
 import re
 import tomllib
@@ -88,11 +89,57 @@ class Signal:
         return None
 
 
+# Escapes whose meaning a lower-cased copy of a pattern would not keep for lower-cased text: character codes (\x41 is
+# "A", which lower-cased text no longer holds) and names. Patterns with them get no lower-case gate.
+_CODE_ESCAPES = re.compile(r"\\[xuUN0-7]")
+_FOLDS_TO_ASCII = re.compile("[a-z]", re.IGNORECASE)  # matches the non-ASCII characters that fold to ASCII letters
+
+
+def _lowered(source: str) -> str | None:
+    """`source` with its letters lower-cased and every escape kept as it is (\S stays \S, \B stays \B), or None where
+    that could change what it matches on lower-cased ASCII text: code escapes, inline flag groups (a case-sensitive
+    (?-i:...) part), or a pattern that does not compile."""
+    if _CODE_ESCAPES.search(source) or re.search(r"\(\?[aiLmsux-]*[-:)]", source.replace("(?:", "")):
+        return None
+    if any(not c.isascii() and _FOLDS_TO_ASCII.search(c) for c in set(source)):
+        return None  # e.g. the long s or the Kelvin sign, which re's case folding matches to ASCII letters
+    out, i = [], 0
+    while i < len(source):
+        if source[i] == "\\":
+            out.append(source[i:i + 2])
+            i += 2
+        else:
+            out.append(source[i].lower())
+            i += 1
+    return "".join(out)
+
+
+def _lower_gate(patterns) -> re.Pattern | None:
+    """A case-sensitive regex that, on `text.lower()` of ASCII text, matches iff one of `patterns` (all compiled
+    case-insensitive, as the rules file's are) matches `text`: the same search without re's case-insensitive matching,
+    which made the all-signals gate ~3x slower (35 µs a tweet with the contextual patterns). Only for ASCII text,
+    where lower-casing and re's case folding agree (the gate falls back to the case-insensitive regex otherwise). None
+    where any pattern cannot be lowered (_lowered) or joined."""
+    if not patterns or any(p.flags & ~(re.IGNORECASE | re.UNICODE) or not p.flags & re.IGNORECASE or
+                           not isinstance(p.pattern, str) for p in patterns):
+        return None
+    lowered = []
+    for pattern in patterns:
+        source = _lowered(pattern.pattern)
+        if source is None:
+            return None
+        try:
+            lowered.append(re.compile(source))
+        except re.error:
+            return None
+    return _join(lowered)
+
+
 @dataclass(frozen=True)
 class Risk:
     level: str
     score: float
-    labels: dict[str, float]  # learned head probabilities
+    labels: dict[str, float]  # learned head probabilities (calibrated where the model card carries a calibration)
     signals: list[str]  # names of the rules that fired
     explanation: str
 
@@ -111,23 +158,77 @@ def _compile(path, name, source) -> re.Pattern:
         raise RulesError(f"risk rules {path}: signal {name!r}: bad pattern {source!r}: {exc}{hint}") from exc
 
 
+_BELOW = 1e-4  # a score capped "below a band" ends this far under the band's lowest score (4 decimals are stored)
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where a learned head's probability lands on the score scale: `medium` and `high` are the probabilities at which
+    it reaches those levels (fitted on validation: `streamsense models risk-eval --fit`), linear in between; a head
+    with no `high` stays below high, and no head alone makes a message critical. `requires`: another head that must
+    reach its own `medium` for this one to count above low (the hate head, which reacts to swear words by itself)."""
+
+    name: str
+    medium: float
+    high: float | None = None
+    requires: str | None = None
+    ceiling: str = "high"  # "medium": policy, the head never makes a message high (and `--fit` fits no `high`)
+
+    def score(self, p: float, bands: dict[str, float]) -> float:
+        medium, high, critical = bands["medium"], bands["high"], bands["critical"]
+        if p < self.medium:
+            return min(medium * max(p, 0.0) / self.medium, medium - _BELOW)
+        if self.high is None or p < self.high:
+            top = 1.0 if self.high is None else self.high
+            return min(medium + (high - medium) * (p - self.medium) / (top - self.medium), high - _BELOW)
+        return min(high + (critical - high) * (p - self.high) / (1.0 - self.high), critical - _BELOW)
+
+
 @dataclass(frozen=True)
 class RiskRules:
-    thresholds: dict[str, float]
-    model_weights: dict[str, float]
+    thresholds: dict[str, float]  # lowest score of each level above low
+    heads: dict[str, Head] = field(default_factory=dict)
     signals: tuple[Signal, ...] = field(default_factory=tuple)
+    fitted_for: str | None = None  # the model the head thresholds were fitted for ("name:version")
     # Every signal's patterns joined: one search tells whether any signal fires at all (most texts: none).
     _gate: re.Pattern | None = field(init=False, repr=False, compare=False)
+    _ascii_gate: re.Pattern | None = field(init=False, repr=False, compare=False)  # on text.lower(): _lower_gate
 
     def __post_init__(self):
-        object.__setattr__(self, "_gate", _join([p for signal in self.signals for p in signal.patterns]))
+        patterns = [p for signal in self.signals for p in signal.patterns]
+        object.__setattr__(self, "_gate", _join(patterns))
+        object.__setattr__(self, "_ascii_gate", _lower_gate(patterns) if self._gate is not None else None)
+
+    def may_signal(self, text: str) -> bool:
+        """False only where no signal can fire on `text` (most texts): one search, case-sensitive on the lower-cased
+        text where it is ASCII."""
+        fast = self._ascii_gate
+        if fast is not None and text.isascii():
+            return fast.search(text.lower()) is not None
+        gate = self._gate
+        return gate is None or gate.search(text) is not None
 
     @classmethod
     def load(cls, path: Path = DEFAULT_RULES) -> "RiskRules":
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            if "model" in raw:
+                raise RulesError(f"risk rules {path}: [model] weights were replaced by [heads.NAME] thresholds "
+                                 "(medium, high, requires); see the shipped models/risk_rules.toml")
             thresholds = {level: float(raw["levels"][level]) for level in LEVELS[1:]}
-            weights = {name: float(w) for name, w in raw.get("model", {}).items()}
+            table = dict(raw.get("heads", {}))
+            fitted_for = table.pop("fitted_for", None)
+            heads = {}
+            for name, h in table.items():
+                unknown = set(h) - {"medium", "high", "requires", "ceiling"}
+                if unknown:
+                    raise RulesError(f"risk rules {path}: heads.{name}: unknown option {', '.join(sorted(unknown))}")
+                ceiling = h.get("ceiling", "high")
+                if ceiling not in ("medium", "high") or (ceiling == "medium" and h.get("high") is not None):
+                    raise RulesError(f"risk rules {path}: heads.{name}: ceiling is \"medium\" (then no `high`) or "
+                                     f"\"high\", got {ceiling!r}")
+                heads[name] = Head(name, float(h["medium"]), None if h.get("high") is None else float(h["high"]),
+                                   h.get("requires"), ceiling)
             signals = tuple(
                 Signal(s["name"], float(s["weight"]), tuple(_compile(path, s["name"], p) for p in s["patterns"]))
                 for s in raw.get("signals", [])
@@ -136,12 +237,22 @@ class RiskRules:
             if isinstance(exc, RulesError):
                 raise
             raise RulesError(f"risk rules {path}: {exc}") from exc
-        if not thresholds["medium"] < thresholds["high"] < thresholds["critical"] <= 1:
-            raise RulesError(f"risk rules {path}: levels must rise: medium < high < critical <= 1")
-        for name, w in [*weights.items(), *((s.name, s.weight) for s in signals)]:
-            if not 0 <= w <= 1:
-                raise RulesError(f"risk rules {path}: weight of {name} must be within [0, 1], got {w}")
-        return cls(thresholds, weights, signals)
+        if not 0 < thresholds["medium"] < thresholds["high"] < thresholds["critical"] <= 1:
+            raise RulesError(f"risk rules {path}: levels must rise: 0 < medium < high < critical <= 1")
+        for head in heads.values():
+            if not 0 < head.medium < (head.high if head.high is not None else 1.0) <= 1:
+                raise RulesError(f"risk rules {path}: heads.{head.name}: need 0 < medium < high <= 1")
+            if head.requires is not None and head.requires not in heads:
+                raise RulesError(f"risk rules {path}: heads.{head.name} requires {head.requires!r}, "
+                                 f"which has no [heads.{head.requires}]")
+        for s in signals:
+            if not 0 <= s.weight <= 1:
+                raise RulesError(f"risk rules {path}: weight of {s.name} must be within [0, 1], got {s.weight}")
+        return cls(thresholds, heads, signals, fitted_for)
+
+    @property
+    def signals_by_name(self) -> dict[str, Signal]:
+        return {s.name: s for s in self.signals}
 
     def level(self, score: float) -> str:
         level = "low"
@@ -152,63 +263,42 @@ class RiskRules:
         return level
 
     def assess(self, text: str, head_probs: dict[str, float]) -> Risk:
-        """The same Risk as _assess_reference (the original), with less work: one regex search for all signals where
-        none fires (one per signal, and one per pattern of a signal that fires, where one does), and the
-        explanation's parts formatted only for the components it shows."""
-        weights = self.model_weights
-        remaining = 1.0  # noisy-OR: multiplied in the original's order (model heads, then signals), as floats round
+        """The message's risk: each learned head (Head.score) and each pattern signal that fires (its weight) is a
+        component on the score scale; the score is the strongest component's, the level its band. Heads without a
+        [heads] table are reported in `labels` but do not count. The explanation lists the components of at least
+        0.2, strongest first."""
+        bands = self.thresholds
+        heads = self.heads
         labels = {}
-        shown = []  # (contribution, why) for the components of at least 0.2, as the original sorts them
+        score = 0.0
+        shown = []  # (contribution, why)
         for name, p in head_probs.items():
-            contribution = weights.get(name, 1.0) * p
-            remaining *= 1.0 - contribution
-            labels[name] = round(float(p), 4)
+            p = float(p)
+            labels[name] = round(p, 4)
+            head = heads.get(name)
+            if head is None or p != p:  # NaN: no evidence either way
+                continue
+            contribution = head.score(p, bands)
+            needs = heads.get(head.requires) if head.requires else None
+            gated = needs is not None and not float(head_probs.get(needs.name, 0.0)) >= needs.medium
+            if gated:
+                contribution = min(contribution, bands["medium"] - _BELOW)
+            score = max(score, contribution)
             if contribution >= 0.2:
-                shown.append((contribution, f"{name} {p:.2f} (model)"))
-            elif contribution != contribution:  # NaN: the original's sort order is not defined by values alone
-                return self._assess_reference(text, head_probs)
+                shown.append((contribution, f"{name} {p:.2f} (model)" + (f", counts with {needs.name} only" if gated
+                                                                         and p >= head.medium else "")))
         fired = []
-        gate = self._gate
-        for signal in self.signals if gate is None or gate.search(text) else ():
+        for signal in self.signals if self.may_signal(text) else ():
             hit = signal.match(text)
             if hit:
                 fired.append(signal.name)
-                weight = signal.weight
-                remaining *= 1.0 - weight
-                if weight >= 0.2:
-                    shown.append((weight, f"{signal.name}: '{hit}' (rule)"))
-                elif weight != weight:
-                    return self._assess_reference(text, head_probs)
-        score = round(1.0 - remaining, 4)
+                score = max(score, signal.weight)
+                if signal.weight >= 0.2:
+                    shown.append((signal.weight, f"{signal.name}: '{hit}' (rule)"))
+        score = round(score, 4)
         if shown:
-            # Sorting only the shown components orders them as sorting all and then filtering did: (value, text)
-            # pairs without NaN are totally ordered.
-            shown.sort(reverse=True)
+            shown.sort(key=lambda c: -c[0])
             explanation = "; ".join([why for _, why in shown])
         else:
             explanation = "no risk signal"
         return Risk(level=self.level(score), score=score, labels=labels, signals=fired, explanation=explanation)
-
-    def _assess_reference(self, text: str, head_probs: dict[str, float]) -> Risk:
-        """The original assess(), kept for the inputs assess() hands over (NaN) and as the reference in tests."""
-        components: list[tuple[float, str]] = [
-            (self.model_weights.get(name, 1.0) * p, f"{name} {p:.2f} (model)") for name, p in head_probs.items()
-        ]
-        fired = []
-        for signal in self.signals:
-            hit = signal._match_each(text)
-            if hit:
-                fired.append(signal.name)
-                components.append((signal.weight, f"{signal.name}: '{hit}' (rule)"))
-        remaining = 1.0
-        for contribution, _ in components:
-            remaining *= 1.0 - contribution
-        score = round(1.0 - remaining, 4)
-        shown = [why for c, why in sorted(components, reverse=True) if c >= 0.2]
-        return Risk(
-            level=self.level(score),
-            score=score,
-            labels={k: round(float(v), 4) for k, v in head_probs.items()},
-            signals=fired,
-            explanation="; ".join(shown) or "no risk signal",
-        )

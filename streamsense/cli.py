@@ -391,6 +391,8 @@ def alerts_check(
             details.append(f"cooldown {rule.cooldown_seconds:g} s")
         if rule.max_per_minute:
             details.append(f"at most {rule.max_per_minute}/min")
+        if getattr(rule, "family", None):
+            details.append(f"family {rule.family}")
         out.print(f"[bold]{escape(rule.name)}[/] ({escape(', '.join(details))})")
         out.print(f"  fires when {escape(describe_rule(rule))}")
 
@@ -452,6 +454,7 @@ def train(
     val_limit: Optional[int] = typer.Option(None, help="Use at most this many validation rows per task."),
     batch_size: int = typer.Option(32),
     max_length: int = typer.Option(128, help="Tokens per text; export serves the model at the same length."),
+    emoji: str = typer.Option("names", help="Emoji as their names (names) or as they are (keep); export serves alike."),
     lr: float = typer.Option(8e-5, help="Encoder learning rate (heads use 1e-3)."),
     eval_every: int = typer.Option(700, help="Steps between validation runs (early stopping)."),
     patience: int = typer.Option(3, help="Validation runs without improvement before stopping."),
@@ -468,7 +471,7 @@ def train(
         base_model=base_model_path(), datasets_dir=str(settings.datasets_dir), output_dir=str(output),
         tasks=tuple(t.strip() for t in tasks.split(",")), task_weights=_task_weights(task_weights), epochs=epochs,
         max_steps=max_steps, max_minutes=max_minutes, train_limit=train_limit, val_limit=val_limit,
-        batch_size=batch_size, max_length=max_length, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
+        batch_size=batch_size, max_length=max_length, emoji=emoji, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
         device=device,
         init_from=str(init_from) if init_from else None,
     ))
@@ -588,6 +591,75 @@ def models_eval(
     lat = report["latency"]
     Console().print(f"latency: {lat['mean_ms_per_batch']} ms per batch of {lat['batch_size']} "
                     f"(p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s")
+
+
+@models_app.command("calibrate")
+def models_calibrate(
+    model: Optional[str] = typer.Option(None, help="name[:version] in the registry, or a model directory "
+                                                   "(default: STREAMSENSE_MODEL)."),
+    limit: Optional[int] = typer.Option(None, help="At most this many rows per set (a quick look; not recorded)."),
+    record: bool = typer.Option(False, help="Write the temperatures into the model card (model.json, MODEL_CARD.md)."),
+):
+    """Fit one temperature per head on the validation splits (temperature scaling); print NLL and ECE before and
+    after on validation and test; with --record, the runtime applies them from then on."""
+    from streamsense.models.registry import read_card, resolve, write_card
+    from streamsense.models.risk_eval import fit_temperatures
+    from streamsense.models.runtime import ModelRuntime
+
+    settings = Settings()
+    path = resolve(settings.model_registry, model or settings.model)
+    fitted = fit_temperatures(ModelRuntime(path, "cpu", settings.intra_op_threads), settings.datasets_dir, limit)
+    out = Console(highlight=False)
+    for name, t in fitted["temperature"].items():
+        v, te = fitted["validation"][name], fitted["test"][name]
+        out.print(f"{name}: T {t}  validation NLL {v['nll'][0]} → {v['nll'][1]}, ECE {v['ece'][0]} → {v['ece'][1]}; "
+                  f"test NLL {te['nll'][0]} → {te['nll'][1]}, ECE {te['ece'][0]} → {te['ece'][1]}", soft_wrap=True)
+    if record:
+        if limit:
+            raise typer.BadParameter("--record needs the whole validation splits (no --limit)")
+        card = read_card(path)
+        card["calibration"] = fitted
+        write_card(path, card)
+        out.print(f"recorded in {path / 'model.json'}")
+
+
+@models_app.command("risk-eval")
+def models_risk_eval(
+    model: Optional[str] = typer.Option(None, help="name[:version] in the registry, or a model directory "
+                                                   "(default: STREAMSENSE_MODEL)."),
+    split: list[str] = typer.Option(["validation", "test"], help="Splits to report (repeat the option)."),
+    limit: Optional[int] = typer.Option(None, help="At most this many rows per set (a quick look)."),
+    fit: bool = typer.Option(False, help="Fit the heads' medium/high probabilities on validation and print them as "
+                                         "the [heads] tables of the risk rules file, before the report."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Risk levels and alerts on labelled data: per set, benign messages reaching high/critical, risky ones reaching
+    at least medium, messages per level and alerts per 10,000 (docs/models.md, "Risk levels")."""
+    from streamsense.models.classifier import Classifier
+    from streamsense.models.registry import resolve
+    from streamsense.models.risk import RiskRules
+    from streamsense.models.risk_eval import (evaluate_risk, fit_heads, format_report, heads_toml, load_sets,
+                                              score_sets)
+    from streamsense.models.rule_cases import DEFAULT_CASES
+    from streamsense.models.runtime import ModelRuntime
+    from streamsense.streams.alerting.rules import AlertRules
+
+    settings = Settings()
+    path = resolve(settings.model_registry, model or settings.model)
+    classifier = Classifier(ModelRuntime(path, "cpu", settings.intra_op_threads), RiskRules.load(settings.risk_rules))
+    out = Console(highlight=False)
+    if fit:
+        scored = score_sets(classifier, load_sets(settings.datasets_dir, "validation", classifier.runtime.emoji, limit))
+        heads = fit_heads(scored, classifier.rules)
+        print(heads_toml(heads, classifier.model_version))
+        rules = classifier.rules
+        classifier.rules = type(rules)(rules.thresholds, heads, rules.signals, classifier.model_version)
+    report = evaluate_risk(classifier, settings.datasets_dir, tuple(split), limit, AlertRules.load(settings.alert_rules),
+                           DEFAULT_CASES)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out.print(format_report(report), soft_wrap=True)
 
 
 @app.command(rich_help_panel=OPERATE)

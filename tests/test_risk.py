@@ -39,14 +39,52 @@ def test_calm_text_is_low_risk(rules):
     assert (risk.level, risk.signals, risk.explanation) == ("low", [], "no risk signal")
 
 
-def test_scores_combine_as_noisy_or(rules):
-    alone = rules.assess("hello", {"complaint": 0.9})
-    both = rules.assess("I want a refund", {"complaint": 0.9})
-    weight = rules.model_weights["complaint"]
-    assert alone.score == pytest.approx(weight * 0.9, abs=1e-4)
-    assert both.score == pytest.approx(1 - (1 - weight * 0.9) * (1 - 0.8), abs=1e-4)
-    assert both.level == "critical"
-    assert both.explanation.startswith("churn: 'want a refund' (rule)")
+def test_the_score_is_the_strongest_component(rules):
+    complaint = rules.heads["complaint"]
+    alone = rules.assess("hello", {"complaint": complaint.high})
+    assert (alone.level, alone.score) == ("high", 0.75)  # a head at its `high` probability scores the band's floor
+    both = rules.assess("I will sue you", {"complaint": complaint.high})
+    assert both.score == rules.signals_by_name["legal_threat"].weight and both.level == "critical"
+    assert both.explanation.startswith("legal_threat: 'I will sue' (rule); complaint")
+    # two medium components stay medium: no sum of weak evidence makes a message high
+    two = rules.assess("hello", {"offensive": rules.heads["offensive"].medium, "complaint": complaint.medium})
+    assert (two.level, two.score) == ("medium", 0.5)
+
+
+def test_a_head_maps_its_probability_onto_the_bands(rules):
+    bands = rules.thresholds
+    head = rules.heads["complaint"]
+    points = [0.0, head.medium / 2, head.medium, (head.medium + head.high) / 2, head.high, (head.high + 1) / 2, 1.0]
+    scores = [head.score(p, bands) for p in points]
+    assert scores == sorted(scores) and scores[0] == 0.0
+    assert [rules.level(round(x, 4)) for x in scores] == ["low", "low", "medium", "medium", "high", "high", "high"]
+    assert rules.level(round(head.score(head.medium - 1e-9, bands), 4)) == "low"  # rounding never crosses a band
+    assert rules.level(round(head.score(head.high - 1e-9, bands), 4)) == "medium"
+    # a head without `high` never leaves medium; no head reaches critical
+    offensive = rules.heads["offensive"]
+    assert rules.level(round(offensive.score(1.0, bands), 4)) == ("medium" if offensive.high is None else "high")
+
+
+def test_hate_counts_only_with_offensive(rules):
+    hate, offensive = rules.heads["hate"], rules.heads["offensive"]
+    assert hate.requires == "offensive"
+    alone = rules.assess("x", {"hate": 1.0, "offensive": offensive.medium / 2})
+    assert alone.level == "low" and "counts with offensive only" in alone.explanation
+    confirmed = rules.assess("x", {"hate": 1.0, "offensive": offensive.medium})
+    assert confirmed.level == ("high" if hate.high is not None else "medium")
+
+
+def test_old_weights_are_refused_with_a_pointer(tmp_path):
+    old = tmp_path / "rules.toml"
+    old.write_text("[levels]\nmedium = 0.5\nhigh = 0.7\ncritical = 0.9\n[model]\noffensive = 0.8\n")
+    with pytest.raises(RulesError, match=r"\[model\] weights were replaced by \[heads.NAME\] thresholds"):
+        RiskRules.load(old)
+    old.write_text("[levels]\nmedium = 0.5\nhigh = 0.7\ncritical = 0.9\n[heads.hate]\nmedium = 0.5\nrequires = 'x'\n")
+    with pytest.raises(RulesError, match="requires 'x', which has no"):
+        RiskRules.load(old)
+    old.write_text("[levels]\nmedium = 0.5\nhigh = 0.7\ncritical = 0.9\n[heads.hate]\nmedium = 0.6\nhigh = 0.5\n")
+    with pytest.raises(RulesError, match="need 0 < medium < high"):
+        RiskRules.load(old)
 
 
 def test_levels_follow_thresholds(rules):
@@ -103,23 +141,39 @@ def _probs(rng: random.Random) -> dict:
     return heads
 
 
+def _reference(rules, text, head_probs):
+    """The risk as docs/models.md states it, computed plainly: every pattern searched, every head scored."""
+    components = []
+    for name, p in head_probs.items():
+        head = rules.heads.get(name)
+        if head is None or float(p) != float(p):
+            continue
+        c = head.score(float(p), rules.thresholds)
+        needs = rules.heads.get(head.requires) if head.requires else None
+        if needs is not None and not float(head_probs.get(needs.name, 0.0)) >= needs.medium:
+            c = min(c, rules.thresholds["medium"] - 1e-4)
+        components.append(c)
+    fired = [s.name for s in rules.signals if s._match_each(text)]  # each pattern in turn; an empty match fires nothing
+    components += [s.weight for s in rules.signals if s.name in fired]
+    score = round(max(components, default=0.0), 4)
+    return rules.level(score), score, fired
+
+
 def _same_risk(rules, text, head_probs):
-    new, old = rules.assess(text, head_probs), rules._assess_reference(text, head_probs)
-    # repr shows every float exactly (and NaN, which == would not call equal)
-    assert repr(new) == repr(old) and repr(new.to_dict()) == repr(old.to_dict()), text
-    assert type(new.score) is type(old.score) and [type(v) for v in new.labels.values()] == [
-        type(v) for v in old.labels.values()]
+    new = rules.assess(text, head_probs)
+    assert (new.level, new.score, new.signals) == _reference(rules, text, head_probs), text
+    assert repr(new.labels) == repr({k: round(float(v), 4) for k, v in head_probs.items()})  # NaN too
     return new
 
 
-def test_assess_is_the_original_on_real_and_hand_written_texts(rules):
+def test_assess_is_the_plain_reference_on_real_and_hand_written_texts(rules):
     rng = random.Random(7)
     texts = _real_texts() + HITS
     fired = 0
     for text in texts:
         for _ in range(3):
             fired += bool(_same_risk(rules, text, _probs(rng)).signals)
-    assert len(texts) > 500 and fired > 50
+    assert len(texts) > 500 and fired > 30
 
 
 def test_joined_patterns_match_iff_a_pattern_matches(rules):
@@ -133,10 +187,10 @@ def test_joined_patterns_match_iff_a_pattern_matches(rules):
 
 def test_excerpt_is_the_first_pattern_in_the_rules_order(rules):
     risk = rules.assess("I will sue, my lawyer said so", QUIET)
-    assert risk.explanation == "legal_threat: 'lawyer' (rule)"  # "sue" is further left, but its pattern comes later
+    assert risk.explanation == "legal_threat: 'my lawyer' (rule)"  # "I will sue" is further left; its pattern is later
 
 
-def test_nan_probabilities_give_the_original_result(rules):
+def test_nan_probabilities_count_as_no_evidence(rules):
     for head_probs in ({"offensive": math.nan, "hate": 0.9, "complaint": 0.5}, {"hate": math.nan},
                        {"offensive": 0.3, "hate": math.nan, "complaint": 0.9}):
         for text in ("hello", "urgent: my lawyer will sue", ""):
@@ -153,7 +207,7 @@ _head = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1.0, 0.2 / 0.7, 0.25, 0
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_texts, st.dictionaries(st.sampled_from(["offensive", "hate", "complaint", "other"]), _head, max_size=4))
-def test_assess_is_the_original_for_any_text(rules, text, head_probs):
+def test_assess_is_the_plain_reference_for_any_text(rules, text, head_probs):
     _same_risk(rules, text, head_probs)
 
 
@@ -198,3 +252,39 @@ def test_global_flags_inside_a_pattern_are_refused(tmp_path):
     bad.write_text(bad.read_text().replace("'money (?i)back'", "'(?s)money.back'"))  # at the start: fine
     rules = RiskRules.load(bad)
     assert rules.assess("MONEY\nBACK", {}).signals == ["x"] and rules.signals[0]._any is not None
+
+
+# --- the lower-case gate for ASCII text ------------------------------------------------------------------------------
+
+def test_the_ascii_gate_says_what_the_case_insensitive_gate_says(rules):
+    assert rules._ascii_gate is not None  # the shipped patterns all lower safely
+    texts = _real_texts() + HITS + [c["text"] for c in map(json.loads, (ROOT / "models/risk_rule_cases.jsonl")
+                                                          .read_text(encoding="utf-8").splitlines())]
+    checked = 0
+    for text in texts:
+        for variant in (text, text.upper(), text.swapcase(), text.title()):
+            if variant.isascii():
+                checked += 1
+                assert rules.may_signal(variant) == (rules._gate.search(variant) is not None), variant
+    assert checked > 2000
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_texts.map(lambda t: t.encode("ascii", "ignore").decode()), st.sampled_from([str, str.upper, str.title]))
+def test_the_ascii_gate_for_any_ascii_text(rules, text, case):
+    text = case(text)
+    assert rules.may_signal(text) == (rules._gate.search(text) is not None), text
+
+
+@pytest.mark.parametrize("patterns, lowered", [
+    ([r"\bMy LAWYER\b", r"[A-Z]{2}\S+\B"], True),  # letters lowered, escapes kept: \S and \B keep their meaning
+    ([r"\x41bc"], False),  # a character code: "A" is not in lower-cased text
+    ([r"(?-i:ABC)"], False),  # a case-sensitive part
+    (["ſue"], False),  # the long s folds to "s" under re's case-insensitive matching, not under lower()
+    (["\u212aelvin"], False),  # the Kelvin sign folds to "k"
+])
+def test_patterns_the_ascii_gate_cannot_take_keep_the_plain_gate(patterns, lowered):
+    rules = RiskRules({"medium": 0.5, "high": 0.7, "critical": 0.9}, {}, (_signal(*patterns),))
+    assert (rules._ascii_gate is not None) == lowered
+    for text in ["my lawyer", "MY LAWYER said", "ABcd", "abc", "Abc", "sue", "SUE", "kelvin", "KELVIN", "x"]:
+        assert rules.may_signal(text) == (rules._gate.search(text) is not None), text
