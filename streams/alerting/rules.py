@@ -1,13 +1,14 @@
 """Alert rules from a TOML file, evaluated without I/O: per-message rules on each classified message, and the
-definitions of the windowed rules (their evaluation over the store's window counters is in gate.py). Ids are
-deterministic per (rule, key, window): a replay cannot raise an alert twice."""
+definitions of the windowed rules (their evaluation over the store's window counters is in gate.py). The hits of
+one message merge into one alert per rule family. Ids are deterministic per (family or windowed rule, key, window):
+a replay cannot raise an alert twice, whichever of a family's rules hit."""
 
 import hashlib
 import math
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple, Union
+from typing import Annotated, ClassVar, Literal, NamedTuple, Union
 
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,6 +20,8 @@ DEFAULT_RULES = Path(__file__).resolve().parent.parent / "alert_rules.toml"
 EXCERPT_CHARS = 200
 EVIDENCE_MAX = 5
 Level = Literal["low", "medium", "high", "critical"]
+NAME = r"^[A-Za-z0-9_.-]+$"  # rule and family names
+MESSAGE_RISK = "message_risk"  # the default family of the rules keyed by message (kind:id)
 
 
 class AlertRulesError(ValueError):
@@ -34,19 +37,37 @@ def window_index(at: datetime, seconds: int) -> int:
 
 
 def alert_id(rule: str, key: str, window: str = "") -> str:
-    """Deterministic id: the same (rule, key, window) always yields the same alert."""
+    """Deterministic id: the same (rule, key, window) always yields the same alert (`rule`: a per-message rule's
+    family, a windowed rule's name)."""
     return hashlib.sha256(f"{rule}|{key}|{window}".encode()).hexdigest()[:32]
 
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=100, pattern=NAME)
     severity: Level | None = None  # None: the message's risk level
     cooldown_seconds: float = Field(0, ge=0)
     max_per_minute: int | None = Field(None, ge=1)
 
 
-class RiskLevel(_Rule):
+class _PerMessage(_Rule):
+    """A rule evaluated on each message. The hits of one message whose rules share a `family` make one alert."""
+
+    family: str | None = Field(None, min_length=1, max_length=100, pattern=NAME)  # None only before validation
+    default_family: ClassVar[str | None] = MESSAGE_RISK  # None: the rule's own name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family(cls, data):
+        # filled in here, not at use, so that a dump (`streamsense alerts check --json`) shows the family in effect
+        if isinstance(data, dict) and data.get("family") is None:
+            family = cls.default_family or data.get("name")
+            if family is not None:
+                data = {**data, "family": family}
+        return data
+
+
+class RiskLevel(_PerMessage):
     kind: Literal["risk_level"]
     min_level: Level
 
@@ -56,7 +77,7 @@ class RiskLevel(_Rule):
         return None
 
 
-class LabelScore(_Rule):
+class LabelScore(_PerMessage):
     kind: Literal["label_score"]
     label: Literal["offensive", "hate", "complaint"]
     threshold: float = Field(ge=0, le=1)
@@ -66,7 +87,7 @@ class LabelScore(_Rule):
         return f"{self.label} score {score:.2f} >= {self.threshold}" if score >= self.threshold else None
 
 
-class SignalFired(_Rule):
+class SignalFired(_PerMessage):
     """Kind `signal`: any of `signals` (the risk rules' pattern signals, models/risk.py) fired on the message."""
 
     kind: Literal["signal"]
@@ -74,10 +95,18 @@ class SignalFired(_Rule):
 
     def hit(self, p) -> str | None:
         fired = [s for s in p.risk.signals if s in self.signals]
-        return f"signals {', '.join(fired)}: {p.risk.explanation}" if fired else None
+        if not fired:
+            return None
+        # the fired signals' own parts of the explanation ("fraud: 'charged me twice' (rule)"), not all of it: a
+        # merged alert's risk_level reason already carries the whole explanation
+        parts = [part for part in p.risk.explanation.split("; ") if part.split(":", 1)[0] in fired]
+        return "signals " + ("; ".join(parts) if parts else ", ".join(fired))
 
 
-class NegativeSentiment(_Rule):
+class NegativeSentiment(_PerMessage):
+    """Keyed by group (kind:group) with the message as the window: a family of its own unless told otherwise."""
+
+    default_family: ClassVar[str | None] = None
     kind: Literal["negative_sentiment"]
     min_confidence: float = Field(ge=0, le=1)
     groups: list[str] = Field(min_length=1)
@@ -139,11 +168,19 @@ class AlertRules(BaseModel):
     rules: list[AnyRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self):
+    def _names_and_families(self):
         names = [r.name for r in self.rules]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"rule names must be unique: {', '.join(duplicated)}")
+        keyed_by_group = {}  # family -> {keyed by group?}: one alert is about one message or one group, not both
+        for r in self.rules:
+            if isinstance(r, PER_MESSAGE):
+                keyed_by_group.setdefault(r.family, set()).add(isinstance(r, NegativeSentiment))
+        mixed = sorted(f for f, keyed in keyed_by_group.items() if len(keyed) > 1)
+        if mixed:
+            raise ValueError(f"family {', '.join(mixed)} mixes negative_sentiment rules (keyed by group) with rules "
+                             "keyed by message: give them different families")
         return self
 
     @classmethod
@@ -195,18 +232,29 @@ class AlertRules(BaseModel):
 
     def per_message(self, kind: str, message_id: str, group: str | None, text: str, prediction,
                     model_version: str, at: datetime) -> list[AlertCandidate]:
-        """Candidate alerts for one classified message (gated later, in the store's transaction)."""
-        out = []
+        """Candidate alerts for one classified message (gated later, in the store's transaction): one per family
+        whose rules hit, carrying every hit's reason. Its severity is the highest of the hits', its `rule` that hit's
+        rule (the first in file order of a tie: the rule whose cooldown and rate limit gate it), its id that of the
+        family and key alone, so a replay whose hits differ (another model) still yields the same alert."""
+        hits: dict[tuple, list] = {}  # (family, key, window) -> [(rule, severity, reason)] of its hits, in file order
         for rule in self.rules:
             if not isinstance(rule, PER_MESSAGE):
                 continue
-            why = rule.hit(prediction, group) if isinstance(rule, NegativeSentiment) else rule.hit(prediction)
+            if isinstance(rule, NegativeSentiment):
+                why, key, window = rule.hit(prediction, group), f"{kind}:{group}", message_id
+            else:
+                why, key, window = rule.hit(prediction), f"{kind}:{message_id}", ""
             if why:
-                key = f"{kind}:{message_id}" if not isinstance(rule, NegativeSentiment) else f"{kind}:{group}"
-                window = "" if not isinstance(rule, NegativeSentiment) else message_id
-                out.append(_alert(rule, key, rule.severity or prediction.risk.level, f"{kind} {message_id}: {why}",
-                                  [_evidence(message_id, kind, text, prediction.risk.score)], model_version, at,
-                                  alert_id(rule.name, key, window)))
+                severity = rule.severity or prediction.risk.level
+                hits.setdefault((rule.family, key, window), []).append((rule, severity, why))
+        out = []
+        for (family, key, window), found in hits.items():
+            top, severity, _ = max(found, key=lambda h: _LEVEL_INDEX.get(h[1], -1))  # max: the first of equals
+            # the reasons ride in the evidence (a JSON column): the alerts table and topic keep their shape
+            evidence = {**_evidence(message_id, kind, text, prediction.risk.score),
+                        "reasons": [{"rule": r.name, "severity": s, "reason": why} for r, s, why in found]}
+            out.append(_alert(top, key, severity, f"{kind} {message_id}: {'; '.join(why for _, _, why in found)}",
+                              [evidence], model_version, at, alert_id(family, key, window)))
         return out
 
 
