@@ -199,6 +199,8 @@ def render_markdown(card: dict) -> str:
          f"Risk tasks report the probability of their positive label ({risks})."),
         "",
         *_test_section(card),
+        *_calibration_section(card),
+        *_text_section(card),
         "## Training",
         "",
         (f"Trained on {training['device']} for {training['steps']} steps ({training['minutes']} minutes) "
@@ -247,6 +249,28 @@ def _test_section(card: dict) -> list[str]:
                   f"Latency on the evaluating machine: {lat['mean_ms_per_batch']} ms per batch of "
                   f"{lat['batch_size']} (p95 {lat['p95_ms_per_batch']} ms), {lat['msgs_per_s']} msg/s.", ""]
     return lines
+
+
+def _calibration_section(card: dict) -> list[str]:
+    """Temperatures recorded by `streamsense models calibrate --record`, with NLL and ECE before → after."""
+    section = card.get("calibration")
+    if not section:
+        return []
+    rows = [[name, t, *(f"{section[split][name][m][0]} → {section[split][name][m][1]}"
+                        for split in ("validation", "test") for m in ("nll", "ece"))]
+            for name, t in section["temperature"].items()]
+    return ["## Calibration", "",
+            (f"Temperature scaling fitted on {section['fitted_on']}: the runtime divides each head's logits by its "
+             "temperature before the softmax, so probabilities (and the risk levels fitted on them) mean what they "
+             "say; labels do not change."), "",
+            *_table(["head", "temperature", "validation NLL", "validation ECE", "test NLL", "test ECE"], rows), ""]
+
+
+def _text_section(card: dict) -> list[str]:
+    emoji = text_options(card)["emoji"]
+    how = ("written as their English names before tokenizing (😡 → enraged face), as in training" if emoji == "names"
+           else "passed to the tokenizer as they are; its English vocabulary reads most of them as [UNK]")
+    return ["## Input text", "", f"Mentions become @user, URLs http; emoji are {how} (`text.emoji` = {emoji}).", ""]
 
 
 def _lineage_section(training: dict) -> list[str]:
