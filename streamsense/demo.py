@@ -13,6 +13,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from streamsense.localstack import local_stack, stop_worker
+from streamsense.models.risk import LEVELS
 from streamsense.settings import STREAMS_DIR, Settings
 from streamsense.streams.bi import jsonable, utc
 from streamsense.streams.kafka import client_options
@@ -79,7 +80,9 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
     stored = [s for _, s in after]
     span = (max(stored) - min(stored)).total_seconds() if len(stored) > 1 else 0.0
     windowed = [a for a in alert_rows if a.window_start is not None]
-    per_message = [a for a in alert_rows if a.window_start is None]
+    # most severe first (stable: stored order within a severity), so a reader sees what pages before what is watched
+    per_message = sorted((a for a in alert_rows if a.window_start is None),
+                         key=lambda a: -LEVELS.index(a.severity) if a.severity in LEVELS else 0)
     by_rule: dict[str, int] = {}
     for a in alert_rows:
         by_rule[a.rule] = by_rule.get(a.rule, 0) + 1
