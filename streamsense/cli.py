@@ -664,7 +664,7 @@ def models_risk_eval(
 
 @app.command(rich_help_panel=OPERATE)
 def bench(
-    quick: bool = typer.Option(False, help="A short run (about two minutes on 2 cores)."),
+    quick: bool = typer.Option(False, help="A short run (70 s on 2 cores, docs/benchmarks.md)."),
     messages: Optional[int] = typer.Option(None, help="Messages end to end (default 30000; quick 3000)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
     db: Path = typer.Option(Path("streamsense-bench.db"), help="SQLite file for the end-to-end stage (recreated)."),
