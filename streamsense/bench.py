@@ -19,7 +19,7 @@ from sqlalchemy import func, select, union_all
 
 from streamsense.demo import SAMPLES
 from streamsense.localstack import local_stack
-from streamsense.settings import Settings
+from streamsense.settings import BENCH_POSTGRES_URL, Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines
 from streamsense.streams.schema import dead_letters, predictions
@@ -27,7 +27,6 @@ from streamsense.streams.store import Store
 from streamsense.streams.worker import load_classifier
 
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def bench_texts(settings: Settings, n: int) -> list[str]:
@@ -217,7 +216,7 @@ def bench_database(kind: str, db_path: Path, admin_url: str):
 
 def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
                workers: int = 1, producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-               postgres_url: str = DEFAULT_POSTGRES_URL) -> dict:
+               postgres_url: str = BENCH_POSTGRES_URL) -> dict:
     """The real broker → `workers` worker processes (one group) → SQL, every message counted; produced as fast as
     possible by `producers` processes, or paced at `rate` per second. Latency is produce time (Kafka timestamp) →
     SQL commit."""
@@ -352,7 +351,7 @@ def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float
 
 def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
              producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-             postgres_url: str = DEFAULT_POSTGRES_URL) -> dict:
+             postgres_url: str = BENCH_POSTGRES_URL) -> dict:
     """The long load run: end to end only, as fast as possible, every message counted."""
     result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, workers=workers,
                         producers=producers, broker=broker, database=database, postgres_url=postgres_url)
@@ -375,7 +374,7 @@ def machine() -> str:
 
 def run_bench(settings: Settings, messages: int, model_messages: int, baseline_messages: int,
               db_path: Path, timeout: float, workers: int = 1, producers: int = 1, log=print,
-              broker: str = "tansu", database: str = "sqlite", postgres_url: str = DEFAULT_POSTGRES_URL) -> dict:
+              broker: str = "tansu", database: str = "sqlite", postgres_url: str = BENCH_POSTGRES_URL) -> dict:
     classifier = load_classifier(settings.model_copy(update={"null_model": False}))  # the model stages: the real one
     result = {
         "device": classifier.runtime.device, "variant": classifier.runtime.variant, "model": classifier.model_version,

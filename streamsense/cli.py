@@ -36,7 +36,7 @@ from typer.core import TyperGroup
 
 from streamsense import errors
 from streamsense.insights import alerts_tail, dashboard, print_alert, query
-from streamsense.settings import Settings
+from streamsense.settings import BENCH_POSTGRES_URL, Settings
 
 # The order `streamsense --help` lists commands in: the order a newcomer needs them, under these panels.
 START, RUN, INSPECT, MODELS, OPERATE = "Start here", "Run", "Inspect", "Models", "Operate"
@@ -678,7 +678,7 @@ def bench(
                                     "real): the pipeline's own ceiling. Labelled in the output."),
     database: str = typer.Option("sqlite", help="Store for the end-to-end stage: sqlite (a fresh file) or postgresql "
                                  "(a fresh database on --postgres-url's server, dropped afterwards)."),
-    postgres_url: str = typer.Option("postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    postgres_url: str = typer.Option(BENCH_POSTGRES_URL,
                                      help="A PostgreSQL server and a user allowed to create databases."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""

@@ -12,6 +12,8 @@ import streamsense.streams
 # The checkout in an editable install (site-packages in a wheel install): for what only a checkout holds,
 # deploy/, .cache/ and the datasets beside it. Package data is found through the package that ships it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The PostgreSQL server `make test` starts (deploy/test-deps.sh): where `bench --database postgresql` makes its database.
+BENCH_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MODELS_DIR = Path(streamsense.models.__file__).resolve().parent
 STREAMS_DIR = Path(streamsense.streams.__file__).resolve().parent
 SHIPPED_MODELS = MODELS_DIR / "shipped"
