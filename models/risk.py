@@ -2,6 +2,7 @@
 component is the message's score, and the score's band its level (models/risk_rules.toml says what each level means)."""
 
 import re
+from functools import lru_cache
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class Signal:
     name: str
     weight: float
     patterns: tuple[re.Pattern, ...]
+    lang: str = "en"  # the language its patterns are written for (ISO 639-1); one name may have a table per language
     # The patterns joined as alternatives, so a text that none matches (most text) costs one search, not one per
     # pattern; None where they cannot be joined (see _alternative): then one search each.
     _any: re.Pattern | None = field(init=False, repr=False, compare=False)
@@ -101,8 +103,8 @@ def _lowered(source: str) -> str | None:
     (?-i:...) part), or a pattern that does not compile."""
     if _CODE_ESCAPES.search(source) or re.search(r"\(\?[aiLmsux-]*[-:)]", source.replace("(?:", "")):
         return None
-    if any(not c.isascii() and _FOLDS_TO_ASCII.search(c) for c in set(source)):
-        return None  # e.g. the long s or the Kelvin sign, which re's case folding matches to ASCII letters
+    if any(not c.isascii() and (_FOLDS_TO_ASCII.search(c) or c.lower() != c or c.upper() != c) for c in set(source)):
+        return None  # a cased non-ASCII letter, e.g. the long s or the Kelvin sign, which re folds to ASCII letters
     out, i = [], 0
     while i < len(source):
         if source[i] == "\\":
@@ -133,6 +135,54 @@ def _lower_gate(patterns) -> re.Pattern | None:
         except re.error:
             return None
     return _join(lowered)
+
+
+# Languages written in a script of their own: their signal tables are tried only on text holding a character of that
+# script (a Chinese pattern cannot match an English tweet, and the Chinese patterns, which cannot open with \b, made the
+# one joined search over all tables 2.5x slower). Tables of any other language are tried on every text.
+SCRIPTS = {
+    "zh": "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]",
+    "ja": "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]",
+    "ko": "[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]",
+    "ru": "[\u0400-\u04ff]", "uk": "[\u0400-\u04ff]", "ar": "[\u0600-\u06ff]", "he": "[\u0590-\u05ff]",
+    "th": "[\u0e00-\u0e7f]", "hi": "[\u0900-\u097f]", "el": "[\u0370-\u03ff]",
+}
+
+
+@lru_cache(maxsize=1)
+def _folds_into_ascii() -> re.Pattern:
+    """The non-ASCII characters (BMP) that re's case-insensitive matching or str.lower() turns into ASCII letters (the
+    long s, the Kelvin sign, the dotted capital I, ...): text without any of them may take the lower-case gate too."""
+    chars = [chr(c) for c in range(0x80, 0x10000) if not 0xD800 <= c <= 0xDFFF and (
+        _FOLDS_TO_ASCII.search(chr(c)) or any(ch.isascii() for ch in chr(c).lower()))]
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The signal tables of one script: `script` (None: any text) says which texts they are tried on; `gate` is their
+    patterns joined, `ascii_gate` the same for lower-cased ASCII text (_lower_gate)."""
+
+    script: re.Pattern | None
+    gate: re.Pattern | None
+    ascii_gate: re.Pattern | None
+
+    @classmethod
+    def of(cls, signals, script: str | None) -> "_Group":
+        patterns = [p for signal in signals for p in signal.patterns]
+        gate = _join(patterns)
+        return cls(None if script is None else re.compile(script), gate,
+                   _lower_gate(patterns) if gate is not None and script is None else None)
+
+    def may_signal(self, text: str) -> bool:
+        if self.script is not None:
+            if text.isascii() or self.script.search(text) is None:
+                return False
+        elif self.ascii_gate is not None and (text.isascii() or _folds_into_ascii().search(text) is None):
+            # lower-casing and re's case folding agree on this text (_lower_gate; the patterns' own non-ASCII
+            # characters are caseless)
+            return self.ascii_gate.search(text.lower()) is not None
+        return self.gate is None or self.gate.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -191,22 +241,25 @@ class RiskRules:
     signals: tuple[Signal, ...] = field(default_factory=tuple)
     fitted_for: str | None = None  # the model the head thresholds were fitted for ("name:version")
     # Every signal's patterns joined: one search tells whether any signal fires at all (most texts: none).
-    _gate: re.Pattern | None = field(init=False, repr=False, compare=False)
-    _ascii_gate: re.Pattern | None = field(init=False, repr=False, compare=False)  # on text.lower(): _lower_gate
+    _gate: re.Pattern | None = field(init=False, repr=False, compare=False)  # the tables of every other script
+    _groups: tuple[_Group, ...] = field(init=False, repr=False, compare=False)  # per script (SCRIPTS), others first
 
     def __post_init__(self):
-        patterns = [p for signal in self.signals for p in signal.patterns]
-        object.__setattr__(self, "_gate", _join(patterns))
-        object.__setattr__(self, "_ascii_gate", _lower_gate(patterns) if self._gate is not None else None)
+        common = [s for s in self.signals if s.lang not in SCRIPTS]
+        groups = [_Group.of(common, None)]
+        for lang in dict.fromkeys(s.lang for s in self.signals if s.lang in SCRIPTS):
+            groups.append(_Group.of([s for s in self.signals if s.lang == lang], SCRIPTS[lang]))
+        object.__setattr__(self, "_groups", tuple(groups))
+        object.__setattr__(self, "_gate", groups[0].gate)
+
+    @property
+    def _ascii_gate(self) -> re.Pattern | None:
+        return self._groups[0].ascii_gate
 
     def may_signal(self, text: str) -> bool:
-        """False only where no signal can fire on `text` (most texts): one search, case-sensitive on the lower-cased
-        text where it is ASCII."""
-        fast = self._ascii_gate
-        if fast is not None and text.isascii():
-            return fast.search(text.lower()) is not None
-        gate = self._gate
-        return gate is None or gate.search(text) is not None
+        """False only where no signal can fire on `text` (most texts): one search per script group that applies,
+        case-sensitive on the lower-cased text where it is ASCII."""
+        return any(group.may_signal(text) for group in self._groups)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_RULES) -> "RiskRules":
@@ -230,7 +283,8 @@ class RiskRules:
                 heads[name] = Head(name, float(h["medium"]), None if h.get("high") is None else float(h["high"]),
                                    h.get("requires"), ceiling)
             signals = tuple(
-                Signal(s["name"], float(s["weight"]), tuple(_compile(path, s["name"], p) for p in s["patterns"]))
+                Signal(s["name"], float(s["weight"]), tuple(_compile(path, s["name"], p) for p in s["patterns"]),
+                       str(s.get("lang", "en")))
                 for s in raw.get("signals", [])
             )
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, re.error) as exc:
@@ -245,9 +299,16 @@ class RiskRules:
             if head.requires is not None and head.requires not in heads:
                 raise RulesError(f"risk rules {path}: heads.{head.name} requires {head.requires!r}, "
                                  f"which has no [heads.{head.requires}]")
+        weights = {}
         for s in signals:
             if not 0 <= s.weight <= 1:
                 raise RulesError(f"risk rules {path}: weight of {s.name} must be within [0, 1], got {s.weight}")
+            if not re.fullmatch(r"[a-z]{2,3}", s.lang):
+                raise RulesError(f"risk rules {path}: signal {s.name}: lang must be a language code such as en or zh, "
+                                 f"got {s.lang!r}")
+            if weights.setdefault(s.name, s.weight) != s.weight:
+                raise RulesError(f"risk rules {path}: signal {s.name} has weights {weights[s.name]} and {s.weight} in "
+                                 "different tables: one signal, one weight, whatever the language")
         return cls(thresholds, heads, signals, fitted_for)
 
     @property
@@ -290,7 +351,7 @@ class RiskRules:
         fired = []
         for signal in self.signals if self.may_signal(text) else ():
             hit = signal.match(text)
-            if hit:
+            if hit and signal.name not in fired:  # a signal with tables in two languages counts once
                 fired.append(signal.name)
                 score = max(score, signal.weight)
                 if signal.weight >= 0.2:

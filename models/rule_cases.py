@@ -1,6 +1,7 @@
 """Hand-labelled cases for the risk rules' pattern signals (models/risk_rule_cases.jsonl) and how the rules fare on them.
 
-One JSON object a line: {"text": ..., "signal": NAME, "expect": true|false, "note": ...}. `expect` says whether the
+One JSON object a line: {"text": ..., "signal": NAME, "expect": true|false, "note": ..., "lang": "zh"} ("lang"
+optional, default "en": the case is checked against the signal's table for that language). `expect` says whether the
 signal NAME should fire on the text: positives are messages to a company where the writer threatens to sue, reports
 fraud on their own account, leaves, has an urgent problem or threatens violence; negatives are hard ones, the same
 words out of that context (news, politics, idioms, third parties, questions about policy, the brand itself talking).
@@ -16,7 +17,8 @@ from pathlib import Path
 from streamsense.models.risk import DEFAULT_RULES, Signal
 
 DEFAULT_CASES = Path(__file__).with_name("risk_rule_cases.jsonl")
-_FIELDS = {"text": str, "signal": str, "expect": bool, "note": str}
+_FIELDS = {"text": str, "signal": str, "expect": bool, "note": str, "lang": str}
+_OPTIONAL = {"note", "lang"}
 
 
 class CasesError(ValueError):
@@ -29,6 +31,16 @@ class Case:
     signal: str
     expect: bool
     note: str = ""
+    lang: str = "en"
+
+    @property
+    def key(self) -> str:
+        """The signal table it is checked against, as reports name it: "fraud", "fraud:zh"."""
+        return _key(self.signal, self.lang)
+
+
+def _key(name: str, lang: str) -> str:
+    return name if lang == "en" else f"{name}:{lang}"
 
 
 def load_cases(path: Path = DEFAULT_CASES) -> list[Case]:
@@ -54,14 +66,14 @@ def load_cases(path: Path = DEFAULT_CASES) -> list[Case]:
             raise CasesError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         for name, kind in _FIELDS.items():
             if name not in row:
-                if name == "note":
+                if name in _OPTIONAL:
                     continue
                 raise CasesError(f"{where}: field {name!r} is missing")
             if type(row[name]) is not kind:  # not isinstance: true/false only for expect, and no 0/1 for it
                 raise CasesError(f"{where}: field {name!r} must be {kind.__name__}, got {json.dumps(row[name])}")
         if not row["text"].strip() or not row["signal"].strip():
             raise CasesError(f"{where}: text and signal must not be empty")
-        cases.append(Case(row["text"], row["signal"], row["expect"], row.get("note", "")))
+        cases.append(Case(row["text"], row["signal"], row["expect"], row.get("note", ""), row.get("lang", "en")))
     return cases
 
 
@@ -69,8 +81,8 @@ def load_signals(path: Path = DEFAULT_RULES) -> tuple[Signal, ...]:
     """Only the [[signals]] tables of a risk rules file, compiled as RiskRules.load compiles them (case-insensitive),
     without reading the file's levels or heads: the cases check the patterns alone."""
     raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    return tuple(Signal(s["name"], float(s["weight"]), tuple(re.compile(p, re.IGNORECASE) for p in s["patterns"]))
-                 for s in raw.get("signals", []))
+    return tuple(Signal(s["name"], float(s["weight"]), tuple(re.compile(p, re.IGNORECASE) for p in s["patterns"]),
+                        s.get("lang", "en")) for s in raw.get("signals", []))
 
 
 def _signals(rules) -> tuple[Signal, ...]:
@@ -80,22 +92,23 @@ def _signals(rules) -> tuple[Signal, ...]:
 
 def fired(rules, text: str) -> list[str]:
     """Names of the signals that fire on `text`, in the rules' order (what RiskRules.assess reports as signals)."""
-    return [s.name for s in _signals(rules) if s.match(text) is not None]
+    return list(dict.fromkeys(s.name for s in _signals(rules) if s.match(text) is not None))  # a name counts once
 
 
 def score(rules, cases) -> dict[str, dict]:
-    """Per signal named by a case (in the rules' order): tp, fp, fn, tn, precision, recall (None where undefined:
-    nothing predicted, or no positives), n_pos and n_neg. ValueError where a case names a signal the rules lack."""
-    signals = {s.name: s for s in _signals(rules)}
+    """Per signal table named by a case (in the rules' order; "fraud" for English, "fraud:zh" for another language):
+    tp, fp, fn, tn, precision, recall (None where undefined: nothing predicted, or no positives), n_pos and n_neg.
+    ValueError where a case names a signal the rules lack."""
+    signals = {_key(s.name, s.lang): s for s in _signals(rules)}
     cases = list(cases)
-    missing = sorted({c.signal for c in cases} - set(signals))
+    missing = sorted({c.key for c in cases} - set(signals))
     if missing:
         raise ValueError(f"rule cases name signals the rules do not have: {', '.join(missing)}")
-    counts = {name: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for name in signals if any(c.signal == name for c in cases)}
+    counts = {name: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for name in signals if any(c.key == name for c in cases)}
     for case in cases:
-        predicted = signals[case.signal].match(case.text) is not None
+        predicted = signals[case.key].match(case.text) is not None
         key = ("tp" if case.expect else "fp") if predicted else ("fn" if case.expect else "tn")
-        counts[case.signal][key] += 1
+        counts[case.key][key] += 1
     report = {}
     for name, c in counts.items():
         tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
@@ -106,8 +119,8 @@ def score(rules, cases) -> dict[str, dict]:
 
 def mistakes(rules, cases) -> list[Case]:
     """The cases the rules get wrong (their signal fires where it should not, or stays silent where it should fire)."""
-    signals = {s.name: s for s in _signals(rules)}
-    return [c for c in cases if c.signal in signals and (signals[c.signal].match(c.text) is not None) != c.expect]
+    signals = {_key(s.name, s.lang): s for s in _signals(rules)}
+    return [c for c in cases if c.key in signals and (signals[c.key].match(c.text) is not None) != c.expect]
 
 
 def format_table(report: dict[str, dict]) -> str:

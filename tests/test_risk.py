@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streamsense.models.risk import DEFAULT_RULES, RiskRules, RulesError, Signal
+from streamsense.models.risk import DEFAULT_RULES, SCRIPTS, RiskRules, RulesError, Signal
 
 QUIET = {"offensive": 0.02, "hate": 0.01, "complaint": 0.05}
 
@@ -153,7 +153,8 @@ def _reference(rules, text, head_probs):
         if needs is not None and not float(head_probs.get(needs.name, 0.0)) >= needs.medium:
             c = min(c, rules.thresholds["medium"] - 1e-4)
         components.append(c)
-    fired = [s.name for s in rules.signals if s._match_each(text)]  # each pattern in turn; an empty match fires nothing
+    # each pattern in turn (an empty match fires nothing); a name with tables in two languages counts once
+    fired = list(dict.fromkeys(s.name for s in rules.signals if s._match_each(text)))
     components += [s.weight for s in rules.signals if s.name in fired]
     score = round(max(components, default=0.0), 4)
     return rules.level(score), score, fired
@@ -256,24 +257,33 @@ def test_global_flags_inside_a_pattern_are_refused(tmp_path):
 
 # --- the lower-case gate for ASCII text ------------------------------------------------------------------------------
 
-def test_the_ascii_gate_says_what_the_case_insensitive_gate_says(rules):
+def _may_signal_reference(rules, text):
+    """Whether any pattern matches, searched one by one, case-insensitive; a table of a language with a script of its
+    own (SCRIPTS) only on text holding a character of that script."""
+    return any(p.search(text) for s in rules.signals if s.lang not in SCRIPTS or re.search(SCRIPTS[s.lang], text)
+               for p in s.patterns)
+
+
+def test_the_gates_say_what_each_pattern_says(rules):
     assert rules._ascii_gate is not None  # the shipped patterns all lower safely
     texts = _real_texts() + HITS + [c["text"] for c in map(json.loads, (ROOT / "models/risk_rule_cases.jsonl")
                                                           .read_text(encoding="utf-8").splitlines())]
-    checked = 0
+    texts += ["I’ll sue you", "I’m cancelling my subscription 😡", "ſue you", "I will Kill you", "İ will sue",
+              "我要起诉你们 and I will sue", "Café owner: I will sue your company", "ı will sue you"]
+    checked = {True: 0, False: 0}
     for text in texts:
         for variant in (text, text.upper(), text.swapcase(), text.title()):
-            if variant.isascii():
-                checked += 1
-                assert rules.may_signal(variant) == (rules._gate.search(variant) is not None), variant
-    assert checked > 2000
+            checked[variant.isascii()] += 1
+            assert rules.may_signal(variant) == _may_signal_reference(rules, variant), variant
+    assert checked[True] > 2000 and checked[False] > 400
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_texts.map(lambda t: t.encode("ascii", "ignore").decode()), st.sampled_from([str, str.upper, str.title]))
-def test_the_ascii_gate_for_any_ascii_text(rules, text, case):
-    text = case(text)
-    assert rules.may_signal(text) == (rules._gate.search(text) is not None), text
+@given(_texts, st.sampled_from([str, str.upper, str.title]),
+       st.sampled_from(["", "’", "😡", "ſ", "K", "İ", "é", "我要", "起诉", "ı"]))
+def test_the_gates_for_any_text(rules, text, case, extra):
+    text = case(text) + extra + case(text)
+    assert rules.may_signal(text) == _may_signal_reference(rules, text), text
 
 
 @pytest.mark.parametrize("patterns, lowered", [
@@ -286,5 +296,23 @@ def test_the_ascii_gate_for_any_ascii_text(rules, text, case):
 def test_patterns_the_ascii_gate_cannot_take_keep_the_plain_gate(patterns, lowered):
     rules = RiskRules({"medium": 0.5, "high": 0.7, "critical": 0.9}, {}, (_signal(*patterns),))
     assert (rules._ascii_gate is not None) == lowered
-    for text in ["my lawyer", "MY LAWYER said", "ABcd", "abc", "Abc", "sue", "SUE", "kelvin", "KELVIN", "x"]:
-        assert rules.may_signal(text) == (rules._gate.search(text) is not None), text
+    for text in ["my lawyer", "MY LAWYER said", "ABcd", "abc", "Abc", "sue", "SUE", "kelvin", "KELVIN", "x", "ſue",
+                 "\u212aelvin", "my lawyer 😡"]:
+        assert rules.may_signal(text) == _may_signal_reference(rules, text), text
+
+
+def test_one_signal_may_have_a_table_per_language(tmp_path, rules):
+    assert {s.lang for s in rules.signals} == {"en", "zh"}
+    both = rules.assess("I will sue you. 我要起诉你们", {})
+    assert both.signals == ["legal_threat"]  # fired in both tables, counted once
+    zh = rules.assess("你们再不退款我就去法院起诉", {})
+    assert (zh.level, zh.signals) == ("critical", ["legal_threat"])
+    bad = tmp_path / "rules.toml"
+    head = "[levels]\nmedium = 0.5\nhigh = 0.7\ncritical = 0.9\n"
+    bad.write_text(head + "[[signals]]\nname='x'\nweight=0.5\npatterns=['a']\n[[signals]]\nname='x'\nlang='zh'\n"
+                   "weight=0.6\npatterns=['我']\n")
+    with pytest.raises(RulesError, match="signal x has weights 0.5 and 0.6"):
+        RiskRules.load(bad)
+    bad.write_text(head + "[[signals]]\nname='x'\nlang='Chinese'\nweight=0.5\npatterns=['a']\n")
+    with pytest.raises(RulesError, match="lang must be a language code"):
+        RiskRules.load(bad)

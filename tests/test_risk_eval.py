@@ -109,7 +109,8 @@ def test_the_risk_evaluation_on_a_small_fixture(classifier):
     # every hand-labelled rule case that should fire reaches at least medium (a signal's weight is its level)
     assert sets[RULE_CASES]["risky_medium_or_above"] == 1.0
     assert sets[RULE_CASES]["alerts_per_10k"] > 0  # the legal / fraud / harm cases page
-    assert set(report["rule_cases"]) == {s.name for s in classifier.rules.signals}
+    assert set(report["rule_cases"]) == {s.name if s.lang == "en" else f"{s.name}:{s.lang}"
+                                         for s in classifier.rules.signals}
     table = format_report(report)
     assert "| validation | rule_cases |" in table and "benign → high/critical" in table
 
