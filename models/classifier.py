@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamsense.models.language import model_languages
 from streamsense.models.risk import Risk, RiskRules
 from streamsense.models.runtime import Encoded, ModelRuntime
 from streamsense.models.tasks import RISK_TASKS
@@ -77,6 +78,8 @@ class Classifier:
             raise ValueError(f"model {runtime.label} lacks the {', '.join(sorted(missing))} head")
         self.sentiment_labels = next(t.labels for t in runtime.tasks if t.name == "sentiment")
         self.risk_heads = [(t.name, t.labels.index(t.positive)) for t in RISK_TASKS if t.name in names]
+        # the languages the model reads (its card's `languages`, else English): the pipeline flags the others
+        self.languages: tuple[str, ...] = model_languages(getattr(runtime, "card", None))
 
     @property
     def model_version(self) -> str:

@@ -136,6 +136,17 @@ def _stored_tickets(stmt: Select, at: datetime, dialect: str) -> Select:
     return stmt.where(top_risky_tickets.c.ticket_id.in_(stored))
 
 
+def _languages_query(*where) -> Select:
+    """Messages per kind and identified language (migration 0004; NULL: stored before it, never identified), how
+    many of them the model supports, and that share."""
+    c = predictions.c
+    supported = func.sum(case((c.supported.is_(True), 1), else_=0))
+    return (select(c.kind, c.lang, func.count().label("n"), supported.label("supported"),
+                   (cast(supported, Float) / func.count()).label("supported_share"))
+            .where(*where).group_by(c.kind, c.lang)
+            .order_by(func.count().desc(), c.kind, func.coalesce(c.lang, "")))  # NULL first on both databases
+
+
 _totals = union_all(
     select(predictions.c.kind.label("what"), func.count().label("n")).group_by(predictions.c.kind),
     select(literal("alert").label("what"), func.count()).select_from(alerts),
@@ -168,6 +179,10 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            "bucket_start", 1000, time_base=STORED, bucket="minute",
            stored_filter=lambda stmt, at, dialect: stmt.where(stored_per_minute.c.bucket_start >= at),
            sources=(Source(predictions, "rows", event=None), Source(dead_letters, "rows", event=None))),
+    Report("languages", "messages per kind and language identified in the text (lang NULL: stored before language "
+           "identification), with how many and what share the model supports",
+           _languages_query(), stored_filter=lambda stmt, at, dialect: _languages_query(predictions.c.stored_at >= at),
+           sources=(Source(predictions, "messages"),)),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),

@@ -78,6 +78,9 @@ class ResultRow(TypedDict):
     source_offset: int
     created_at: datetime | None
     produced_at: datetime | None
+    lang: str  # identified (models/language.py): ISO 639-1, or `und` when the text is too short to tell
+    lang_declared: str | None  # the producer's `lang` field (posts; tickets have none)
+    supported: bool  # the model reads `lang` (`und` counts as supported)
 
 
 class DeadLetterRow(TypedDict):
@@ -121,6 +124,7 @@ class Processed:
 
     batch: Batch
     outgoing: list[Outgoing]
+    languages: Mapping[str, int] = field(default_factory=dict)  # messages per identified language (metrics)
 
 
 def text_for_storage(text: str, mode: str) -> str | None:

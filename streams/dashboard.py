@@ -40,6 +40,7 @@ def summary(engine, bucket: str, buckets: int) -> dict:
         "top_tickets": records("top-risky-tickets", limit=10),
         "throughput": records("throughput", last_stored and last_stored - timedelta(minutes=59), SERIES_LIMIT),
         "offsets": records("offsets"),
+        "languages": records("languages", limit=20),
     }
 
 

@@ -1,17 +1,26 @@
-"""One batch through the stages: decode/validate → tokenize → infer → decide → (store rows, output messages).
+"""One batch through the stages: decode/validate → language → tokenize → infer → decide → (store rows, output
+messages).
 
 Pure and synchronous: the Faust agent feeds it and owns the I/O (produce, then SQL commit). Alerts are
 candidates here; the store gates them (cooldown, rate limit, windows) in its transaction and the alert
 outbox publishes what it kept.
+
+Every message's language is identified (models/language.py) before tokenizing. A message in a language the model does
+not support is never classified silently: with `unsupported_language="flag"` (the default) it is classified and its
+risk carries the signal `unsupported_language` and a line of explanation; with `"dead_letter"` it goes to the
+dead letters instead, reason "unsupported language: zh", without being classified.
 """
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import msgspec
 
 from streamsense.models.classifier import BatchResult, Classifier, Prediction
+from streamsense.models.language import DEFAULT_LANGUAGES, UNDETERMINED, identify
+from streamsense.models.risk import Risk
 from streamsense.models.runtime import Encoded
 from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.records import DecodeError, Record, decode
@@ -31,6 +40,8 @@ class Prepared:
     failed: list[tuple[Incoming, str]]
     encoded: Encoded | None  # token ids of the valid texts (None: tokenizing failed)
     classifier: Classifier  # the model that tokenized it finishes it, even if a reload happens in between
+    langs: list[str]  # the language identified in each valid message's text, in order
+    languages: Counter  # messages per identified language, those dead-lettered as unsupported included (metrics)
 
 
 #: (start, stop, outcome) over a batch's valid messages, in order: decisions for the run, or the error of one message.
@@ -40,21 +51,41 @@ Part = tuple[int, int, BatchResult | Exception]
 _ENCODER = msgspec.json.Encoder(enc_hook=str)
 
 
-_OPTIONAL = ("author", "customer_id", "priority")
-_OPTIONAL_BY_TYPE: dict[type, tuple[bool, bool, bool]] = {}
+_OPTIONAL = ("author", "customer_id", "priority", "lang")
+_OPTIONAL_BY_TYPE: dict[type, tuple[bool, bool, bool, bool]] = {}
+#: `predictions.lang_declared` holds at most this many characters of the producer's `lang` (a post's field allows 200)
+DECLARED_MAX = 16
+UNSUPPORTED_SIGNAL = "unsupported_language"
+UNSUPPORTED_REASON = "unsupported language: "  # + the code: the dead-letter reason in "dead_letter" mode
 
 
-def _author_priority(record: Record) -> tuple[str | None, str | None]:
-    """`getattr(record, "author", None) or getattr(record, "customer_id", None)` and `getattr(record, "priority",
-    None)`, without a failed attribute lookup per message (costly on pydantic models): which of these attributes a
-    record type has is looked up once per type."""
+def _author_priority(record: Record) -> tuple[str | None, str | None, str | None]:
+    """`getattr(record, "author", None) or getattr(record, "customer_id", None)`, `getattr(record, "priority",
+    None)` and `getattr(record, "lang", None)` (cut to DECLARED_MAX characters; empty: None), without a failed
+    attribute lookup per message (costly on pydantic models): which of these attributes a record type has is looked
+    up once per type."""
     has = _OPTIONAL_BY_TYPE.get(type(record))
     if has is None:
         has = _OPTIONAL_BY_TYPE[type(record)] = tuple(hasattr(record, name) for name in _OPTIONAL)
     author = record.author if has[0] else None
     if not author:
         author = record.customer_id if has[1] else None
-    return author, (record.priority if has[2] else None)
+    declared = record.lang if has[3] else None
+    return author, (record.priority if has[2] else None), (declared[:DECLARED_MAX] if declared else None)
+
+
+def model_languages_of(classifier) -> tuple[str, ...]:
+    """The languages a classifier's model reads (`Classifier.languages`, from its card); a stand-in without them
+    (a wrapper in tests or benchmarks) is taken as English-only, as the shipped models are."""
+    return getattr(classifier, "languages", DEFAULT_LANGUAGES)
+
+
+def flag_unsupported(risk: Risk, lang: str, languages: tuple[str, ...]) -> Risk:
+    """`risk` with the signal `unsupported_language` and a line saying why its scores cannot be trusted; level and
+    score unchanged (the model's own, read from text it does not understand)."""
+    why = f"{UNSUPPORTED_SIGNAL}: text in '{lang}', the model reads {', '.join(languages)} only (scores unreliable)"
+    explanation = why if risk.explanation == "no risk signal" else f"{risk.explanation}; {why}"
+    return replace(risk, signals=[*risk.signals, UNSUPPORTED_SIGNAL], explanation=explanation)
 
 
 class Processor:
@@ -62,25 +93,50 @@ class Processor:
     `stages` once per batch (streams/stages.py)."""
 
     def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full",
-                 stages: Stages | None = None, publish_predictions: bool = True):
+                 stages: Stages | None = None, publish_predictions: bool = True, unsupported_language: str = "flag"):
         self.classifier = classifier
         self.topics = topics
         self.alert_rules = alert_rules
         self.store_text = store_text
         self.stages = stages if stages is not None else NoStages()
         self.publish_predictions = publish_predictions  # False: results go to SQL only (dead letters still published)
+        if unsupported_language not in ("flag", "dead_letter"):
+            raise ValueError(f"unsupported_language must be 'flag' or 'dead_letter', not {unsupported_language!r}")
+        self.unsupported_language = unsupported_language
 
     def process(self, messages: list[Incoming]) -> Processed:
         return self.finish(self.prepare(messages))
 
     def prepare(self, messages: list[Incoming]) -> Prepared:
-        """Stages 1 and 2, CPU work that overlaps the previous batch's inference: decode, then tokenize."""
+        """Stages 1 and 2, CPU work that overlaps the previous batch's inference: decode, identify the language
+        (and in "dead_letter" mode set aside what the model does not read), then tokenize."""
         with self.stages("decode"):
             valid, failed = self.decode(messages)
         classifier = self.classifier  # the model that tokenizes a batch also infers it, even across a reload
+        with self.stages("language"):
+            langs = identify([record.model_text for _, record in valid])
+            languages = Counter(langs)
+            if self.unsupported_language == "dead_letter":
+                valid, langs, failed = self.divert(valid, langs, failed, model_languages_of(classifier))
         with self.stages("tokenize"):
             encoded = self.tokenize(classifier, valid)
-        return Prepared(messages, valid, failed, encoded, classifier)
+        return Prepared(messages, valid, failed, encoded, classifier, langs, languages)
+
+    @staticmethod
+    def divert(valid: list[tuple[Incoming, Record]], langs: list[str], failed: list[tuple[Incoming, str]],
+               supported: tuple[str, ...]):
+        """The messages in a language the model does not read, moved from `valid` to `failed` (dead letters) with
+        the reason "unsupported language: <code>"."""
+        if all(lang == UNDETERMINED or lang in supported for lang in langs):
+            return valid, langs, failed
+        kept, kept_langs, failed = [], [], list(failed)
+        for item, lang in zip(valid, langs):
+            if lang == UNDETERMINED or lang in supported:
+                kept.append(item)
+                kept_langs.append(lang)
+            else:
+                failed.append((item[0], UNSUPPORTED_REASON + lang))
+        return kept, kept_langs, failed
 
     def decode(self, messages: list[Incoming]) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
         """Stage 1: bytes → validated records; the rest with a one-line reason (they become dead letters)."""
@@ -167,6 +223,7 @@ class Processor:
         store_text, predictions_topic = self.store_text, self.topics.predictions
         may_fire, per_message = self.alert_rules.may_fire, self.alert_rules.per_message
         encode, publish = _ENCODER.encode, self.publish_predictions
+        langs, languages = prepared.langs, model_languages_of(prepared.classifier)
         rows: list[ResultRow] = []
         alerts: list = []
         out: list[Outgoing] = []
@@ -174,13 +231,17 @@ class Processor:
             if isinstance(result, Exception):
                 failed.append((valid[start][0], f"model error: {type(result).__name__}: {result}"))
                 continue
-            columns = zip(valid[start:stop], result.labels, result.scores, result.risks, result.truncated)
-            for i, ((msg, record), label, scores, risk, truncated) in enumerate(columns):
+            columns = zip(valid[start:stop], langs[start:stop], result.labels, result.scores, result.risks,
+                          result.truncated)
+            for i, ((msg, record), lang, label, scores, risk, truncated) in enumerate(columns):
                 text = record.model_text
                 stored = text_for_storage(text, store_text)
                 kind, ident, group, created_at = record.kind, record.id, record.group, record.created_at
                 produced_at = msg.produced_at
-                author, priority = _author_priority(record)
+                author, priority, declared = _author_priority(record)
+                supported = lang == UNDETERMINED or lang in languages
+                if not supported:
+                    risk = flag_unsupported(risk, lang, languages)
                 rows.append({
                     "kind": kind, "message_id": ident, "grp": group, "author": author, "priority": priority,
                     "text": stored, "text_sha256": sha256(text),
@@ -191,15 +252,20 @@ class Processor:
                     "model_version": version,
                     "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
                     "created_at": created_at, "produced_at": produced_at,
+                    "lang": lang, "lang_declared": declared, "supported": supported,
                 })
                 if publish:
                     out.append(Outgoing(predictions_topic, ident.encode(), encode({
                         "id": ident, "kind": kind, "sentiment": {"label": label, "scores": scores},
-                        "risk": risk.to_dict(), "truncated": truncated, "model_version": version,
+                        "risk": risk.to_dict(), "truncated": truncated,
+                        "lang": lang, "lang_declared": declared, "supported": supported, "model_version": version,
                         "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
                     })))
                 if may_fire(group, risk, scores):
-                    alerts += per_message(kind, ident, group, stored or "", result.prediction(i), version,
+                    prediction = result.prediction(i)
+                    if not supported:
+                        prediction = replace(prediction, risk=risk)
+                    alerts += per_message(kind, ident, group, stored or "", prediction, version,
                                           created_at or produced_at or datetime.now(timezone.utc))
         dead = []
         for msg, reason in failed:
@@ -217,4 +283,4 @@ class Processor:
         for msg in prepared.messages:
             tp = (msg.topic, msg.partition)
             offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
-        return Processed(Batch(rows, alerts, dead, offsets), out)
+        return Processed(Batch(rows, alerts, dead, offsets), out, prepared.languages)

@@ -34,6 +34,11 @@ predictions = Table(
     Column("source_offset", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True)),  # from the message
     Column("produced_at", DateTime(timezone=True)),  # Kafka timestamp
+    # migration 0004 (NULL in rows stored before it): the language identified (models/language.py; `und`: too short
+    # to tell), the producer's declared `lang` (posts only), whether the model supports the identified language
+    Column("lang", String(16)),
+    Column("lang_declared", String(16)),
+    Column("supported", Boolean),
     Column("stored_at", DateTime(timezone=True), nullable=False),  # set at write time (UTC)
     Column("event_at", DateTime(timezone=True), nullable=False),  # created_at, else produced_at, else stored_at
     UniqueConstraint("kind", "message_id", name="uq_predictions_kind_message"),

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: The stages in pipeline order (a stage not listed here is reported after them).
-STAGES = ("fetch", "decode", "tokenize", "infer", "decide", "shape", "produce", "sql", "alerts", "bookkeeping")
+STAGES = ("fetch", "decode", "language", "tokenize", "infer", "decide", "shape", "produce", "sql", "alerts", "bookkeeping")
 
 
 class Stages:

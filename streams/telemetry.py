@@ -22,6 +22,10 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 END_TO_END_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+#: The `lang` label values of streamsense_messages_by_language_total: the languages most seen in social and support
+#: traffic, `und` (too short to tell) and "other" for every other code, so the label's cardinality stays bounded.
+LANGUAGE_LABELS = frozenset(("en", "zh", "es", "pt", "fr", "de", "it", "nl", "ru", "ja", "ko", "ar", "hi", "tr",
+                             "id", "pl", "vi", "th", "und"))
 
 
 def _timed(histogram: Histogram, fn: Callable) -> Callable:
@@ -42,6 +46,9 @@ class Metrics:
         self.messages_out = Counter("messages_out", "Messages produced (predictions, alerts, dead letters)",
                                     ["topic"], **common)
         self.dead_letters = Counter("dead_letters", "Messages dead-lettered, by source topic", ["topic"], **common)
+        self.languages = Counter("messages_by_language", "Valid messages by the language identified in their text "
+                                 "(models/language.py; 'und': too short to tell, 'other': a language outside the "
+                                 "listed ones), those dead-lettered as unsupported included", ["lang"], **common)
         self.alerts = Counter("alerts", "Alerts published on the alerts topic", ["rule", "severity"], **common)
         self.batch_size = Histogram("batch_size", "Messages per batch", buckets=BATCH_SIZE_BUCKETS, **common)
         self.tokenize_seconds = Histogram("tokenize_seconds", "Tokenizer time per call", buckets=MODEL_BUCKETS,
@@ -84,6 +91,12 @@ class Metrics:
             self.dead_letters.labels(topic).inc(n)
         for topic, n in per_topic.items():
             self.messages_in.labels(topic).inc(n)
+        per_language: dict[str, int] = {}
+        for lang, n in processed.languages.items():
+            label = lang if lang in LANGUAGE_LABELS else "other"
+            per_language[label] = per_language.get(label, 0) + n
+        for label, n in per_language.items():
+            self.languages.labels(label).inc(n)
         out_per_topic: dict[str, int] = {}
         for out in processed.outgoing:
             out_per_topic[out.topic] = out_per_topic.get(out.topic, 0) + 1

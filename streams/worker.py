@@ -35,7 +35,8 @@ def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages 
         dead_letter=settings.topic_dead_letter,
     )
     return Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
-                     publish_predictions=settings.publish_predictions)
+                     publish_predictions=settings.publish_predictions,
+                     unsupported_language=settings.unsupported_language)
 
 
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:

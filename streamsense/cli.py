@@ -216,13 +216,22 @@ def classify(
 ):
     """Classify stdin (JSONL posts or tickets, or plain lines); one JSON result per input line, in order.
 
+    Each result carries the language identified in the text (`lang`, `und` when too short to tell), the post's
+    declared `lang_declared`, and `supported`: false where the model does not read that language (its risk then
+    has the signal `unsupported_language`).
+
     Each JSON line is validated as the worker validates a message; an invalid line's result is
     {"line", "id", "error"} with the reason, and the others are still classified."""
+    from dataclasses import replace
+
+    from streamsense.models.language import identify, is_supported
+    from streamsense.streams.pipeline import DECLARED_MAX, flag_unsupported, model_languages_of
     from streamsense.streams.records import DecodeError, decode
     from streamsense.streams.worker import load_classifier
 
     kind = RecordShape(kind).value
     classifier = load_classifier(Settings())
+    languages = model_languages_of(classifier)
 
     def parse(number: int, raw: bytes) -> dict:
         raw = raw.rstrip(b"\r\n")
@@ -249,11 +258,17 @@ def classify(
 
     def flush(items: list[dict]) -> None:
         records = [item["record"] for item in items if "record" in item]
-        predictions = iter(classifier.classify([r.model_text for r in records]))
+        texts = [r.model_text for r in records]
+        predictions, langs = iter(classifier.classify(texts)), iter(identify(texts))
         for item in items:
             if "record" in item:
-                record = item["record"]
-                out = {"id": record.id, "kind": record.kind, **next(predictions).to_dict()}
+                record, prediction, lang = item["record"], next(predictions), next(langs)
+                supported = is_supported(lang, languages)
+                if not supported:  # as the worker flags it (streams/pipeline.py)
+                    prediction = replace(prediction, risk=flag_unsupported(prediction.risk, lang, languages))
+                declared = getattr(record, "lang", None)
+                out = {"id": record.id, "kind": record.kind, **prediction.to_dict(), "lang": lang,
+                       "lang_declared": declared[:DECLARED_MAX] if declared else None, "supported": supported}
             else:
                 out = item
             sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")

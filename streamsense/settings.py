@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # benchmarks only: inference replaced by zero logits (everything else real), to measure the pipeline's own ceiling
     null_model: bool = False
     risk_rules: Path = MODELS_DIR / "risk_rules.toml"
+    # a message in a language the model does not support (models/language.py; the model card's `languages`, else
+    # English): "flag" classifies and stores it with the risk signal `unsupported_language`; "dead_letter" sends it
+    # to the dead letters unclassified, reason "unsupported language: <code>"
+    unsupported_language: Literal["flag", "dead_letter"] = "flag"
     datasets_dir: Path = Field(default_factory=_default_datasets_dir)
 
     # Alerts

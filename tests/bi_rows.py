@@ -10,7 +10,8 @@ PROBABILITIES = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "pos
 
 def prediction(kind: str, message_id: str, grp: str | None, sentiment: str, produced_at: datetime | None,
                text: str = "sample text", risk_level: str = "low", risk_score: float = 0.05,
-               priority: str | None = None, partition: int = 0, offset: int = 0) -> dict:
+               priority: str | None = None, partition: int = 0, offset: int = 0, lang: str | None = "en",
+               lang_declared: str | None = None) -> dict:
     p_negative, p_neutral, p_positive = PROBABILITIES[sentiment]
     return {
         "kind": kind, "message_id": message_id, "grp": grp, "author": f"author-{message_id}", "priority": priority,
@@ -20,6 +21,7 @@ def prediction(kind: str, message_id: str, grp: str | None, sentiment: str, prod
         "risk_signals": [], "risk_explanation": f"{risk_level} risk: complaint {risk_score:.2f}",
         "model_version": "streamsense-minilm:1", "source_topic": f"{kind}s", "source_partition": partition,
         "source_offset": offset, "created_at": produced_at, "produced_at": produced_at,
+        "lang": lang, "lang_declared": lang_declared, "supported": None if lang is None else lang in ("en", "und"),
     }
 
 

@@ -42,7 +42,8 @@ def row(i: int, at: datetime, sentiment: str, grp="acme", kind="post") -> dict:
             "text": f"message {i}", "text_sha256": "0" * 64, "truncated": False, "sentiment": sentiment,
             "p_negative": neg, "p_neutral": 1 - neg - 0.01, "p_positive": 0.01, "risk_level": "low",
             "risk_score": neg / 2, "risk_labels": {}, "risk_signals": [], "risk_explanation": "", "model_version": "m:1",
-            "source_topic": "posts", "source_partition": 0, "source_offset": i, "created_at": None, "produced_at": at}
+            "source_topic": "posts", "source_partition": 0, "source_offset": i, "created_at": None, "produced_at": at,
+            "lang": "en", "lang_declared": None, "supported": True}
 
 
 @pytest.mark.parametrize("text, message", [

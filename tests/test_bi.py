@@ -35,10 +35,11 @@ POSTS = [
     prediction("post", "p2", "acme", "negative", at(0.5)),
     prediction("post", "p3", "acme", "positive", at(0.99)),
     prediction("post", "p4", "acme", "neutral", at(1)),
-    prediction("post", "p5", "globex", "neutral", at(0.2)),
-    prediction("post", "p6", "globex", "negative", at(0.7)),
+    prediction("post", "p5", "globex", "neutral", at(0.2), lang="zh", lang_declared="zh-CN"),
+    prediction("post", "p6", "globex", "negative", at(0.7), lang="es"),
     prediction("post", "p7", "acme", "negative", at(75)),
-    prediction("post", "p8", "acme", "positive", None),  # no Kafka timestamp: bucketed by when it was stored
+    # no Kafka timestamp: bucketed by when it was stored; no language: stored before migration 0004
+    prediction("post", "p8", "acme", "positive", None, lang=None),
 ]
 TICKETS = [
     prediction("ticket", "t1", "food", "neutral", at(2), "my order is late", "low", 0.10, "normal"),
@@ -247,6 +248,7 @@ def test_catalog_says_which_time_each_report_filters_on():
         "alerts-by-rule": (None, False),
         "latest-alerts": ("created_at (event time)", False),
         "throughput": ("bucket_start (stored time)", True),
+        "languages": (None, True),
         "offsets": (None, False),
         "totals": (None, False),
     }
@@ -314,6 +316,21 @@ def test_every_report_runs_on_an_empty_store(database_url):
         assert result.columns and (result.rows == [] or name == "totals"), name
     assert newest(engine, "sentiment-minute") is None
     engine.dispose()
+
+
+def test_languages_report(engine, filled):
+    assert records(engine, "languages") == [
+        {"kind": "ticket", "lang": "en", "n": 6, "supported": 6, "supported_share": 1.0},
+        {"kind": "post", "lang": "en", "n": 5, "supported": 5, "supported_share": 1.0},
+        {"kind": "post", "lang": None, "n": 1, "supported": 0, "supported_share": 0.0},  # stored before 0004
+        {"kind": "post", "lang": "es", "n": 1, "supported": 0, "supported_share": 0.0},
+        {"kind": "post", "lang": "zh", "n": 1, "supported": 0, "supported_share": 0.0},
+    ]
+    before, after = filled[1]
+    assert sum(r["n"] for r in records(engine, "languages", stored_since=before)) == 14
+    assert records(engine, "languages", stored_since=after + timedelta(minutes=1)) == []
+    with pytest.raises(ValueError, match="takes no 'since'"):
+        run_report(engine, "languages", since=T0)
 
 
 def test_bad_report_parameters(engine):

@@ -3,6 +3,7 @@ the `alerts` group (list, tail, check) and the read-only `query` through the rea
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 import streamsense.streams.worker as worker
 from streamsense.cli import ORDER, app, describe_rule
+from streamsense.models.risk import Risk
 from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.contracts import Batch
 from streamsense.streams.store import Store
@@ -43,19 +45,30 @@ def test_alerts_is_one_group():
 
 # --- classify -----------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
 class _Prediction:
-    def __init__(self, text):
-        self.text = text
+    text: str
+    risk: Risk = Risk("low", 0.1, {}, [], "no risk signal")
 
     def to_dict(self):
-        return {"seen": self.text}
+        return {"seen": self.text, "signals": self.risk.signals}
 
 
 class _EchoClassifier:
-    """Stands in for the model: each result says which text the model was given."""
+    """Stands in for the model: each result says which text the model was given (and the risk signals)."""
+
+    languages = ("en",)
 
     def classify(self, texts):
         return [_Prediction(t) for t in texts]
+
+
+LANGUAGE_KEYS = ("lang", "lang_declared", "supported", "signals")
+
+
+def _core(result: dict) -> dict:
+    """A result without its language fields (test_classify_tells_the_language checks those)."""
+    return {k: v for k, v in result.items() if k not in LANGUAGE_KEYS}
 
 
 @pytest.fixture
@@ -83,7 +96,7 @@ LINES = [
 def test_classify_accepts_posts_and_tickets_and_reports_invalid_lines(echo):
     result = invoke(["classify", "--batch-size", "4"], input="\n".join(LINES) + "\n")
     assert result.exit_code == 0, result.output
-    out = [json.loads(line) for line in result.stdout.splitlines()]
+    out = [_core(json.loads(line)) for line in result.stdout.splitlines()]
     assert len(out) == len(LINES)  # one result per line, in order
     assert out[0] == {"id": "p1", "kind": "post", "seen": "I love this"}
     assert out[1] == {"id": "t1", "kind": "ticket", "seen": "Refund. charged twice"}  # what the worker classifies
@@ -105,16 +118,33 @@ def test_classify_accepts_posts_and_tickets_and_reports_invalid_lines(echo):
 
 def test_classify_kind_forces_the_shape(echo):
     lines = '{"id": "a", "text": "post text", "body": "ticket body"}\nplain\n'
-    auto = [json.loads(line) for line in invoke(["classify"], input=lines).stdout.splitlines()]
+    auto = [_core(json.loads(line)) for line in invoke(["classify"], input=lines).stdout.splitlines()]
     assert auto[0] == {"id": "a", "kind": "ticket", "seen": "ticket body"}  # "body" makes it a ticket
-    posts = [json.loads(line) for line in invoke(["classify", "--kind", "post"], input=lines).stdout.splitlines()]
+    posts = [_core(json.loads(line))
+             for line in invoke(["classify", "--kind", "post"], input=lines).stdout.splitlines()]
     assert posts == [{"id": "a", "kind": "post", "seen": "post text"}, {"id": "2", "kind": "post", "seen": "plain"}]
     tickets = invoke(["classify", "--kind", "ticket"], input='{"id": "b", "text": "only text"}\nplain\n')
-    out = [json.loads(line) for line in tickets.stdout.splitlines()]
+    out = [_core(json.loads(line)) for line in tickets.stdout.splitlines()]
     assert out[0] == {"line": 1, "id": "b", "error": "invalid ticket: body: Field required"}
     assert out[1] == {"id": "2", "kind": "ticket", "seen": "plain"}
     bad = invoke(["classify", "--kind", "tweet"], input="")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) <= 2 and "--kind" in bad.stderr
+
+
+def test_classify_tells_the_language(echo):
+    lines = ['{"id": "en", "text": "The flight was delayed for three hours and nobody told us why", "lang": "en"}',
+             '{"id": "zh", "text": "这家店的外卖太慢了，等了两个小时", "lang": "zh-CN"}',
+             '{"id": "es", "text": "El vuelo llegó tarde y perdieron mi maleta, qué desastre"}',
+             '{"id": "t", "subject": "Refund", "body": "I was charged twice for the same order"}',
+             '{"id": "short", "text": "ok 👍"}']
+    result = invoke(["classify"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = {o["id"]: o for o in map(json.loads, result.stdout.splitlines())}
+    assert {k: (o["lang"], o["lang_declared"], o["supported"]) for k, o in out.items()} == {
+        "en": ("en", "en", True), "zh": ("zh", "zh-CN", False), "es": ("es", None, False), "t": ("en", None, True),
+        "short": ("und", None, True)}
+    assert out["zh"]["signals"] == ["unsupported_language"] and out["es"]["signals"] == ["unsupported_language"]
+    assert out["en"]["signals"] == [] and out["short"]["signals"] == []
 
 
 def test_classify_reports_invalid_utf8(echo):
@@ -134,6 +164,7 @@ def test_classify_with_the_shipped_model():
     assert post["kind"] == "post" and post["sentiment"]["label"] == "positive"
     assert ticket["kind"] == "ticket" and ticket["sentiment"]["label"] == "negative"
     assert ticket["risk"]["level"] in ("high", "critical") and "fraud" in ticket["risk"]["signals"]
+    assert (post["lang"], post["supported"], ticket["lang"], ticket["supported"]) == ("en", True, "en", True)
     assert bad == {"line": 3, "id": "bad", "error": "invalid ticket: body: Field required"} or \
         bad["error"].startswith("invalid post")  # no body: a post without text
 

@@ -137,7 +137,8 @@ def test_api(filled):
         status, headers, body = get(f"{base}/api/summary")
         assert status == 200 and headers["Cache-Control"] == "no-store"
         data = json.loads(body)
-        assert data["totals"] == {"post": 420, "ticket": 150, "alert": len(alerts), "dead_letter": 3}
+        tickets = sum(r["kind"] == "ticket" for r in rows)  # the bundled samples: 154 since the written tickets
+        assert data["totals"] == {"post": 420, "ticket": tickets, "alert": len(alerts), "dead_letter": 3}
         assert sum(r["n"] for r in data["sentiment"]) == len(rows)
         acme = [r for r in data["sentiment"] if r["grp"] == "acme-air"]
         recent = datetime.fromisoformat(data["generated_at"]) - timedelta(minutes=9)
@@ -145,12 +146,15 @@ def test_api(filled):
         assert share(r for r in acme if datetime.fromisoformat(r["bucket_start"]) < recent - timedelta(minutes=2)) < 0.4
         newest_first = sorted(alerts, key=lambda a: a["created_at"], reverse=True)
         assert [a["id"] for a in data["alerts"]] == [a["id"] for a in newest_first][:15]
-        assert sum(r["n"] for r in data["risk"]) == 150
+        assert sum(r["n"] for r in data["risk"]) == tickets
         assert [t["risk_score"] for t in data["top_tickets"]] == sorted(
             (r["risk_score"] for r in rows if r["kind"] == "ticket"), reverse=True)[:10]
         assert sum(r["n"] for r in data["throughput"]) == len(rows) + 3
         assert {(o["topic"], o["partition"]): o["next_offset"] for o in data["offsets"]} == {
-            ("posts", 0): 210, ("posts", 1): 210, ("tickets", 0): 75, ("tickets", 1): 75}
+            ("posts", 0): 210, ("posts", 1): 210, ("tickets", 0): (tickets + 1) // 2, ("tickets", 1): tickets // 2}
+        per_kind = {k: sum(r["kind"] == k for r in rows) for k in ("post", "ticket")}
+        assert data["languages"] == [{"kind": k, "lang": "en", "n": n, "supported": n, "supported_share": 1.0}
+                                     for k, n in sorted(per_kind.items(), key=lambda kn: -kn[1])]
 
         hourly = json.loads(get(f"{base}/api/summary?bucket=hour&buckets=2")[2])
         assert sum(r["n"] for r in hourly["sentiment"]) == len(rows)
@@ -245,6 +249,7 @@ def test_page_in_chromium(filled, browser, artifacts):
         assert newest["summary"] in first.text and excerpt in first.text
         assert count("#tickets-table tbody tr") == 10
         assert count("#offsets-table tbody tr") == 4
+        assert count("#languages-table tbody tr") == 2
         assert "unreliable" in browser.find_element("css selector", ".note").text
 
         # the whole page in one shot: a window as tall as the page plus the browser's own frame

@@ -105,6 +105,10 @@ def test_odd_but_valid_input_is_classified_and_stored(classifier, database_url):
     assert rows["megabyte"]["truncated"] is True
     assert rows["emoji"]["truncated"] is False
     assert "\x00" not in rows["nul bytes"]["text"]
+    assert {name: (r["lang"], r["supported"]) for name, r in rows.items() if name in (
+        "rtl", "hebrew", "chinese", "megabyte", "emoji")} == {
+        "rtl": ("ar", False), "hebrew": ("he", False), "chinese": ("zh", False), "megabyte": ("en", True),
+        "emoji": ("en", True)}
     store = Store(database_url, "g")
     store.migrate()
     store.write(out.batch)

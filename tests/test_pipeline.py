@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamsense.models.classifier import Classifier, Prediction, Sentiment
+from streamsense.models.language import identify_one
 from streamsense.models.risk import LEVELS, Risk, RiskRules
 from streamsense.models.runtime import Encoded, softmax
 from streamsense.models.tasks import TASKS
@@ -80,16 +81,30 @@ def reference_predict(classifier: Classifier, texts, encoded) -> list[Prediction
 
 
 def reference_process(processor: Processor, messages: list[Incoming]) -> dict:
-    """What Processor.process returned for `messages` (no model failures), as plain values."""
+    """What Processor.process returned for `messages` (no model failures), as plain values. Language: each text
+    identified on its own; unsupported ones flagged, or dead-lettered after the invalid ones."""
     valid, failed = processor.decode(messages)
     classifier = processor.classifier
+    langs = [identify_one(r.model_text) for _, r in valid]
+    ok = [lang == "und" or lang in classifier.languages for lang in langs]
+    if processor.unsupported_language == "dead_letter":
+        failed += [(msg, f"unsupported language: {lang}") for (msg, _), lang, good in zip(valid, langs, ok) if not good]
+        valid, langs, ok = ([x for x, good in zip(column, ok) if good] for column in (valid, langs, ok))
     texts = [r.model_text for _, r in valid]
     results = reference_predict(classifier, texts, classifier.tokenize(texts)) if valid else []
     version = classifier.model_version
     rows, alerts, out = [], [], []
-    for (msg, record), p in zip(valid, results):
+    for (msg, record), p, lang, supported in zip(valid, results, langs, ok):
         text = record.model_text
         scores = p.sentiment.scores
+        if not supported:
+            why = (f"unsupported_language: text in '{lang}', the model reads {', '.join(classifier.languages)} only "
+                   "(scores unreliable)")
+            p = Prediction(p.sentiment, Risk(p.risk.level, p.risk.score, p.risk.labels,
+                                             p.risk.signals + ["unsupported_language"],
+                                             why if p.risk.explanation == "no risk signal"
+                                             else p.risk.explanation + "; " + why), p.truncated)
+        declared = getattr(record, "lang", None)
         rows.append({
             "kind": record.kind, "message_id": record.id, "grp": record.group,
             "author": getattr(record, "author", None) or getattr(record, "customer_id", None),
@@ -102,8 +117,11 @@ def reference_process(processor: Processor, messages: list[Incoming]) -> dict:
             "model_version": version,
             "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
             "created_at": record.created_at, "produced_at": msg.produced_at,
+            "lang": lang, "lang_declared": declared[:16] if declared else None, "supported": supported,
         })
-        message = {"id": record.id, "kind": record.kind, **p.to_dict(), "model_version": version,
+        message = {"id": record.id, "kind": record.kind, **p.to_dict(),
+                   "lang": lang, "lang_declared": declared[:16] if declared else None, "supported": supported,
+                   "model_version": version,
                    "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}}
         out.append(("out", record.id.encode(),
                     json.dumps(message, ensure_ascii=False, default=str, separators=(",", ":")).encode(), []))
@@ -255,10 +273,11 @@ def test_each_stage_is_timed_once_per_batch():
     processor = _processor(stages=stages)
     messages = sample_messages()
     processor.process(messages[:64])
-    assert sorted(stages.calls) == sorted(["decode", "tokenize", "infer", "decide", "shape"])
+    assert sorted(stages.calls) == sorted(["decode", "language", "tokenize", "infer", "decide", "shape"])
     prepared = processor.prepare(messages[64:128])
     processor.finish(prepared)
-    assert len(stages.calls) == 10 and set(stages.snapshot()) == {"decode", "tokenize", "infer", "decide", "shape"}
+    assert len(stages.calls) == 12 and set(stages.snapshot()) == {"decode", "language", "tokenize", "infer", "decide",
+                                                                  "shape"}
     assert all(v >= 0 for v in stages.snapshot().values())
 
 

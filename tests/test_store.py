@@ -13,6 +13,7 @@ def _row(message_id: str, sentiment: str = "neutral") -> dict:
         "risk_signals": [], "risk_explanation": "no risk signal", "model_version": "m:1", "source_topic": "posts",
         "source_partition": 0, "source_offset": 1, "created_at": None,
         "produced_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "lang": "en", "lang_declared": "en", "supported": True,
     }
 
 

@@ -87,6 +87,10 @@ def row(i: int, at: datetime | None, sentiment: str = "neutral", grp: str | None
         "risk_signals": ["legal_threat"] if i % 5 == 0 else [], "risk_explanation": f"explained {body[:30]}",
         "model_version": "m:1", "source_topic": f"{kind}s", "source_partition": i % 3, "source_offset": 1000 + i,
         "created_at": created, "produced_at": at,
+        # the language columns of migration 0004: codes, a declared one or none, supported, and NULL (rows stored
+        # before the migration had none)
+        "lang": ["en", "zh", "und", None][i % 4], "lang_declared": [None, "zh-Hans", "en"][i % 3],
+        "supported": [True, False, True, None][i % 4],
     }
 
 

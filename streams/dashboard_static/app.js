@@ -284,6 +284,12 @@ function render(data) {
     add(tr, "td", {class: "num"}, String(r.n));
     add(tr, "td", {class: "time"}, shortTime(r.last_created_at));
   }, "no alerts");
+  fillTable("languages-table", data.languages ?? [], (tr, l) => {
+    add(tr, "td", {}, KIND_NAMES[l.kind] ?? l.kind);
+    add(tr, "td", {}, l.lang ?? "none");
+    add(tr, "td", {class: "num"}, String(l.n));
+    add(tr, "td", {class: "num"}, `${Math.round(100 * (l.supported_share ?? 0))}%`);
+  }, "no messages stored yet");
   fillTable("offsets-table", data.offsets, (tr, o) => {
     add(tr, "td", {}, o.group_id);
     add(tr, "td", {}, o.topic);
