@@ -74,6 +74,8 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
                                          alerts.c.window_end, alerts.c.summary)
                                   .order_by(alerts.c.created_at, alerts.c.rule, alerts.c.key)).all()
         model = conn.execute(select(predictions.c.model_version).limit(1)).scalar()
+        languages = conn.execute(select(predictions.c.lang, predictions.c.supported, func.count())
+                                 .group_by(predictions.c.lang, predictions.c.supported)).all()
     # Latency only for what was produced once the worker was running: the rest waited for its start, not for it.
     after = [(utc(p), utc(s)) for p, s in times if p and s and (ready_at is None or utc(p) >= ready_at)]
     latencies = sorted((s - p).total_seconds() * 1000 for p, s in after) if ready_at else []
@@ -87,6 +89,10 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
     for a in alert_rows:
         by_rule[a.rule] = by_rule.get(a.rule, 0) + 1
     summary.update({
+        # messages per identified language, and those the model does not read (flagged unsupported_language)
+        "languages": {lang or "none": n for lang, n in sorted(_per_language(languages, None).items(),
+                                                              key=lambda item: (-item[1], item[0] or ""))},
+        "unsupported": _per_language(languages, False),
         "alerts": len(alert_rows),
         "alerts_by_rule": dict(sorted(by_rule.items(), key=lambda item: (-item[1], item[0]))),
         "windowed_alerts": [{"rule": a.rule, "severity": a.severity, "key": a.key,
@@ -152,6 +158,15 @@ def _window(start: str, end: str | None) -> str:
     return f"{day} {start[11:16]} → {end[11:16] if end_day == day else end[:10] + ' ' + end[11:16]} UTC"
 
 
+def _per_language(rows, supported) -> dict:
+    """Messages per language from (lang, supported, count) rows: all of them (supported None), or those with it."""
+    out: dict = {}
+    for lang, flag, n in rows:
+        if supported is None or flag is supported:
+            out[lang] = out.get(lang, 0) + n
+    return out
+
+
 def print_summary(out: Console, summary: dict, db: Path | None = None) -> None:
     """The demo's summary as `streamsense demo` prints it (`--json` prints `summary` itself)."""
     malformed = summary["posts"]["malformed"] + summary["tickets"]["malformed"]
@@ -164,6 +179,12 @@ def print_summary(out: Console, summary: dict, db: Path | None = None) -> None:
         table.add_row(escape(part["topic"]), str(part["produced"] + part["malformed"]), str(part["stored"]),
                       str(part["dead_letters"]), _counts(part["sentiment"]), _counts(part["risk"]))
     out.print(table)
+    if summary.get("languages"):
+        unsupported = summary.get("unsupported") or {}
+        out.print("languages: " + ", ".join(f"{escape(str(lang))} {n}" for lang, n in summary["languages"].items())
+                  + (f" (not read by the model, classified and flagged unsupported_language: "
+                     f"{', '.join(f'{escape(str(lang))} {n}' for lang, n in unsupported.items())})" if unsupported
+                     else ""))
     out.print(f"dead letters: [bold]{summary['dlq']}[/]")
     for d in summary["dead_letters"]:
         out.print(f"  {escape(d['topic'])}[dim]@{d['partition']}:{d['offset']}[/] {escape(d['error'])}")

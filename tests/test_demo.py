@@ -25,10 +25,10 @@ def printed(summary: dict, db: Path | None = None) -> str:
 def test_demo_stores_every_sample_and_raises_the_staged_volume_alert(tmp_path):
     db = tmp_path / "demo.db"
     summary = run_demo(Settings(), db, timeout=240, log=lambda m: None)
-    assert (summary["posts"]["produced"], summary["posts"]["stored"]) == (420, 420)
-    assert (summary["tickets"]["produced"], summary["tickets"]["stored"]) == (154, 154)
+    assert (summary["posts"]["produced"], summary["posts"]["stored"]) == (428, 428)
+    assert (summary["tickets"]["produced"], summary["tickets"]["stored"]) == (156, 156)
     assert summary["dlq"] == 6
-    assert sum(summary["posts"]["sentiment"].values()) == 420
+    assert sum(summary["posts"]["sentiment"].values()) == 428
     assert summary["model"].startswith("streamsense-minilm:")
     with sqlite3.connect(db) as conn:
         windowed = conn.execute("SELECT rule, key FROM alerts WHERE window_start IS NOT NULL").fetchall()
@@ -40,10 +40,14 @@ def test_demo_stores_every_sample_and_raises_the_staged_volume_alert(tmp_path):
                                 "('high_risk', 'legal_or_fraud') ORDER BY key").fetchall()
     # the three written tickets that threaten legal action or report fraud page once each, with every reason; no
     # real sample does (the contextual rules), and no message raises two alerts of one family
-    assert [k for k, *_ in critical] == ["ticket:written-fraud-1", "ticket:written-legal-1", "ticket:written-legal-2"]
+    assert [k for k, *_ in critical] == ["ticket:written-fraud-1", "ticket:written-legal-1", "ticket:written-legal-2",
+                                         "ticket:written-zh-fraud-1", "ticket:written-zh-legal-1"]
     assert all(severity == "critical" for _, _, severity, _ in critical)
     reasons = {k: {r["rule"] for r in json.loads(ev)[0]["reasons"]} for k, _, _, ev in critical}
     assert reasons["ticket:written-legal-1"] == {"high_risk", "legal_or_fraud"}
+    # the Chinese samples: identified, counted per language, flagged as not read by the (English) model
+    assert summary["languages"]["zh"] == 10 and summary["unsupported"]["zh"] == 10
+    assert summary["languages"]["en"] > 500
 
     # per topic: what was produced is stored or dead-lettered (3 malformed messages on each)
     for name in ("posts", "tickets"):
@@ -62,7 +66,7 @@ def test_demo_stores_every_sample_and_raises_the_staged_volume_alert(tmp_path):
     assert sum(summary["alerts_by_rule"].values()) == summary["alerts"]
     # latency only for what was produced once the worker had stored its first result: every sample but the first
     assert summary["worker_ready_s"] > 0
-    assert summary["latency_ms"]["messages"] == 420 + 154 - 1
+    assert summary["latency_ms"]["messages"] == 428 + 156 - 1
     text = printed(summary, db)
     assert "volume_spike post:northwind 2026-11-01 " in text and f"northwind (posts): {counted} messages" in text
     assert "dead letters: 6" in text and "produced after that" in text
