@@ -1,0 +1,194 @@
+"""Chinese heads on BAAI bge-small-zh-v1.5 (recovered from the langchain4j ONNX graph by
+exporters/recover_bge.py): `sentiment` (negative / positive: waimai_10k + online_shopping_10_cats) and
+`offensive` (COLD). Needs the `train` extra. A draft beside models/train.py, not wired into the CLI yet.
+
+Differences from the English setup (models/train.py, models/network.py):
+- pooling is the [CLS] token, as bge itself pools (its embeddings are CLS, L2-normalised), not the mean;
+- sentiment has two classes: none of the Chinese sets has a neutral label, so the head predicts no neutral
+  (a serving rule that maps low-confidence outputs to neutral would be unvalidated: docs/models.md, "Chinese");
+- one task can read several datasets (sentiment: two), and the validation / test metrics are kept per dataset;
+- periodic evaluation runs on a seeded validation sample per dataset (2 CPU cores), the kept weights are then
+  scored on the full validation and test files.
+"""
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamsense.models.data import Example, load_split
+from streamsense.models.metrics import classification_metrics
+from streamsense.models.network import MultiTaskModel, predict, save_trained
+from streamsense.models.tasks import Task
+from streamsense.models.train import _batches
+
+BASE_MODEL_NAME = "BAAI/bge-small-zh-v1.5"
+
+# task name -> the per-dataset Task views load_split reads (same name and labels, one dataset each)
+ZH_TASKS: dict[str, tuple[Task, ...]] = {
+    "sentiment": (
+        Task("sentiment", ("negative", "positive"), "waimai_10k", "accuracy"),
+        Task("sentiment", ("negative", "positive"), "online_shopping_10_cats", "accuracy"),
+    ),
+    "offensive": (Task("offensive", ("not_offensive", "offensive"), "cold", "macro_f1", "offensive"),),
+}
+
+
+class ClsMultiTaskModel(MultiTaskModel):
+    """MultiTaskModel reading the [CLS] token instead of the mean of the tokens."""
+
+    def pooled(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+
+
+def load_tokenizer(path: Path):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                                   cls_token="[CLS]", mask_token="[MASK]")
+
+
+@dataclass
+class ZhTrainConfig:
+    base_dir: str  # a HuggingFace BertModel directory (exporters/recover_bge.py recover(..., out_dir))
+    tokenizer: str  # the jar's tokenizer.json
+    datasets_dir: str
+    output_dir: str
+    tasks: tuple[str, ...] = ("sentiment", "offensive")
+    max_minutes: float = 35.0
+    max_steps: int = 100_000
+    batch_size: int = 32
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    max_length: int = 128
+    eval_every: int = 250
+    eval_sample: int = 600  # validation texts per dataset for the periodic evaluation
+    task_sampling_alpha: float = 0.5
+    freeze_embeddings: bool = True
+    seed: int = 13
+    threads: int = 2
+    final_limit: int | None = None  # cap the final validation / test files per dataset (smoke runs only)
+    init_heads: str | None = None  # a .pt file of head weights (e.g. logistic regression on frozen CLS vectors)
+    notes: dict = field(default_factory=dict)
+
+
+def _splits(cfg: ZhTrainConfig, split: str, limit: int | None = None) -> dict[str, dict[str, list[Example]]]:
+    """task -> dataset -> examples (emoji kept: the bge vocabulary has many emoji; English names would not help)."""
+    return {name: {t.dataset: load_split(Path(cfg.datasets_dir), t, split, limit, cfg.seed, emoji="keep")
+                   for t in ZH_TASKS[name]} for name in cfg.tasks}
+
+
+def evaluate_zh(model, tokenizer, splits, max_length: int) -> dict:
+    """Accuracy / macro-F1 per (task, dataset); score = mean of each task's mean headline metric."""
+    out, heads = {}, []
+    for name, per_dataset in splits.items():
+        metric = ZH_TASKS[name][0].metric
+        values = []
+        for dataset, examples in per_dataset.items():
+            logits = predict(model, tokenizer, [e.text for e in examples], max_length, torch.device("cpu"))[name]
+            out[f"{name}/{dataset}"] = classification_metrics([e.label for e in examples], logits.argmax(1), 2)
+            values.append(out[f"{name}/{dataset}"][metric])
+        heads.append(float(np.mean(values)))
+    out["score"] = round(float(np.mean(heads)), 4)
+    return out
+
+
+def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
+    from transformers import BertModel
+
+    torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(Path(cfg.tokenizer))
+    train_sets = {name: [e for exs in per.values() for e in exs] for name, per in _splits(cfg, "train").items()}
+    val_sample = _splits(cfg, "validation", cfg.eval_sample)
+    tasks = [ZH_TASKS[name][0] for name in cfg.tasks]
+    model = ClsMultiTaskModel(BertModel.from_pretrained(cfg.base_dir, add_pooling_layer=False), tasks)
+    if cfg.init_heads:
+        heads = torch.load(cfg.init_heads)
+        model.heads.load_state_dict({k: v for k, v in heads.items() if k.split(".")[0] in cfg.tasks})
+    if cfg.freeze_embeddings:
+        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": cfg.lr},
+         {"params": model.heads.parameters(), "lr": cfg.head_lr}], weight_decay=cfg.weight_decay)
+    sizes = {name: len(ex) for name, ex in train_sets.items()}
+    raw = np.array([sizes[n] ** cfg.task_sampling_alpha for n in cfg.tasks])
+    probs = raw / raw.sum()
+    weights = {}
+    for name, ex in train_sets.items():
+        counts = np.bincount([e.label for e in ex], minlength=2).astype(np.float64)
+        weights[name] = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+    rng = random.Random(cfg.seed)
+    streams = {name: _batches(ex, cfg.batch_size, rng) for name, ex in train_sets.items()}
+
+    start = time.monotonic()
+    lr0 = [g["lr"] for g in optimizer.param_groups]
+    history, best, best_state = [], -1.0, None
+    log(json.dumps({"train_examples": sizes, "task_probabilities": dict(zip(cfg.tasks, probs.round(3).tolist()))}))
+    before = evaluate_zh(model, tokenizer, val_sample, cfg.max_length)
+    before |= {"step": 0, "minutes": round((time.monotonic() - start) / 60, 2)}
+    history.append(before)
+    log(json.dumps(before))
+    best, best_state = before["score"], {k: v.clone() for k, v in model.state_dict().items()}
+    for step in range(cfg.max_steps):
+        model.train()
+        name = cfg.tasks[min(int(np.searchsorted(np.cumsum(probs), rng.random())), len(cfg.tasks) - 1)]
+        batch = next(streams[name])
+        enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=cfg.max_length,
+                        return_tensors="pt")
+        logits = model(enc["input_ids"], enc["attention_mask"])[model.task_names.index(name)]
+        loss = nn.functional.cross_entropy(logits, torch.tensor([e.label for e in batch]), weight=weights[name])
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        # warmup, then cosine decay over the time budget (steps per minute vary on shared cores), less a
+        # reserve for the last evaluation
+        done = min(1.0, (time.monotonic() - start) / (cfg.max_minutes * 60 * 0.97))
+        factor = min(1.0, (step + 1) / cfg.warmup_steps)
+        if step >= cfg.warmup_steps:
+            factor = 0.5 * (1 + math.cos(math.pi * done))
+        for group, base in zip(optimizer.param_groups, lr0):
+            group["lr"] = base * max(factor, 0.02)
+        out_of_time = time.monotonic() - start > cfg.max_minutes * 60
+        if (step + 1) % cfg.eval_every == 0 or out_of_time or step + 1 == cfg.max_steps:
+            metrics = evaluate_zh(model, tokenizer, val_sample, cfg.max_length)
+            metrics |= {"step": step + 1, "minutes": round((time.monotonic() - start) / 60, 2),
+                        "loss": round(loss.item(), 4)}
+            history.append(metrics)
+            log(json.dumps(metrics))
+            if metrics["score"] > best:
+                best, best_state = metrics["score"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if out_of_time:
+                break
+    minutes = round((time.monotonic() - start) / 60, 2)
+    model.load_state_dict(best_state)
+    model.eval()
+    validation = evaluate_zh(model, tokenizer, _splits(cfg, "validation", cfg.final_limit), cfg.max_length)
+    log(json.dumps({"validation_full": validation}))
+    test = evaluate_zh(model, tokenizer, _splits(cfg, "test", cfg.final_limit), cfg.max_length)
+    log(json.dumps({"test": test}))
+    summary = {
+        "base_model": BASE_MODEL_NAME, "pooling": "cls", "config": asdict(cfg), "device": "cpu",
+        "torch": torch.__version__, "train_examples": sizes, "steps": history[-1]["step"], "minutes": minutes,
+        "best_sample_score": best, "validation": validation, "test": test, "history": history,
+    }
+    save_trained(Path(cfg.output_dir), model, tokenizer, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    cfg = ZhTrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
+    train_zh(cfg, log=lambda s: print(s, flush=True))
