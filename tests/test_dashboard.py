@@ -10,7 +10,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -50,13 +50,14 @@ def sample_rows(now: datetime) -> list[dict]:
         spike = p["channel"] == "acme-air" and at > now - timedelta(minutes=10)
         sentiment = rng.choices(["negative", "neutral", "positive"], [8, 1, 1] if spike else [25, 45, 30])[0]
         rows.append(prediction("post", p["id"], p["channel"], sentiment, at, p["text"], partition=i % 2,
-                               offset=i // 2))
+                               offset=i // 2, lang=p.get("lang", "en")))
     for i, t in enumerate(tickets):
         at = now - SPAN + SPAN * (i + 0.5) / len(tickets)
         score = round(rng.betavariate(2, 4), 3)
         sentiment = "negative" if score >= 0.5 else rng.choice(["negative", "neutral", "positive"])
         rows.append(prediction("ticket", t["id"], t["product"], sentiment, at, t["body"], level_of(score), score,
-                               t.get("priority"), partition=i % 2, offset=i // 2))
+                               t.get("priority"), partition=i % 2, offset=i // 2,
+                               lang="zh" if t["id"].startswith("written-zh") else "en"))
     return sorted(rows, key=lambda r: r["produced_at"])
 
 
@@ -137,8 +138,8 @@ def test_api(filled):
         status, headers, body = get(f"{base}/api/summary")
         assert status == 200 and headers["Cache-Control"] == "no-store"
         data = json.loads(body)
-        tickets = sum(r["kind"] == "ticket" for r in rows)  # the bundled samples: 154 since the written tickets
-        assert data["totals"] == {"post": 420, "ticket": tickets, "alert": len(alerts), "dead_letter": 3}
+        posts, tickets = (sum(r["kind"] == kind for r in rows) for kind in ("post", "ticket"))  # the bundled samples
+        assert data["totals"] == {"post": posts, "ticket": tickets, "alert": len(alerts), "dead_letter": 3}
         assert sum(r["n"] for r in data["sentiment"]) == len(rows)
         acme = [r for r in data["sentiment"] if r["grp"] == "acme-air"]
         recent = datetime.fromisoformat(data["generated_at"]) - timedelta(minutes=9)
@@ -151,10 +152,14 @@ def test_api(filled):
             (r["risk_score"] for r in rows if r["kind"] == "ticket"), reverse=True)[:10]
         assert sum(r["n"] for r in data["throughput"]) == len(rows) + 3
         assert {(o["topic"], o["partition"]): o["next_offset"] for o in data["offsets"]} == {
-            ("posts", 0): 210, ("posts", 1): 210, ("tickets", 0): (tickets + 1) // 2, ("tickets", 1): tickets // 2}
-        per_kind = {k: sum(r["kind"] == k for r in rows) for k in ("post", "ticket")}
-        assert data["languages"] == [{"kind": k, "lang": "en", "n": n, "supported": n, "supported_share": 1.0}
-                                     for k, n in sorted(per_kind.items(), key=lambda kn: -kn[1])]
+            ("posts", 0): (posts + 1) // 2, ("posts", 1): posts // 2, ("tickets", 0): (tickets + 1) // 2,
+            ("tickets", 1): tickets // 2}
+        per_lang = Counter((r["kind"], r["lang"]) for r in rows)  # the samples' Chinese posts and tickets too
+        assert data["languages"] == [
+            {"kind": k, "lang": lang, "n": n, "supported": n if lang == "en" else 0,
+             "supported_share": 1.0 if lang == "en" else 0.0}
+            for (k, lang), n in sorted(per_lang.items(), key=lambda item: (-item[1], item[0]))]
+        assert per_lang["post", "zh"] == 8 and per_lang["ticket", "zh"] == 2
 
         hourly = json.loads(get(f"{base}/api/summary?bucket=hour&buckets=2")[2])
         assert sum(r["n"] for r in hourly["sentiment"]) == len(rows)
@@ -182,13 +187,14 @@ def test_api(filled):
 
 
 def test_serve_runs_until_interrupted(filled):
-    url, _ = filled
+    url, written = filled
+    posts = sum(r["kind"] == "post" for r in written["rows"])
     port = free_port()
     code = f"import sys; from streamsense.streams.dashboard import serve; serve(sys.argv[1], '127.0.0.1', {port})"
     process = subprocess.Popen([sys.executable, "-c", code, url], cwd=PROJECT_ROOT)
     try:
         status, _, body = wait_until(lambda: _answer(f"http://127.0.0.1:{port}/api/summary"), 30, what="dashboard")
-        assert status == 200 and json.loads(body)["totals"]["post"] == 420
+        assert status == 200 and json.loads(body)["totals"]["post"] == posts
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
@@ -235,7 +241,8 @@ def test_page_in_chromium(filled, browser, artifacts):
             return browser.execute_script(f"return document.querySelectorAll({css!r}).length")
 
         assert browser.find_element("id", "error").get_attribute("hidden") is not None
-        assert count("#sentiment-chart svg path.series") == 5  # one line per brand
+        brands = {r["grp"] for r in written["rows"] if r["kind"] == "post"}
+        assert count("#sentiment-chart svg path.series") == len(brands) == 6  # one line per brand
         assert count("#sentiment-chart svg circle.point") > 100
         assert count("#volume-chart svg rect.bar") > 50
         assert count("#risk-chart svg rect.bar") >= 9  # at least one bar per product
@@ -249,7 +256,7 @@ def test_page_in_chromium(filled, browser, artifacts):
         assert newest["summary"] in first.text and excerpt in first.text
         assert count("#tickets-table tbody tr") == 10
         assert count("#offsets-table tbody tr") == 4
-        assert count("#languages-table tbody tr") == 2
+        assert count("#languages-table tbody tr") == len({(r["kind"], r["lang"]) for r in written["rows"]}) == 4
         assert "unreliable" in browser.find_element("css selector", ".note").text
 
         # the whole page in one shot: a window as tall as the page plus the browser's own frame

@@ -240,7 +240,7 @@ def test_soup_averages_weights_and_scores_the_result(exported, tmp_path):
         assert torch.allclose(averaged[name], 0.25 * weight + 0.75 * noisy[name], atol=1e-6), name
     assert [part["weight"] for part in summary["soup"]] == [0.25, 0.75]
     model, tokenizer, tasks = load_trained(tmp_path / "soup")
-    splits = {t.name: load_split(exported.root / "datasets", t, "test") for t in tasks}
+    splits = {t.name: load_split(exported.root / "datasets", t, "test", emoji=summary["config"]["emoji"]) for t in tasks}
     # scored, and served, at the longest length an ingredient was trained at
     assert summary["config"]["max_length"] == TRAINED_LENGTH + 16
     assert summary["test"] == evaluate(model, tokenizer, splits, tasks, TRAINED_LENGTH + 16, "cpu")

@@ -179,10 +179,12 @@ def test_assess_is_the_plain_reference_on_real_and_hand_written_texts(rules):
 
 def test_joined_patterns_match_iff_a_pattern_matches(rules):
     assert rules._gate is not None and all(s._any is not None for s in rules.signals)  # the shipped rules all join
-    for text in _real_texts() + HITS:
+    common = [s for s in rules.signals if s.lang not in SCRIPTS]  # the tables _gate joins (no script of their own)
+    for text in _real_texts() + HITS + ["你们再不退款我就去法院起诉", "I will sue you 我要起诉你们"]:
         alone = [any(p.search(text) for p in s.patterns) for s in rules.signals]
         assert [s._any.search(text) is not None for s in rules.signals] == alone, text
-        assert (rules._gate.search(text) is not None) == any(alone), text
+        assert (rules._gate.search(text) is not None) == any(any(p.search(text) for p in s.patterns) for s in common)
+        assert rules.may_signal(text) == _may_signal_reference(rules, text), text
         assert [s.match(text) for s in rules.signals] == [s._match_each(text) for s in rules.signals], text
 
 

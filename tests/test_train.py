@@ -43,7 +43,8 @@ def test_train_keeps_the_best_validation_weights_and_records_their_test_metrics(
     assert [h["step"] for h in summary["history"]] == [2, 4, 6]
     assert summary["validation"]["score"] == max(h["score"] for h in summary["history"])
     model, tokenizer, tasks = load_trained(out)
-    splits = {"complaint": load_split(trained.datasets, TASKS_BY_NAME["complaint"], "test")}
+    assert summary["config"]["emoji"] == "names"  # the default: emoji read as their names, in training and test alike
+    splits = {"complaint": load_split(trained.datasets, TASKS_BY_NAME["complaint"], "test", emoji="names")}
     assert summary["test"] == evaluate(model, tokenizer, splits, tasks, 64, "cpu")
     assert summary["test"]["complaint"]["n"] == 30
     assert json.loads((out / "training.json").read_text())["test"] == summary["test"]
