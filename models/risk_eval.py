@@ -27,7 +27,7 @@ import numpy as np
 from streamsense.models.classifier import Classifier
 from streamsense.models.data import load_split
 from streamsense.models.risk import LEVELS, Head, RiskRules
-from streamsense.models.runtime import Encoded
+from streamsense.models.runtime import Encoded, softmax
 from streamsense.models.tasks import RISK_TASKS, TASKS_BY_NAME
 
 ORDINARY = "ordinary"  # the sentiment set read as everyday traffic
@@ -198,12 +198,6 @@ def head_logits(runtime, datasets_dir: Path, split: str, limit: int | None = Non
         runtime.temperature = saved
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def fit_temperatures(runtime, datasets_dir: Path, limit: int | None = None) -> dict:
     """Temperatures fitted on validation, with each head's NLL and ECE before and after on validation and test."""
     fitted = {"method": "temperature", "fitted_on": "validation", "temperature": {}, "validation": {}, "test": {}}
@@ -215,7 +209,7 @@ def fit_temperatures(runtime, datasets_dir: Path, limit: int | None = None) -> d
         for split, data in (("validation", val), ("test", test)):
             z, y = data[name]
             fitted[split][name] = {"nll": [round(_nll(z, y, 1.0), 4), round(_nll(z, y, t), 4)],
-                                   "ece": [ece(_softmax(z), y), ece(_softmax(z / t), y)]}
+                                   "ece": [ece(softmax(z), y), ece(softmax(z / t), y)]}
     return fitted
 
 

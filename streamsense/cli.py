@@ -650,6 +650,8 @@ def models_risk_eval(
 ):
     """Risk levels and alerts on labelled data: per set, benign messages reaching high/critical, risky ones reaching
     at least medium, messages per level and alerts per 10,000 (docs/models.md, "Risk levels")."""
+    import dataclasses
+
     from streamsense.models.classifier import Classifier
     from streamsense.models.registry import resolve
     from streamsense.models.risk import RiskRules
@@ -667,8 +669,7 @@ def models_risk_eval(
         scored = score_sets(classifier, load_sets(settings.datasets_dir, "validation", classifier.runtime.emoji, limit))
         heads = fit_heads(scored, classifier.rules)
         print(heads_toml(heads, classifier.model_version))
-        rules = classifier.rules
-        classifier.rules = type(rules)(rules.thresholds, heads, rules.signals, classifier.model_version)
+        classifier.rules = dataclasses.replace(classifier.rules, heads=heads, fitted_for=classifier.model_version)
     report = evaluate_risk(classifier, settings.datasets_dir, tuple(split), limit, AlertRules.load(settings.alert_rules),
                            DEFAULT_CASES)
     if as_json:
