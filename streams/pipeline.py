@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import msgspec
 
 from streamsense.models.classifier import BatchResult, Classifier, Prediction
-from streamsense.models.language import DEFAULT_LANGUAGES, UNDETERMINED, identify
+from streamsense.models.language import DEFAULT_LANGUAGES, identify, is_supported
 from streamsense.models.risk import Risk
 from streamsense.models.runtime import Encoded
 from streamsense.streams.alerting.rules import AlertRules
@@ -127,11 +127,11 @@ class Processor:
                supported: tuple[str, ...]):
         """The messages in a language the model does not read, moved from `valid` to `failed` (dead letters) with
         the reason "unsupported language: <code>"."""
-        if all(lang == UNDETERMINED or lang in supported for lang in langs):
+        if all(is_supported(lang, supported) for lang in langs):
             return valid, langs, failed
         kept, kept_langs, failed = [], [], list(failed)
         for item, lang in zip(valid, langs):
-            if lang == UNDETERMINED or lang in supported:
+            if is_supported(lang, supported):
                 kept.append(item)
                 kept_langs.append(lang)
             else:
@@ -239,7 +239,7 @@ class Processor:
                 kind, ident, group, created_at = record.kind, record.id, record.group, record.created_at
                 produced_at = msg.produced_at
                 author, priority, declared = _author_priority(record)
-                supported = lang == UNDETERMINED or lang in languages
+                supported = is_supported(lang, languages)
                 if not supported:
                     risk = flag_unsupported(risk, lang, languages)
                 rows.append({
