@@ -9,12 +9,10 @@ A case is predicted positive iff its signal fires on its text (Signal.match), wh
 """
 
 import json
-import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamsense.models.risk import DEFAULT_RULES, Signal
+from streamsense.models.risk import DEFAULT_RULES, RiskRules, Signal
 
 DEFAULT_CASES = Path(__file__).with_name("risk_rule_cases.jsonl")
 _FIELDS = {"text": str, "signal": str, "expect": bool, "note": str, "lang": str}
@@ -78,11 +76,8 @@ def load_cases(path: Path = DEFAULT_CASES) -> list[Case]:
 
 
 def load_signals(path: Path = DEFAULT_RULES) -> tuple[Signal, ...]:
-    """Only the [[signals]] tables of a risk rules file, compiled as RiskRules.load compiles them (case-insensitive),
-    without reading the file's levels or heads: the cases check the patterns alone."""
-    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    return tuple(Signal(s["name"], float(s["weight"]), tuple(re.compile(p, re.IGNORECASE) for p in s["patterns"]),
-                        s.get("lang", "en")) for s in raw.get("signals", []))
+    """The [[signals]] tables of a risk rules file, as RiskRules.load reads them (the cases check the patterns)."""
+    return RiskRules.load(path).signals
 
 
 def _signals(rules) -> tuple[Signal, ...]:
