@@ -29,12 +29,13 @@ UNDETERMINED = "und"
 #: What a model supports when its card has no `languages` list: every model shipped so far was trained on English.
 DEFAULT_LANGUAGES = ("en",)
 
-_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_KANA = r"\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
-_HANGUL = r"\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
-_CJK = re.compile(f"[{_HAN}{_KANA}{_HANGUL}]")
-_KANA_CHARS = re.compile(f"[{_KANA}]")
-_HANGUL_CHARS = re.compile(f"[{_HANGUL}]")
+# Character ranges of the scripts decided here (a regex character class's inside); models/risk.py uses them too.
+HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+KANA = r"\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+HANGUL = r"\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
+_CJK = re.compile(f"[{HAN}{KANA}{HANGUL}]")
+_KANA_CHARS = re.compile(f"[{KANA}]")
+_HANGUL_CHARS = re.compile(f"[{HANGUL}]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 _WORD = re.compile(r"[^\W\d_]{2,}")  # two or more letters, any script
 _MENTION_OR_URL = re.compile(r"@\w+|\w+://\S+|www\.\S+")

@@ -2,10 +2,12 @@
 component is the message's score, and the score's band its level (models/risk_rules.toml says what each level means)."""
 
 import re
-from functools import lru_cache
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+
+from streamsense.models.language import HAN, HANGUL, KANA
 
 DEFAULT_RULES = Path(__file__).with_name("risk_rules.toml")
 LEVELS = ("low", "medium", "high", "critical")
@@ -99,12 +101,12 @@ _FOLDS_TO_ASCII = re.compile("[a-z]", re.IGNORECASE)  # matches the non-ASCII ch
 
 def _lowered(source: str) -> str | None:
     """`source` with its letters lower-cased and every escape kept as it is (\S stays \S, \B stays \B), or None where
-    that could change what it matches on lower-cased ASCII text: code escapes, inline flag groups (a case-sensitive
-    (?-i:...) part), or a pattern that does not compile."""
+    that could change what it matches on lower-cased text: code escapes, inline flag groups (a case-sensitive
+    (?-i:...) part), or a cased non-ASCII character (the long s or the Kelvin sign, which re folds to ASCII letters)."""
     if _CODE_ESCAPES.search(source) or re.search(r"\(\?[aiLmsux-]*[-:)]", source.replace("(?:", "")):
         return None
-    if any(not c.isascii() and (_FOLDS_TO_ASCII.search(c) or c.lower() != c or c.upper() != c) for c in set(source)):
-        return None  # a cased non-ASCII letter, e.g. the long s or the Kelvin sign, which re folds to ASCII letters
+    if any(not c.isascii() and (c.lower() != c or c.upper() != c) for c in set(source)):
+        return None  # a cased non-ASCII character (those that fold to ASCII letters are all cased)
     out, i = [], 0
     while i < len(source):
         if source[i] == "\\":
@@ -117,11 +119,11 @@ def _lowered(source: str) -> str | None:
 
 
 def _lower_gate(patterns) -> re.Pattern | None:
-    """A case-sensitive regex that, on `text.lower()` of ASCII text, matches iff one of `patterns` (all compiled
-    case-insensitive, as the rules file's are) matches `text`: the same search without re's case-insensitive matching,
-    which made the all-signals gate ~3x slower (35 µs a tweet with the contextual patterns). Only for ASCII text,
-    where lower-casing and re's case folding agree (the gate falls back to the case-insensitive regex otherwise). None
-    where any pattern cannot be lowered (_lowered) or joined."""
+    """A case-sensitive regex that, on `text.lower()`, matches iff one of `patterns` (all compiled case-insensitive, as
+    the rules file's are) matches `text`: the same search without re's case-insensitive matching, which made the
+    all-signals gate ~3x slower (35 µs a tweet with the contextual patterns). Only for text where lower-casing and re's
+    case folding agree: ASCII, or without a character that folds into ASCII (_folds_into_ascii); the gate falls back
+    to the case-insensitive regex otherwise. None where any pattern cannot be lowered (_lowered) or joined."""
     if not patterns or any(p.flags & ~(re.IGNORECASE | re.UNICODE) or not p.flags & re.IGNORECASE or
                            not isinstance(p.pattern, str) for p in patterns):
         return None
@@ -141,9 +143,7 @@ def _lower_gate(patterns) -> re.Pattern | None:
 # script (a Chinese pattern cannot match an English tweet, and the Chinese patterns, which cannot open with \b, made the
 # one joined search over all tables 2.5x slower). Tables of any other language are tried on every text.
 SCRIPTS = {
-    "zh": "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]",
-    "ja": "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]",
-    "ko": "[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]",
+    "zh": f"[{HAN}]", "ja": f"[{KANA}{HAN}]", "ko": f"[{HANGUL}]",  # as models/language.py tells them apart
     "ru": "[\u0400-\u04ff]", "uk": "[\u0400-\u04ff]", "ar": "[\u0600-\u06ff]", "he": "[\u0590-\u05ff]",
     "th": "[\u0e00-\u0e7f]", "hi": "[\u0900-\u097f]", "el": "[\u0370-\u03ff]",
 }
