@@ -18,6 +18,7 @@ from streamsense.exporters.parity import TOLERANCES, Tolerance, check_parity
 from streamsense.models.data import load_split
 from streamsense.models.registry import CARD, FORMAT, file_entries, write_card
 from streamsense.models.network import load_trained
+from streamsense.models.tasks import task_entry
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,13 @@ def export(
         "format": FORMAT,
         "name": name or out_dir.name,
         "version": None,
-        "base_model": training.get("base_model", training["config"]["base_model"]),
+        "base_model": training.get("base_model") or training["config"]["base_model"],
         "architecture": model.encoder.config.model_type,
+        "pooling": model.pooling,
+        "languages": training.get("languages", ["en"]),
         "max_length": max_length,
         "text": {"emoji": emoji},  # models/registry.py text_options: serving prepares text as training did
-        "tasks": [
-            {"name": t.name, "labels": list(t.labels), "metric": t.metric, "positive": t.positive, "dataset": t.dataset}
-            for t in tasks
-        ],
+        "tasks": training.get("tasks") or [task_entry((t,)) for t in tasks],
         "inputs": list(config.input_names),
         "outputs": list(config.output_names),
         "variants": VARIANTS,

@@ -56,6 +56,7 @@ class BatchResult:
     scores: list[dict[str, float]]  # sentiment probabilities rounded to 4 places, keyed by the card's labels
     risks: list[Risk]
     truncated: list[bool]
+    versions: list[str] | None = None  # the model that decided each text, where a batch is routed to several
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,7 +86,8 @@ class Classifier:
     def model_version(self) -> str:
         return self.runtime.label
 
-    def tokenize(self, texts: Sequence[str]) -> Encoded:
+    def tokenize(self, texts: Sequence[str], langs: Sequence[str] | None = None) -> Encoded:
+        """Token ids of `texts`; `langs` is for routing (models/routing.py) and unused by one model."""
         return self.runtime.tokenize(texts)
 
     def infer(self, encoded: Encoded) -> dict[str, np.ndarray]:

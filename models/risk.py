@@ -3,7 +3,7 @@ component is the message's score, and the score's band its level (models/risk_ru
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -234,12 +234,38 @@ class Head:
         return min(high + (critical - high) * (p - self.high) / (1.0 - self.high), critical - _BELOW)
 
 
+def _heads(path, where: str, raw: dict) -> tuple[dict[str, Head], str | None]:
+    """One [heads] table (`where` names it in errors): its heads and `fitted_for`."""
+    table = dict(raw)
+    fitted_for = table.pop("fitted_for", None)
+    heads = {}
+    for name, h in table.items():
+        unknown = set(h) - {"medium", "high", "requires", "ceiling"}
+        if unknown:
+            raise RulesError(f"risk rules {path}: {where}.{name}: unknown option {', '.join(sorted(unknown))}")
+        ceiling = h.get("ceiling", "high")
+        if ceiling not in ("medium", "high") or (ceiling == "medium" and h.get("high") is not None):
+            raise RulesError(f"risk rules {path}: {where}.{name}: ceiling is \"medium\" (then no `high`) or "
+                             f"\"high\", got {ceiling!r}")
+        heads[name] = Head(name, float(h["medium"]), None if h.get("high") is None else float(h["high"]),
+                           h.get("requires"), ceiling)
+    for head in heads.values():
+        if not 0 < head.medium < (head.high if head.high is not None else 1.0) <= 1:
+            raise RulesError(f"risk rules {path}: {where}.{head.name}: need 0 < medium < high <= 1")
+        if head.requires is not None and head.requires not in heads:
+            raise RulesError(f"risk rules {path}: {where}.{head.name} requires {head.requires!r}, "
+                             f"which has no [{where}.{head.requires}]")
+    return heads, fitted_for
+
+
 @dataclass(frozen=True)
 class RiskRules:
     thresholds: dict[str, float]  # lowest score of each level above low
     heads: dict[str, Head] = field(default_factory=dict)
     signals: tuple[Signal, ...] = field(default_factory=tuple)
     fitted_for: str | None = None  # the model the head thresholds were fitted for ("name:version")
+    # model name -> (its heads, fitted_for): [models."name".heads] tables, read by for_model
+    model_heads: dict[str, tuple[dict[str, Head], str | None]] = field(default_factory=dict)
     # Every signal's patterns joined: one search tells whether any signal fires at all (most texts: none).
     _gate: re.Pattern | None = field(init=False, repr=False, compare=False)  # the tables of every other script
     _groups: tuple[_Group, ...] = field(init=False, repr=False, compare=False)  # per script (SCRIPTS), others first
@@ -269,19 +295,9 @@ class RiskRules:
                 raise RulesError(f"risk rules {path}: [model] weights were replaced by [heads.NAME] thresholds "
                                  "(medium, high, requires); see the shipped models/risk_rules.toml")
             thresholds = {level: float(raw["levels"][level]) for level in LEVELS[1:]}
-            table = dict(raw.get("heads", {}))
-            fitted_for = table.pop("fitted_for", None)
-            heads = {}
-            for name, h in table.items():
-                unknown = set(h) - {"medium", "high", "requires", "ceiling"}
-                if unknown:
-                    raise RulesError(f"risk rules {path}: heads.{name}: unknown option {', '.join(sorted(unknown))}")
-                ceiling = h.get("ceiling", "high")
-                if ceiling not in ("medium", "high") or (ceiling == "medium" and h.get("high") is not None):
-                    raise RulesError(f"risk rules {path}: heads.{name}: ceiling is \"medium\" (then no `high`) or "
-                                     f"\"high\", got {ceiling!r}")
-                heads[name] = Head(name, float(h["medium"]), None if h.get("high") is None else float(h["high"]),
-                                   h.get("requires"), ceiling)
+            heads, fitted_for = _heads(path, "heads", raw.get("heads", {}))
+            model_heads = {name: _heads(path, f"models.{name}.heads", section.get("heads", {}))
+                           for name, section in raw.get("models", {}).items()}
             signals = tuple(
                 Signal(s["name"], float(s["weight"]), tuple(_compile(path, s["name"], p) for p in s["patterns"]),
                        str(s.get("lang", "en")))
@@ -293,12 +309,6 @@ class RiskRules:
             raise RulesError(f"risk rules {path}: {exc}") from exc
         if not 0 < thresholds["medium"] < thresholds["high"] < thresholds["critical"] <= 1:
             raise RulesError(f"risk rules {path}: levels must rise: 0 < medium < high < critical <= 1")
-        for head in heads.values():
-            if not 0 < head.medium < (head.high if head.high is not None else 1.0) <= 1:
-                raise RulesError(f"risk rules {path}: heads.{head.name}: need 0 < medium < high <= 1")
-            if head.requires is not None and head.requires not in heads:
-                raise RulesError(f"risk rules {path}: heads.{head.name} requires {head.requires!r}, "
-                                 f"which has no [heads.{head.requires}]")
         weights = {}
         for s in signals:
             if not 0 <= s.weight <= 1:
@@ -309,7 +319,15 @@ class RiskRules:
             if weights.setdefault(s.name, s.weight) != s.weight:
                 raise RulesError(f"risk rules {path}: signal {s.name} has weights {weights[s.name]} and {s.weight} in "
                                  "different tables: one signal, one weight, whatever the language")
-        return cls(thresholds, heads, signals, fitted_for)
+        return cls(thresholds, heads, signals, fitted_for, model_heads)
+
+    def for_model(self, name: str) -> "RiskRules":
+        """These rules with the heads fitted for model `name` where the file has a [models."name".heads] table (the
+        Chinese model: its heads are other heads, with other probabilities); else these rules as they are."""
+        if name not in self.model_heads:
+            return self
+        heads, fitted_for = self.model_heads[name]
+        return replace(self, heads=heads, fitted_for=fitted_for)
 
     @property
     def signals_by_name(self) -> dict[str, Signal]:

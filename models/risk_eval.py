@@ -28,7 +28,7 @@ from streamsense.models.classifier import Classifier
 from streamsense.models.data import load_split
 from streamsense.models.risk import LEVELS, Head, RiskRules
 from streamsense.models.runtime import Encoded, softmax
-from streamsense.models.tasks import RISK_TASKS, TASKS_BY_NAME
+from streamsense.models.tasks import RISK_TASKS, TASKS, task_entry, task_views
 
 ORDINARY = "ordinary"  # the sentiment set read as everyday traffic
 RULE_CASES = "rule_cases"
@@ -85,15 +85,22 @@ def score_set(classifier: Classifier, name: str, texts: list[str], risky, alert_
 
 
 def load_sets(datasets_dir: Path, split: str, emoji: str, limit: int | None = None,
-              cases_path: Path | None = None) -> dict[str, tuple[list[str], list[bool] | None]]:
-    """Texts and risky flags of every set (rule cases only where `cases_path` is given; they have no split)."""
+              cases_path: Path | None = None, card: dict | None = None) -> dict[str, tuple[list[str], list[bool] | None]]:
+    """Texts and risky flags of every set (rule cases only where `cases_path` is given; they have no split). The sets
+    are the model card's tasks (every dataset of a task: the Chinese sentiment head reads two), else the English
+    ones."""
+    entries = (card or {}).get("tasks") or [task_entry((t,)) for t in TASKS]
     sets = {}
-    for task in RISK_TASKS:
-        rows = load_split(datasets_dir, task, split, limit, emoji=emoji)
-        positive = task.labels.index(task.positive)
-        sets[task.name] = ([r.text for r in rows], [r.label == positive for r in rows])
-    rows = load_split(datasets_dir, TASKS_BY_NAME["sentiment"], split, limit, emoji=emoji)
-    sets[ORDINARY] = ([r.text for r in rows], None)
+    for entry in entries:
+        views = task_views(entry)
+        rows = [r for view in views for r in load_split(datasets_dir, view, split, limit, emoji=emoji)]
+        if entry["name"] == "sentiment":
+            sets[ORDINARY] = ([r.text for r in rows], None)
+        elif views[0].positive:
+            positive = views[0].labels.index(views[0].positive)
+            sets[entry["name"]] = ([r.text for r in rows], [r.label == positive for r in rows])
+    if ORDINARY in sets:  # last, as before
+        sets[ORDINARY] = sets.pop(ORDINARY)
     if cases_path is not None:
         from streamsense.models.rule_cases import load_cases
 
@@ -135,7 +142,8 @@ def evaluate_risk(classifier: Classifier, datasets_dir: Path, splits=("validatio
                   alert_rules=None, cases_path: Path | None = None) -> dict:
     report = {"model": classifier.model_version, "rules_fitted_for": classifier.rules.fitted_for, "splits": {}}
     for split in splits:
-        sets = load_sets(datasets_dir, split, classifier.runtime.emoji, limit, cases_path)
+        sets = load_sets(datasets_dir, split, classifier.runtime.emoji, limit, cases_path,
+                         getattr(classifier.runtime, "card", None))
         report["splits"][split] = summarize(score_sets(classifier, sets, alert_rules))
     if cases_path is not None:
         from streamsense.models.rule_cases import load_cases, score
@@ -186,8 +194,9 @@ def head_logits(runtime, datasets_dir: Path, split: str, limit: int | None = Non
     saved, runtime.temperature = runtime.temperature, {}
     try:
         out = {}
-        for task in runtime.tasks:
-            rows = load_split(datasets_dir, TASKS_BY_NAME[task.name], split, limit, emoji=runtime.emoji)
+        for task, entry in zip(runtime.tasks, runtime.card["tasks"]):
+            rows = [r for view in task_views(entry)
+                    for r in load_split(datasets_dir, view, split, limit, emoji=runtime.emoji)]
             encoded = runtime.tokenize([r.text for r in rows])
             parts = [runtime.infer(Encoded(encoded.ids[i:i + CHUNK], encoded.truncated[i:i + CHUNK]))[task.name]
                      for i in range(0, len(rows), CHUNK)]
@@ -240,10 +249,12 @@ def fit_heads(scored: dict[str, Scored], rules: RiskRules, recall: float = 0.85,
     return heads
 
 
-def heads_toml(heads: dict[str, Head], fitted_for: str) -> str:
-    lines = ["[heads]", f'fitted_for = "{fitted_for}"']
+def heads_toml(heads: dict[str, Head], fitted_for: str, model: str | None = None) -> str:
+    """The [heads] tables of the risk rules file; `model`: a model's own tables ([models."name".heads])."""
+    where = f'models."{model}".heads' if model else "heads"
+    lines = [f"[{where}]", f'fitted_for = "{fitted_for}"']
     for head in heads.values():
-        lines += ["", f"[heads.{head.name}]", f"medium = {head.medium}"]
+        lines += ["", f"[{where}.{head.name}]", f"medium = {head.medium}"]
         if head.high is not None:
             lines.append(f"high = {head.high}")
         if head.requires:

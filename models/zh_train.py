@@ -25,27 +25,11 @@ from torch import nn
 from streamsense.models.data import Example, load_split
 from streamsense.models.metrics import classification_metrics
 from streamsense.models.network import MultiTaskModel, predict, save_trained
-from streamsense.models.tasks import Task
+from streamsense.models.tasks import ZH_TASKS, task_entry
 from streamsense.models.train import _batches
 
 BASE_MODEL_NAME = "BAAI/bge-small-zh-v1.5"
-
-# task name -> the per-dataset Task views load_split reads (same name and labels, one dataset each)
-ZH_TASKS: dict[str, tuple[Task, ...]] = {
-    "sentiment": (
-        Task("sentiment", ("negative", "positive"), "waimai_10k", "accuracy"),
-        Task("sentiment", ("negative", "positive"), "online_shopping_10_cats", "accuracy"),
-    ),
-    "offensive": (Task("offensive", ("not_offensive", "offensive"), "cold", "macro_f1", "offensive"),),
-}
-
-
-class ClsMultiTaskModel(MultiTaskModel):
-    """MultiTaskModel reading the [CLS] token instead of the mean of the tokens."""
-
-    def pooled(self, input_ids, attention_mask):
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
-
+LANGUAGES = ("zh",)
 
 def load_tokenizer(path: Path):
     from transformers import PreTrainedTokenizerFast
@@ -71,12 +55,15 @@ class ZhTrainConfig:
     max_length: int = 128
     eval_every: int = 250
     eval_sample: int = 600  # validation texts per dataset for the periodic evaluation
-    task_sampling_alpha: float = 0.5
+    task_sampling_alpha: float = 0.5  # each dataset is drawn with probability ∝ its size ** alpha × its weight
+    dataset_weights: dict = field(default_factory=dict)  # dataset -> multiplier (default 1)
+    class_weighted: tuple[str, ...] = ("sentiment", "offensive")  # tasks whose loss weighs classes equally
     freeze_embeddings: bool = True
     seed: int = 13
     threads: int = 2
     final_limit: int | None = None  # cap the final validation / test files per dataset (smoke runs only)
     init_heads: str | None = None  # a .pt file of head weights (e.g. logistic regression on frozen CLS vectors)
+    init_from: str | None = None  # a trained directory (save_trained) to continue from: encoder and heads
     notes: dict = field(default_factory=dict)
 
 
@@ -109,32 +96,41 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(Path(cfg.tokenizer))
-    train_sets = {name: [e for exs in per.values() for e in exs] for name, per in _splits(cfg, "train").items()}
+    train_by_dataset = _splits(cfg, "train")
+    train_sets = {name: [e for exs in per.values() for e in exs] for name, per in train_by_dataset.items()}
     val_sample = _splits(cfg, "validation", cfg.eval_sample)
     tasks = [ZH_TASKS[name][0] for name in cfg.tasks]
-    model = ClsMultiTaskModel(BertModel.from_pretrained(cfg.base_dir, add_pooling_layer=False), tasks)
+    model = MultiTaskModel(BertModel.from_pretrained(cfg.base_dir, add_pooling_layer=False), tasks, "cls")
     if cfg.init_heads:
         heads = torch.load(cfg.init_heads)
         model.heads.load_state_dict({k: v for k, v in heads.items() if k.split(".")[0] in cfg.tasks})
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(Path(cfg.init_from) / "model.safetensors"))
     if cfg.freeze_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": cfg.lr},
          {"params": model.heads.parameters(), "lr": cfg.head_lr}], weight_decay=cfg.weight_decay)
-    sizes = {name: len(ex) for name, ex in train_sets.items()}
-    raw = np.array([sizes[n] ** cfg.task_sampling_alpha for n in cfg.tasks])
+    # one stream per (task, dataset): a small set (waimai_10k beside online_shopping) is not drowned by a big one
+    sources = [(name, ds) for name in cfg.tasks for ds in train_by_dataset[name]]
+    sizes = {f"{name}/{ds}": len(train_by_dataset[name][ds]) for name, ds in sources}
+    raw = np.array([len(train_by_dataset[n][d]) ** cfg.task_sampling_alpha * cfg.dataset_weights.get(d, 1.0)
+                    for n, d in sources])
     probs = raw / raw.sum()
     weights = {}
     for name, ex in train_sets.items():
         counts = np.bincount([e.label for e in ex], minlength=2).astype(np.float64)
-        weights[name] = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+        balanced = counts.sum() / (2 * np.maximum(counts, 1))
+        weights[name] = torch.tensor(balanced if name in cfg.class_weighted else np.ones(2), dtype=torch.float32)
     rng = random.Random(cfg.seed)
-    streams = {name: _batches(ex, cfg.batch_size, rng) for name, ex in train_sets.items()}
+    streams = {(n, d): _batches(train_by_dataset[n][d], cfg.batch_size, rng) for n, d in sources}
 
     start = time.monotonic()
     lr0 = [g["lr"] for g in optimizer.param_groups]
     history, best, best_state = [], -1.0, None
-    log(json.dumps({"train_examples": sizes, "task_probabilities": dict(zip(cfg.tasks, probs.round(3).tolist()))}))
+    log(json.dumps({"train_examples": sizes, "sampling": dict(zip(sizes, probs.round(3).tolist()))}))
     before = evaluate_zh(model, tokenizer, val_sample, cfg.max_length)
     before |= {"step": 0, "minutes": round((time.monotonic() - start) / 60, 2)}
     history.append(before)
@@ -142,8 +138,8 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
     best, best_state = before["score"], {k: v.clone() for k, v in model.state_dict().items()}
     for step in range(cfg.max_steps):
         model.train()
-        name = cfg.tasks[min(int(np.searchsorted(np.cumsum(probs), rng.random())), len(cfg.tasks) - 1)]
-        batch = next(streams[name])
+        name, dataset = sources[min(int(np.searchsorted(np.cumsum(probs), rng.random())), len(sources) - 1)]
+        batch = next(streams[(name, dataset)])
         enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=cfg.max_length,
                         return_tensors="pt")
         logits = model(enc["input_ids"], enc["attention_mask"])[model.task_names.index(name)]
@@ -179,7 +175,8 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
     test = evaluate_zh(model, tokenizer, _splits(cfg, "test", cfg.final_limit), cfg.max_length)
     log(json.dumps({"test": test}))
     summary = {
-        "base_model": BASE_MODEL_NAME, "pooling": "cls", "config": asdict(cfg), "device": "cpu",
+        "base_model": BASE_MODEL_NAME, "pooling": "cls", "languages": list(LANGUAGES), "config": asdict(cfg),
+        "tasks": [task_entry(ZH_TASKS[name]) for name in cfg.tasks], "device": "cpu",
         "torch": torch.__version__, "train_examples": sizes, "steps": history[-1]["step"], "minutes": minutes,
         "best_sample_score": best, "validation": validation, "test": test, "history": history,
     }

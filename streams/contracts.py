@@ -65,7 +65,7 @@ class ResultRow(TypedDict):
     truncated: bool
     sentiment: str
     p_negative: float
-    p_neutral: float
+    p_neutral: float | None  # NULL where the model has no neutral label (the Chinese model)
     p_positive: float
     risk_level: str
     risk_score: float

@@ -14,6 +14,7 @@ dead letters instead, reason "unsupported language: zh", without being classifie
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import repeat
 from datetime import datetime, timezone
 
 import msgspec
@@ -119,7 +120,7 @@ class Processor:
             if self.unsupported_language == "dead_letter":
                 valid, langs, failed = self.divert(valid, langs, failed, model_languages_of(classifier))
         with self.stages("tokenize"):
-            encoded = self.tokenize(classifier, valid)
+            encoded = self.tokenize(classifier, valid, langs)
         return Prepared(messages, valid, failed, encoded, classifier, langs, languages)
 
     @staticmethod
@@ -151,12 +152,13 @@ class Processor:
         return valid, failed
 
     @staticmethod
-    def tokenize(classifier: Classifier, valid: list[tuple[Incoming, Record]]) -> Encoded | None:
-        """Stage 2: the batch's texts → token ids, once per batch (models/runtime.py: ModelRuntime.tokenize)."""
+    def tokenize(classifier: Classifier, valid: list[tuple[Incoming, Record]], langs: list[str]) -> Encoded | None:
+        """Stage 2: the batch's texts → token ids, once per batch (models/runtime.py: ModelRuntime.tokenize); a
+        routed classifier (models/routing.py) sends each language's texts to its model's tokenizer."""
         if not valid:
             return None
         try:
-            return classifier.tokenize([record.model_text for _, record in valid])
+            return classifier.tokenize([record.model_text for _, record in valid], langs)
         except Exception as exc:  # leave it to infer_and_decide(), which isolates the message that breaks it
             log.warning("tokenizing a batch of %d failed (%s)", len(valid), type(exc).__name__)
             return None
@@ -193,9 +195,10 @@ class Processor:
                 log.warning("model failed on a batch of %d (%s); splitting", len(texts), type(exc).__name__)
                 mid = len(texts) // 2
                 with self.stages("infer"):  # the search for the culprit counts as inference
-                    return self._split(classifier, texts, 0, mid) + self._split(classifier, texts, mid, len(texts))
+                    return (self._split(classifier, texts, prepared.langs, 0, mid)
+                            + self._split(classifier, texts, prepared.langs, mid, len(texts)))
         with self.stages("infer"):
-            return self._split(classifier, texts, 0, len(texts))
+            return self._split(classifier, texts, prepared.langs, 0, len(texts))
 
     def _run_model(self, classifier: Classifier, texts: list[str], encoded: Encoded) -> BatchResult:
         """Infer and decide a tokenized batch, each stage timed."""
@@ -204,17 +207,18 @@ class Processor:
         with self.stages("decide"):
             return classifier.decide(texts, encoded, probs)
 
-    def _split(self, classifier: Classifier, texts: list[str], start: int, stop: int) -> list[Part]:
+    def _split(self, classifier: Classifier, texts: list[str], langs: list[str], start: int, stop: int) -> list[Part]:
         """Tokenize, infer and decide texts[start:stop]; on a failure split in halves until the failing message
         stands alone."""
         try:
             chunk = texts[start:stop]
-            return [(start, stop, classifier.decide(chunk, classifier.tokenize(chunk)))]
+            return [(start, stop, classifier.decide(chunk, classifier.tokenize(chunk, langs[start:stop])))]
         except Exception as exc:
             if stop - start == 1:
                 return [(start, stop, exc)]
             mid = (start + stop) // 2
-            return self._split(classifier, texts, start, mid) + self._split(classifier, texts, mid, stop)
+            return (self._split(classifier, texts, langs, start, mid)
+                    + self._split(classifier, texts, langs, mid, stop))
 
     def _shape(self, prepared: Prepared, parts: list[Part]) -> Processed:
         """Result rows, prediction messages and alert candidates from the decisions' columns; dead letters; offsets."""
@@ -231,9 +235,10 @@ class Processor:
             if isinstance(result, Exception):
                 failed.append((valid[start][0], f"model error: {type(result).__name__}: {result}"))
                 continue
+            versions = result.versions or repeat(version)
             columns = zip(valid[start:stop], langs[start:stop], result.labels, result.scores, result.risks,
-                          result.truncated)
-            for i, ((msg, record), lang, label, scores, risk, truncated) in enumerate(columns):
+                          result.truncated, versions)
+            for i, ((msg, record), lang, label, scores, risk, truncated, row_version) in enumerate(columns):
                 text = record.model_text
                 stored = text_for_storage(text, store_text)
                 kind, ident, group, created_at = record.kind, record.id, record.group, record.created_at
@@ -246,10 +251,12 @@ class Processor:
                     "kind": kind, "message_id": ident, "grp": group, "author": author, "priority": priority,
                     "text": stored, "text_sha256": sha256(text),
                     "truncated": truncated, "sentiment": label,
-                    "p_negative": scores["negative"], "p_neutral": scores["neutral"], "p_positive": scores["positive"],
+                    # a model without a neutral label (Chinese) stores p_neutral NULL: unavailable, not 0
+                    "p_negative": scores["negative"], "p_neutral": scores.get("neutral"),
+                    "p_positive": scores["positive"],
                     "risk_level": risk.level, "risk_score": risk.score, "risk_labels": risk.labels,
                     "risk_signals": risk.signals, "risk_explanation": risk.explanation,
-                    "model_version": version,
+                    "model_version": row_version,
                     "source_topic": msg.topic, "source_partition": msg.partition, "source_offset": msg.offset,
                     "created_at": created_at, "produced_at": produced_at,
                     "lang": lang, "lang_declared": declared, "supported": supported,
@@ -258,14 +265,14 @@ class Processor:
                     out.append(Outgoing(predictions_topic, ident.encode(), encode({
                         "id": ident, "kind": kind, "sentiment": {"label": label, "scores": scores},
                         "risk": risk.to_dict(), "truncated": truncated,
-                        "lang": lang, "lang_declared": declared, "supported": supported, "model_version": version,
+                        "lang": lang, "lang_declared": declared, "supported": supported, "model_version": row_version,
                         "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
                     })))
                 if may_fire(group, risk, scores):
                     prediction = result.prediction(i)
                     if not supported:
                         prediction = replace(prediction, risk=risk)
-                    alerts += per_message(kind, ident, group, stored or "", prediction, version,
+                    alerts += per_message(kind, ident, group, stored or "", prediction, row_version,
                                           created_at or produced_at or datetime.now(timezone.utc))
         dead = []
         for msg, reason in failed:

@@ -21,7 +21,7 @@ predictions = Table(
     Column("truncated", Boolean, nullable=False),
     Column("sentiment", String(16), nullable=False),
     Column("p_negative", Float, nullable=False),
-    Column("p_neutral", Float, nullable=False),
+    Column("p_neutral", Float),  # NULL: the model has no neutral label (migration 0005)
     Column("p_positive", Float, nullable=False),
     Column("risk_level", String(16), nullable=False),
     Column("risk_score", Float, nullable=False),

@@ -6,6 +6,7 @@ import signal
 
 from streamsense.logs import logging_config
 from streamsense.models.classifier import Classifier
+from streamsense.models.routing import RoutedClassifier
 from streamsense.models.registry import resolve
 from streamsense.models.risk import RiskRules
 from streamsense.models.runtime import ModelRuntime
@@ -20,11 +21,33 @@ from streamsense.streams.telemetry import Metrics, model_labels
 from streamsense.streams.web import Health
 
 
-def load_classifier(settings: Settings) -> Classifier:
-    runtime = ModelRuntime(resolve(settings.model_registry, settings.model), settings.device, settings.intra_op_threads,
-                           group_size=settings.length_group_size, tensorrt=settings.tensorrt,
-                           null_model=settings.null_model)
-    return Classifier(runtime, RiskRules.load(settings.risk_rules))
+def language_models(spec: str) -> dict[str, str]:
+    """`STREAMSENSE_LANGUAGE_MODELS` ("zh=streamsense-bge-zh:latest,...") as {language: model reference}."""
+    out = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        lang, sep, ref = (x.strip() for x in item.partition("="))
+        if not sep or not lang or not ref:
+            raise ValueError(f"STREAMSENSE_LANGUAGE_MODELS: {item!r} is not lang=model (e.g. zh=streamsense-bge-zh)")
+        out[lang.lower()] = ref
+    return out
+
+
+def load_classifier(settings: Settings) -> Classifier | RoutedClassifier:
+    """The model in `settings.model`, and a RoutedClassifier over it and `settings.language_models` where any is set."""
+    rules = RiskRules.load(settings.risk_rules)
+    loaded: dict[str, Classifier] = {}
+
+    def load(ref: str) -> Classifier:
+        if ref not in loaded:
+            runtime = ModelRuntime(resolve(settings.model_registry, ref), settings.device, settings.intra_op_threads,
+                                   group_size=settings.length_group_size, tensorrt=settings.tensorrt,
+                                   null_model=settings.null_model)
+            loaded[ref] = Classifier(runtime, rules.for_model(runtime.name))
+        return loaded[ref]
+
+    primary = load(settings.model)
+    routes = {lang: load(ref) for lang, ref in language_models(settings.language_models).items()}
+    return RoutedClassifier(primary, routes) if routes else primary
 
 
 def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages | None = None) -> Processor:

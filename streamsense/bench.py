@@ -29,14 +29,36 @@ from streamsense.streams.worker import load_classifier
 
 
 
-def bench_texts(settings: Settings, n: int) -> list[str]:
-    """Real tweets (TweetEval sentiment test split), repeated to `n`."""
+ZH_SETS = ("waimai_10k", "online_shopping_10_cats", "cold")  # real Chinese reviews and posts, test splits
+
+
+def bench_texts(settings: Settings, n: int, zh_share: float = 0.0) -> list[str]:
+    """Real tweets (TweetEval sentiment test split), repeated to `n`; with `zh_share`, that share of the messages
+    (spread evenly) are real Chinese reviews and posts instead (the Chinese sets' test splits, taken in turn), for
+    mixed-traffic runs (`bench --zh-share`)."""
     path = Path(settings.datasets_dir) / "tweeteval_sentiment" / "test.jsonl"
     if not path.exists():
         path = SAMPLES / "posts.jsonl"
     with open(path, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
-    return [texts[i % len(texts)] for i in range(n)]
+    if not zh_share:
+        return [texts[i % len(texts)] for i in range(n)]
+    if not 0 < zh_share <= 1:
+        raise ValueError(f"zh_share must be within (0, 1], not {zh_share}")
+    sets = []
+    for name in ZH_SETS:
+        with open(Path(settings.datasets_dir) / name / "test.jsonl", encoding="utf-8") as f:
+            sets.append([json.loads(line)["text"] for line in f])
+    chinese = [t for group in zip(*sets) for t in group]  # one of each set in turn
+    out, english, zh = [], 0, 0
+    for i in range(n):
+        if int((i + 1) * zh_share) > int(i * zh_share):
+            out.append(chinese[zh % len(chinese)])
+            zh += 1
+        else:
+            out.append(texts[english % len(texts)])
+            english += 1
+    return out
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -351,12 +373,14 @@ def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float
 
 def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
              producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-             postgres_url: str = BENCH_POSTGRES_URL) -> dict:
+             postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0) -> dict:
     """The long load run: end to end only, as fast as possible, every message counted."""
-    result = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, workers=workers,
-                        producers=producers, broker=broker, database=database, postgres_url=postgres_url)
+    result = end_to_end(settings, bench_texts(settings, messages, zh_share), db_path, timeout, rate=None,
+                        workers=workers, producers=producers, broker=broker, database=database,
+                        postgres_url=postgres_url)
     return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
-            "database": database, **model_note(settings), "machine": machine(), **result}
+            "database": database, "zh_share": zh_share, "language_models": settings.language_models,
+            **model_note(settings), "machine": machine(), **result}
 
 
 def model_note(settings: Settings) -> dict:

@@ -217,8 +217,9 @@ def classify(
     """Classify stdin (JSONL posts or tickets, or plain lines); one JSON result per input line, in order.
 
     Each result carries the language identified in the text (`lang`, `und` when too short to tell), the post's
-    declared `lang_declared`, and `supported`: false where the model does not read that language (its risk then
-    has the signal `unsupported_language`).
+    declared `lang_declared`, `supported`: false where no model reads that language (its risk then has the signal
+    `unsupported_language`), and the model that classified it (`model_version`: Chinese text goes to the Chinese
+    model, STREAMSENSE_LANGUAGE_MODELS).
 
     Each JSON line is validated as the worker validates a message; an invalid line's result is
     {"line", "id", "error"} with the reason, and the others are still classified."""
@@ -232,6 +233,7 @@ def classify(
     kind = RecordShape(kind).value
     classifier = load_classifier(Settings())
     languages = model_languages_of(classifier)
+    routed = hasattr(classifier, "classifier_for")
 
     def parse(number: int, raw: bytes) -> dict:
         raw = raw.rstrip(b"\r\n")
@@ -263,12 +265,15 @@ def classify(
         for item in items:
             if "record" in item:
                 record, prediction, lang = item["record"], next(predictions), next(langs)
+                # the model that read it: a routed classifier's for that language (models/routing.py)
+                version = (classifier.classifier_for(lang) if routed else classifier).model_version
                 supported = is_supported(lang, languages)
                 if not supported:  # as the worker flags it (streams/pipeline.py)
                     prediction = replace(prediction, risk=flag_unsupported(prediction.risk, lang, languages))
                 declared = getattr(record, "lang", None)
                 out = {"id": record.id, "kind": record.kind, **prediction.to_dict(), "lang": lang,
-                       "lang_declared": declared[:DECLARED_MAX] if declared else None, "supported": supported}
+                       "lang_declared": declared[:DECLARED_MAX] if declared else None, "supported": supported,
+                       "model_version": version}
             else:
                 out = item
             sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
@@ -663,12 +668,16 @@ def models_risk_eval(
 
     settings = Settings()
     path = resolve(settings.model_registry, model or settings.model)
-    classifier = Classifier(ModelRuntime(path, "cpu", settings.intra_op_threads), RiskRules.load(settings.risk_rules))
+    runtime = ModelRuntime(path, "cpu", settings.intra_op_threads)
+    rules = RiskRules.load(settings.risk_rules)
+    classifier = Classifier(runtime, rules.for_model(runtime.name))  # a model with its own [models."name".heads]
     out = Console(highlight=False)
     if fit:
-        scored = score_sets(classifier, load_sets(settings.datasets_dir, "validation", classifier.runtime.emoji, limit))
+        scored = score_sets(classifier, load_sets(settings.datasets_dir, "validation", runtime.emoji, limit,
+                                                  card=runtime.card))
         heads = fit_heads(scored, classifier.rules)
-        print(heads_toml(heads, classifier.model_version))
+        own = runtime.name in rules.model_heads or "en" not in classifier.languages  # its own table, else [heads]
+        print(heads_toml(heads, classifier.model_version, runtime.name if own else None))
         classifier.rules = dataclasses.replace(classifier.rules, heads=heads, fitted_for=classifier.model_version)
     report = evaluate_risk(classifier, settings.datasets_dir, tuple(split), limit, AlertRules.load(settings.alert_rules),
                            DEFAULT_CASES)
@@ -696,6 +705,8 @@ def bench(
                                  "(a fresh database on --postgres-url's server, dropped afterwards)."),
     postgres_url: str = typer.Option(BENCH_POSTGRES_URL,
                                      help="A PostgreSQL server and a user allowed to create databases."),
+    zh_share: float = typer.Option(0.0, min=0.0, max=1.0, help="With --load: this share of the messages are real "
+                                   "Chinese reviews and posts (mixed traffic; needs the datasets)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
@@ -712,13 +723,15 @@ def bench(
             raise typer.Exit(2)
     if database not in ("sqlite", "postgresql"):
         raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
+    if zh_share and not load:
+        raise typer.BadParameter("mixed traffic is measured end to end only: add --load", param_hint="--zh-share")
     settings = Settings(null_model=null_model)
     stores = dict(database=database, postgres_url=postgres_url)
     if database == "postgresql":
         _USING["database_url"] = postgres_url  # what a database failure's message names
     if load:
         result = run_load(settings, n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
-                          broker=broker, **stores)
+                          broker=broker, zh_share=zh_share, **stores)
         print(json.dumps(result, indent=2))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))

@@ -74,6 +74,9 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
                                          alerts.c.window_end, alerts.c.summary)
                                   .order_by(alerts.c.created_at, alerts.c.rule, alerts.c.key)).all()
         model = conn.execute(select(predictions.c.model_version).limit(1)).scalar()
+        by_model = dict(conn.execute(select(predictions.c.model_version, func.count())
+                                     .group_by(predictions.c.model_version)
+                                     .order_by(func.count().desc(), predictions.c.model_version)).all())
         languages = conn.execute(select(predictions.c.lang, predictions.c.supported, func.count())
                                  .group_by(predictions.c.lang, predictions.c.supported)).all()
     # Latency only for what was produced once the worker was running: the rest waited for its start, not for it.
@@ -93,6 +96,7 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
         "languages": {lang or "none": n for lang, n in sorted(_per_language(languages, None).items(),
                                                               key=lambda item: (-item[1], item[0] or ""))},
         "unsupported": _per_language(languages, False),
+        "models": by_model,  # results per model: Chinese text is read by the Chinese model
         "alerts": len(alert_rows),
         "alerts_by_rule": dict(sorted(by_rule.items(), key=lambda item: (-item[1], item[0]))),
         "windowed_alerts": [{"rule": a.rule, "severity": a.severity, "key": a.key,
@@ -185,6 +189,8 @@ def print_summary(out: Console, summary: dict, db: Path | None = None) -> None:
                   + (f" (not read by the model, classified and flagged unsupported_language: "
                      f"{', '.join(f'{escape(str(lang))} {n}' for lang, n in unsupported.items())})" if unsupported
                      else ""))
+    if summary.get("models"):
+        out.print("models: " + ", ".join(f"{escape(str(m))} {n}" for m, n in summary["models"].items()))
     out.print(f"dead letters: [bold]{summary['dlq']}[/]")
     for d in summary["dead_letters"]:
         out.print(f"  {escape(d['topic'])}[dim]@{d['partition']}:{d['offset']}[/] {escape(d['error'])}")

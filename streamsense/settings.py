@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Models
     model_registry: Path = SHIPPED_MODELS
     model: str = "streamsense-minilm:latest"
+    # further models by language, "lang=name[:version]" joined by commas (models/routing.py): each language's messages
+    # in a batch go to its model; the rest to `model`. "" serves `model` alone (Chinese is then flagged unsupported).
+    language_models: str = "zh=streamsense-bge-zh:latest"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = 0  # 0 = onnxruntime's default
     length_group_size: int = Field(64, ge=1, description="a batch is sorted by length into runs of this many")

@@ -50,8 +50,9 @@ def test_results_do_not_depend_on_batch_company(classifier, variant):
 
 
 def test_long_text_is_truncated_to_max_length(classifier):
-    encoded = classifier.tokenize(["word " * 1000, "two words"])
-    assert len(encoded.ids[0]) == classifier.runtime.max_length
+    english = classifier.classifier_for("en")
+    encoded = english.tokenize(["word " * 1000, "two words"])
+    assert len(encoded.ids[0]) == english.runtime.max_length
     assert encoded.truncated == [True, False]
 
 

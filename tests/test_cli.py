@@ -58,12 +58,13 @@ class _EchoClassifier:
     """Stands in for the model: each result says which text the model was given (and the risk signals)."""
 
     languages = ("en",)
+    model_version = "echo:1"
 
     def classify(self, texts):
         return [_Prediction(t) for t in texts]
 
 
-LANGUAGE_KEYS = ("lang", "lang_declared", "supported", "signals")
+LANGUAGE_KEYS = ("lang", "lang_declared", "supported", "signals", "model_version")
 
 
 def _core(result: dict) -> dict:
@@ -145,6 +146,26 @@ def test_classify_tells_the_language(echo):
         "short": ("und", None, True)}
     assert out["zh"]["signals"] == ["unsupported_language"] and out["es"]["signals"] == ["unsupported_language"]
     assert out["en"]["signals"] == [] and out["short"]["signals"] == []
+
+
+def test_classify_routes_chinese_to_the_chinese_model():
+    """The shipped models: Chinese text read by the Chinese model (two-class sentiment: no neutral), the rest by the
+    English one; each result names its model."""
+    lines = ['{"id": "en", "text": "The flight was delayed for three hours and nobody told us why"}',
+             '{"id": "zh", "text": "这家店的外卖太慢了，等了两个小时，菜都凉了"}',
+             '{"id": "zh-legal", "text": "你们再不退款我就去法院起诉"}',
+             '{"id": "es", "text": "El vuelo llegó tarde y perdieron mi maleta, qué desastre"}']
+    result = invoke(["classify"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = {o["id"]: o for o in map(json.loads, result.stdout.splitlines())}
+    assert {k: (o["lang"], o["supported"]) for k, o in out.items()} == {
+        "en": ("en", True), "zh": ("zh", True), "zh-legal": ("zh", True), "es": ("es", False)}
+    assert out["zh"]["model_version"].startswith("streamsense-bge-zh:") and out["zh"]["risk"]["signals"] == []
+    assert out["zh"]["sentiment"]["label"] == "negative" and set(out["zh"]["sentiment"]["scores"]) == {
+        "negative", "positive"}
+    assert (out["zh-legal"]["risk"]["level"], out["zh-legal"]["risk"]["signals"]) == ("critical", ["legal_threat"])
+    assert {out[k]["model_version"] for k in ("en", "es")} == {"streamsense-minilm:3"}
+    assert out["es"]["risk"]["signals"] == ["unsupported_language"]
 
 
 def test_classify_reports_invalid_utf8(echo):

@@ -45,8 +45,9 @@ def test_demo_stores_every_sample_and_raises_the_staged_volume_alert(tmp_path):
     assert all(severity == "critical" for _, _, severity, _ in critical)
     reasons = {k: {r["rule"] for r in json.loads(ev)[0]["reasons"]} for k, _, _, ev in critical}
     assert reasons["ticket:written-legal-1"] == {"high_risk", "legal_or_fraud"}
-    # the Chinese samples: identified, counted per language, flagged as not read by the (English) model
-    assert summary["languages"]["zh"] == 10 and summary["unsupported"]["zh"] == 10
+    # the Chinese samples: identified, counted per language, read by the Chinese model (none flagged)
+    assert summary["languages"]["zh"] == 10 and summary["unsupported"].get("zh", 0) == 0
+    assert [n for m, n in summary["models"].items() if m.startswith("streamsense-bge-zh:")] == [10]
     assert summary["languages"]["en"] > 500
 
     # per topic: what was produced is stored or dead-lettered (3 malformed messages on each)

@@ -91,11 +91,14 @@ def reference_process(processor: Processor, messages: list[Incoming]) -> dict:
         failed += [(msg, f"unsupported language: {lang}") for (msg, _), lang, good in zip(valid, langs, ok) if not good]
         valid, langs, ok = ([x for x, good in zip(column, ok) if good] for column in (valid, langs, ok))
     texts = [r.model_text for _, r in valid]
-    results = reference_predict(classifier, texts, classifier.tokenize(texts)) if valid else []
-    version = classifier.model_version
+    # a routed classifier (models/routing.py): each message by the model of its language, on its own
+    models = [classifier.classifier_for(lang) if hasattr(classifier, "classifier_for") else classifier
+              for lang in langs]
+    results = [reference_predict(model, [text], model.tokenize([text]))[0] for model, text in zip(models, texts)]
     rows, alerts, out = [], [], []
-    for (msg, record), p, lang, supported in zip(valid, results, langs, ok):
+    for (msg, record), p, lang, supported, model in zip(valid, results, langs, ok, models):
         text = record.model_text
+        version = model.model_version
         scores = p.sentiment.scores
         if not supported:
             why = (f"unsupported_language: text in '{lang}', the model reads {', '.join(classifier.languages)} only "
@@ -111,7 +114,7 @@ def reference_process(processor: Processor, messages: list[Incoming]) -> dict:
             "priority": getattr(record, "priority", None),
             "text": text_for_storage(text, processor.store_text), "text_sha256": sha256(text),
             "truncated": p.truncated, "sentiment": p.sentiment.label,
-            "p_negative": scores["negative"], "p_neutral": scores["neutral"], "p_positive": scores["positive"],
+            "p_negative": scores["negative"], "p_neutral": scores.get("neutral"), "p_positive": scores["positive"],
             "risk_level": p.risk.level, "risk_score": p.risk.score, "risk_labels": p.risk.labels,
             "risk_signals": p.risk.signals, "risk_explanation": p.risk.explanation,
             "model_version": version,

@@ -94,14 +94,21 @@ def test_the_shipped_rules_are_fitted_for_the_shipped_model(classifier):
     assert classifier.rules.fitted_for == classifier.model_version
 
 
-def test_the_risk_evaluation_on_a_small_fixture(classifier):
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_risk_evaluation_on_a_small_fixture(classifier, lang):
+    """Per model: the English one on its three risk sets and tweets; the Chinese one on COLD and its two review sets
+    (the sets come from the model card's tasks)."""
+    classifier = classifier.classifier_for(lang)
     report = evaluate_risk(classifier, Settings().datasets_dir, ("validation",), limit=40,
                            alert_rules=AlertRules.load(), cases_path=DEFAULT_CASES)
+    assert report["rules_fitted_for"] == classifier.model_version
     sets = report["splits"]["validation"]
-    assert set(sets) == {"offensive", "hate", "complaint", ORDINARY, RULE_CASES}
+    heads = {"en": {"offensive", "hate", "complaint"}, "zh": {"offensive"}}[lang]
+    assert set(sets) == heads | {ORDINARY, RULE_CASES}
     for name, r in sets.items():
         if name == ORDINARY:
-            assert r["n"] == 40 and sum(r["levels"].values()) == 40
+            n = {"en": 40, "zh": 80}[lang]  # zh: 40 per review set
+            assert r["n"] == n and sum(r["levels"].values()) == n
             continue
         assert sum(r["levels_benign"].values()) == r["benign"] and sum(r["levels_risky"].values()) == r["risky"]
         assert r["benign"] + r["risky"] == r["n"]

@@ -45,7 +45,14 @@ def sentiment_view(unit: str, dialect: str) -> str:
 
 
 def upgrade() -> None:
-    dialect = op.get_bind().dialect.name
+    create_views(op.get_bind().dialect.name)
+    # top_risky_tickets: ORDER BY risk_score LIMIT n walks this index; the latest alerts: alerts by created_at.
+    op.create_index("ix_predictions_kind_risk_score", "predictions", ["kind", "risk_score"])
+    op.create_index("ix_alerts_created", "alerts", ["created_at"])
+
+
+def create_views(dialect: str) -> None:
+    """The BI views (VIEWS); revision 0005 drops and recreates them around a copy of the predictions table on SQLite."""
     op.execute(sentiment_view("minute", dialect))
     op.execute(sentiment_view("hour", dialect))
     op.execute("""
@@ -79,9 +86,6 @@ def upgrade() -> None:
         SELECT 'dead_letter' AS kind, {minute} AS bucket_start, COUNT(*) AS n
         FROM dead_letters GROUP BY {minute}
     """)
-    # top_risky_tickets: ORDER BY risk_score LIMIT n walks this index; the latest alerts: alerts by created_at.
-    op.create_index("ix_predictions_kind_risk_score", "predictions", ["kind", "risk_score"])
-    op.create_index("ix_alerts_created", "alerts", ["created_at"])
 
 
 def downgrade() -> None:
