@@ -7,7 +7,7 @@ import signal
 from streamsense.logs import logging_config
 from streamsense.models.classifier import Classifier
 from streamsense.models.routing import RoutedClassifier
-from streamsense.models.registry import resolve
+from streamsense.models.registry import ModelNotFoundError, resolve
 from streamsense.models.risk import RiskRules
 from streamsense.models.runtime import ModelRuntime
 from streamsense.settings import Settings
@@ -46,7 +46,17 @@ def load_classifier(settings: Settings) -> Classifier | RoutedClassifier:
         return loaded[ref]
 
     primary = load(settings.model)
-    routes = {lang: load(ref) for lang, ref in language_models(settings.language_models).items()}
+    routes = {}
+    for lang, ref in language_models(settings.language_models).items():
+        try:
+            routes[lang] = load(ref)
+        except ModelNotFoundError as exc:
+            if "language_models" in settings.model_fields_set:  # asked for by name: say so and stop
+                raise ModelNotFoundError(f"{exc} (STREAMSENSE_LANGUAGE_MODELS routes {lang!r} text to it)") from None
+            # the default names the shipped Chinese model; a registry of one's own may not have it
+            logging.getLogger(__name__).warning(
+                "no %s model for '%s' text (%s): the primary model classifies it and flags it unsupported_language; "
+                "set STREAMSENSE_LANGUAGE_MODELS to route it, or to \"\" to silence this", ref, lang, exc)
     return RoutedClassifier(primary, routes) if routes else primary
 
 

@@ -316,3 +316,81 @@ def test_soup_rejects_mismatched_models(exported, tmp_path):
     (other / "training.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="same tasks and architecture"):
         soup([first, other], tmp_path / "soup", exported.root / "datasets")
+
+
+# --- a Chinese model: [CLS] pooling, two-class sentiment read from two datasets, card languages zh -------------------
+
+ZH_WORDS = ["外卖", "太慢", "了", "好吃", "差评", "客服", "退款", "味道", "不错", "！", "😡", "的", "我", "下次", "还", "点"]
+ZH_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "shipped" / "streamsense-bge-zh" / "1" / "tokenizer.json"
+
+
+def write_zh_trained(root: Path) -> tuple[Path, Path]:
+    """Chinese splits of random words and a tiny random BERT under the Chinese tasks, as models/zh_train.py leaves it."""
+    from streamsense.models.tasks import ZH_TASKS, task_entry
+
+    datasets, out = root / "datasets", root / "trained"
+    rng = random.Random(1)
+    for views in ZH_TASKS.values():
+        for task in views:
+            (datasets / task.dataset).mkdir(parents=True)
+            rows = [{"text": "".join(rng.choices(ZH_WORDS, k=rng.randint(1, 60))), "label": rng.choice(task.labels)}
+                    for _ in range(30)]
+            for split in ("validation", "test"):
+                (datasets / task.dataset / f"{split}.jsonl").write_text(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, initializer_range=0.2)
+    tasks = [views[0] for views in ZH_TASKS.values()]
+    model = MultiTaskModel(BertModel(config, add_pooling_layer=False), tasks, "cls").eval()
+    out.mkdir()
+    save_file(model.state_dict(), out / "model.safetensors")
+    config.save_pretrained(out)
+    shutil.copy2(ZH_TOKENIZER, out / "tokenizer.json")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
+    validation = {}
+    for name, views in ZH_TASKS.items():
+        for view in views:
+            validation[f"{name}/{view.dataset}"] = evaluate(model, tokenizer, {name: load_split(datasets, view,
+                                                            "validation")}, [view], 64, "cpu")[name]
+    summary = {"base_model": "tiny-random-bert-zh", "pooling": "cls", "languages": ["zh"],
+               "tasks": [task_entry(views) for views in ZH_TASKS.values()],
+               "config": {"tasks": list(ZH_TASKS), "max_length": 64}, "device": "cpu", "steps": 0, "minutes": 0.0,
+               "train_examples": {}, "validation": validation | {"score": 0.5}}
+    (out / "training.json").write_text(json.dumps(summary, ensure_ascii=False))
+    return datasets, out
+
+
+def test_a_chinese_model_exports_with_cls_pooling_and_its_datasets(tmp_path):
+    from streamsense.models.evaluate import evaluate as evaluate_test
+    from streamsense.models.runtime import ModelRuntime
+
+    datasets, trained = write_zh_trained(tmp_path)
+    card = export(trained, tmp_path / "out", datasets, parity_limit=16, tolerances=TINY_TOLERANCES)
+    assert (card["languages"], card["pooling"]) == (["zh"], "cls")
+    assert [(t["name"], t["labels"], t["datasets"]) for t in card["tasks"]] == [
+        ("sentiment", ["negative", "positive"], ["waimai_10k", "online_shopping_10_cats"]),
+        ("offensive", ["not_offensive", "offensive"], ["cold"])]
+    assert all(v["status"] == "passed" for k, v in card["parity"]["variants"].items() if k != "fp16")
+    markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "Languages: zh" in markdown and "never says neutral" in markdown and "online_shopping_10_cats" in markdown
+
+    # the graph pools [CLS]: its logits are the heads applied to the first token, not to the mean of the tokens
+    model, _, _ = load_trained(trained)
+    assert model.pooling == "cls"
+    runtime = ModelRuntime(tmp_path / "out", "cpu", variant="fp16")
+    texts = ["外卖太慢了差评", "味道不错下次还点！"]
+    probs = runtime.infer(runtime.tokenize(texts))
+    assert probs["sentiment"].shape == (2, 2)
+    ids = torch.tensor([runtime.tokenize([t]).ids[0] for t in texts[:1]])
+    with torch.no_grad():
+        hidden = model.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        cls = torch.softmax(model.heads["sentiment"](hidden[:, 0]), -1).numpy()
+        mean = torch.softmax(model.heads["sentiment"](hidden.mean(1)), -1).numpy()
+    np.testing.assert_allclose(probs["sentiment"][:1], cls, atol=2e-3)
+    assert np.abs(cls - mean).max() > 1e-2  # the two poolings differ on this model, so the check above means something
+
+    # models eval: one report per dataset of a task read from several
+    report = evaluate_test(tmp_path / "out", datasets, limit=10)
+    assert {"sentiment/waimai_10k", "sentiment/online_shopping_10_cats", "offensive"} <= set(report)
+    assert report["sentiment/waimai_10k"]["n"] == 10

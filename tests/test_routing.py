@@ -190,3 +190,21 @@ def test_bench_mixes_chinese_traffic_evenly():
     assert len(texts) == 1000 and 290 <= len(chinese) <= 310  # a tweet in Chinese would count too; none is
     assert max(b - a for a, b in zip(chinese, chinese[1:])) <= 4  # spread, not in one block
     assert bench_texts(Settings(), 50) == bench_texts(Settings(), 50, 0.0)
+
+
+def test_a_registry_without_the_chinese_model(tmp_path, caplog):
+    """The default route names the shipped Chinese model: a registry of one's own without it serves the primary alone
+    (Chinese then flagged unsupported) and says so; asked for by name, a missing model stops the worker."""
+    from streamsense.models.registry import ModelNotFoundError, publish, resolve
+    from streamsense.settings import SHIPPED_MODELS
+    from streamsense.streams.worker import load_classifier
+
+    publish(resolve(SHIPPED_MODELS, "streamsense-minilm:latest"), tmp_path, "mine")
+    with caplog.at_level("WARNING"):
+        alone = load_classifier(Settings(model_registry=tmp_path, model="mine", device="cpu"))
+    assert isinstance(alone, Classifier) and alone.languages == ("en",)
+    assert "no streamsense-bge-zh:latest model for 'zh' text" in caplog.text
+    with pytest.raises(ModelNotFoundError, match="STREAMSENSE_LANGUAGE_MODELS routes 'zh' text to it"):
+        load_classifier(Settings(model_registry=tmp_path, model="mine", device="cpu",
+                                 language_models="zh=streamsense-bge-zh"))
+    assert isinstance(load_classifier(Settings(model_registry=tmp_path, model="mine", language_models="")), Classifier)
