@@ -1,12 +1,14 @@
 """Chinese heads on BAAI bge-small-zh-v1.5 (recovered from the langchain4j ONNX graph by
 exporters/recover_bge.py): `sentiment` (negative / positive: waimai_10k + online_shopping_10_cats) and
-`offensive` (COLD). Needs the `train` extra. A draft beside models/train.py, not wired into the CLI yet.
+`offensive` (COLD). Needs the `train` extra. `python -m streamsense.models.zh_train CONFIG.json` trains one stage;
+deploy/zh/train-zh.sh runs the whole recipe of the shipped streamsense-bge-zh (fetch, recover, two stages, export).
 
 Differences from the English setup (models/train.py, models/network.py):
 - pooling is the [CLS] token, as bge itself pools (its embeddings are CLS, L2-normalised), not the mean;
 - sentiment has two classes: none of the Chinese sets has a neutral label, so the head predicts no neutral
   (a serving rule that maps low-confidence outputs to neutral would be unvalidated: docs/models.md, "Chinese");
-- one task can read several datasets (sentiment: two), and the validation / test metrics are kept per dataset;
+- one task can read several datasets (sentiment: two), each drawn as its own stream (probability ∝ size ** alpha ×
+  its `dataset_weights` entry), and the validation / test metrics are kept per dataset;
 - periodic evaluation runs on a seeded validation sample per dataset (2 CPU cores), the kept weights are then
   scored on the full validation and test files.
 """

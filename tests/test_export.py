@@ -394,3 +394,39 @@ def test_a_chinese_model_exports_with_cls_pooling_and_its_datasets(tmp_path):
     report = evaluate_test(tmp_path / "out", datasets, limit=10)
     assert {"sentiment/waimai_10k", "sentiment/online_shopping_10_cats", "offensive"} <= set(report)
     assert report["sentiment/waimai_10k"]["n"] == 10
+
+
+def test_chinese_training_writes_what_export_reads_and_continues_from_a_checkpoint(tmp_path):
+    """models/zh_train.py on a tiny encoder: a stage's directory carries its tasks, pooling and languages (what
+    load_trained and export read), each dataset is its own weighted stream, and `init_from` starts from a stage's
+    weights exactly (0 steps: the kept weights are the loaded ones)."""
+    from streamsense.models.tasks import ZH_TASKS
+    from streamsense.models.zh_train import ZhTrainConfig, train_zh
+
+    datasets, _ = write_zh_trained(tmp_path)
+    for views in ZH_TASKS.values():
+        for task in views:  # the training split too
+            shutil.copy2(datasets / task.dataset / "validation.jsonl", datasets / task.dataset / "train.jsonl")
+    base = tmp_path / "base"
+    config = BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    BertModel(config, add_pooling_layer=False).save_pretrained(base)
+    logged = []
+    common = dict(base_dir=str(base), tokenizer=str(ZH_TOKENIZER), datasets_dir=str(datasets), max_length=32,
+                  batch_size=4, eval_every=3, eval_sample=8, warmup_steps=1, max_minutes=5)
+    first = train_zh(ZhTrainConfig(output_dir=str(tmp_path / "s1"), max_steps=6,
+                                   dataset_weights={"waimai_10k": 3.0}, class_weighted=("offensive",), **common),
+                     log=logged.append)
+    sampling = json.loads(logged[0])["sampling"]
+    assert list(sampling) == ["sentiment/waimai_10k", "sentiment/online_shopping_10_cats", "offensive/cold"]
+    assert sampling["sentiment/waimai_10k"] == pytest.approx(3 * sampling["sentiment/online_shopping_10_cats"],
+                                                             abs=0.002)  # same sizes here, weight 3
+    assert (first["pooling"], first["languages"]) == ("cls", ["zh"])
+    model, _, tasks = load_trained(tmp_path / "s1")
+    assert model.pooling == "cls" and [(t.name, t.labels) for t in tasks] == [
+        ("sentiment", ("negative", "positive")), ("offensive", ("not_offensive", "offensive"))]
+
+    train_zh(ZhTrainConfig(output_dir=str(tmp_path / "s2"), max_steps=0, init_from=str(tmp_path / "s1"), **common),
+             log=lambda _: None)
+    before, after = load_file(tmp_path / "s1" / "model.safetensors"), load_file(tmp_path / "s2" / "model.safetensors")
+    assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
