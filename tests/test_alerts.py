@@ -139,6 +139,8 @@ def test_a_signal_reason_quotes_only_its_own_signals():
     [alert] = AlertRules.load().per_message("post", "1", None, "t", p, "m:1", T0)
     assert [r["reason"] for r in alert["evidence"][0]["reasons"]] == [
         f"critical risk (score 0.95): {why}", "signals legal_threat: 'my lawyer' (rule)"]
+    # the summary says it once: the signal rule's quote is already in the risk_level reason
+    assert alert["summary"] == f"post 1: critical risk (score 0.95): {why}"
 
 
 @pytest.mark.parametrize("p, rule, severity, reasons", [
@@ -290,7 +292,11 @@ def test_merged_alerts_are_the_single_rules_hits_and_the_screen_holds(rules, gro
         assert a["evidence"][0]["reasons"] == [s["evidence"][0]["reasons"][0] for s in singles]
         assert a["severity"] == max((s["severity"] for s in singles), key=LEVELS.index)
         assert a["rule"] == next(s["rule"] for s in singles if s["severity"] == a["severity"])
-        assert a["summary"] == "post 7: " + "; ".join(s["summary"].removeprefix("post 7: ") for s in singles)
+        # the summary opens with the first hit's reason and says every part of every hit's reason, each once
+        reasons = [s["summary"].removeprefix("post 7: ") for s in singles]
+        assert a["summary"].startswith("post 7: " + reasons[0])
+        assert all(part in a["summary"] for why in reasons for part in why.removeprefix("signals ").split("; "))
+        assert len(a["summary"]) <= len("post 7: " + "; ".join(reasons))
 
 
 WINDOWED = '''

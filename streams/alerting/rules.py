@@ -253,9 +253,22 @@ class AlertRules(BaseModel):
             # the reasons ride in the evidence (a JSON column): the alerts table and topic keep their shape
             evidence = {**_evidence(message_id, kind, text, prediction.risk.score),
                         "reasons": [{"rule": r.name, "severity": s, "reason": why} for r, s, why in found]}
-            out.append(_alert(top, key, severity, f"{kind} {message_id}: {'; '.join(why for _, _, why in found)}",
+            out.append(_alert(top, key, severity, f"{kind} {message_id}: {_summary(why for _, _, why in found)}",
                               [evidence], model_version, at, alert_id(family, key, window)))
         return out
+
+
+def _summary(reasons) -> str:
+    """The reasons joined, leaving out a reason whose every part an earlier one already says (a signal rule's
+    quotes repeat the risk_level reason's explanation); the evidence keeps every reason whole."""
+    kept: list[str] = []
+    for why in reasons:
+        said = "; ".join(kept)
+        parts = why.removeprefix("signals ").split("; ")
+        if kept and all(part in said for part in parts):
+            continue
+        kept.append(why)
+    return "; ".join(kept)
 
 
 _LEVEL_INDEX = {level: i for i, level in enumerate(LEVELS)}
