@@ -277,8 +277,10 @@ def _calibration_section(card: dict) -> list[str]:
 
 def _text_section(card: dict) -> list[str]:
     emoji = text_options(card)["emoji"]
+    english = "en" in card.get("languages", ["en"])
     how = ("written as their English names before tokenizing (😡 → enraged face), as in training" if emoji == "names"
-           else "passed to the tokenizer as they are; its English vocabulary reads most of them as [UNK]")
+           else "passed to the tokenizer as they are" + ("; its English vocabulary reads most of them as [UNK]"
+                                                          if english else ", as in training"))
     return ["## Input text", "", f"Mentions become @user, URLs http; emoji are {how} (`text.emoji` = {emoji}).", ""]
 
 
@@ -287,7 +289,8 @@ def _lineage_section(training: dict) -> list[str]:
     lines = []
     if "init" in training:
         init = training["init"]
-        lines += [f"Continued (`train --init-from`) from {init['from']}: validation score {init['validation_score']}, "
+        lines += [f"Continued (`train --init-from`, or `init_from` of models/zh_train.py) from {init['from']}: "
+                  f"validation score {init['validation_score']}, "
                   f"{init['steps']} steps ({init['minutes']} minutes) on {init['device']}.", ""]
         lines += _soup_table(init["soup"]) if "soup" in init else []
     lines += _soup_table(training["soup"]) if "soup" in training else []

@@ -26,7 +26,7 @@ from torch import nn
 
 from streamsense.models.data import Example, load_split
 from streamsense.models.metrics import classification_metrics
-from streamsense.models.network import MultiTaskModel, predict, save_trained
+from streamsense.models.network import MultiTaskModel, lineage, predict, save_trained
 from streamsense.models.tasks import ZH_TASKS, task_entry
 from streamsense.models.train import _batches
 
@@ -182,6 +182,8 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
         "torch": torch.__version__, "train_examples": sizes, "steps": history[-1]["step"], "minutes": minutes,
         "best_sample_score": best, "validation": validation, "test": test, "history": history,
     }
+    if cfg.init_from:  # the card names what the weights continued from (models/registry.py: lineage)
+        summary["init"] = lineage(Path(cfg.init_from))
     save_trained(Path(cfg.output_dir), model, tokenizer, summary)
     return summary
 

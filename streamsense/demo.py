@@ -186,7 +186,7 @@ def print_summary(out: Console, summary: dict, db: Path | None = None) -> None:
     if summary.get("languages"):
         unsupported = summary.get("unsupported") or {}
         out.print("languages: " + ", ".join(f"{escape(str(lang))} {n}" for lang, n in summary["languages"].items())
-                  + (f" (not read by the model, classified and flagged unsupported_language: "
+                  + (f" (read by no model, classified and flagged unsupported_language: "
                      f"{', '.join(f'{escape(str(lang))} {n}' for lang, n in unsupported.items())})" if unsupported
                      else ""))
     if summary.get("models"):

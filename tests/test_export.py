@@ -265,7 +265,8 @@ def test_card_names_what_a_continued_model_started_from(exported, tmp_path):
     assert init["from"] == f"soup of {first} + {first}"
     assert [part["weight"] for part in init["soup"]] == [0.5, 0.5]
     markdown = (tmp_path / "out" / "MODEL_CARD.md").read_text()
-    assert f"Continued (`train --init-from`) from soup of {first} + {first}: validation score" in markdown
+    assert f"Continued (`train --init-from`, or `init_from` of models/zh_train.py) from soup of {first} + {first}: " \
+           "validation score" in markdown
     assert "Weight average (`models soup`) of these models" in markdown
 
     soup([continued, first], tmp_path / "soup-2", exported.root / "datasets")
@@ -426,7 +427,8 @@ def test_chinese_training_writes_what_export_reads_and_continues_from_a_checkpoi
     assert model.pooling == "cls" and [(t.name, t.labels) for t in tasks] == [
         ("sentiment", ("negative", "positive")), ("offensive", ("not_offensive", "offensive"))]
 
-    train_zh(ZhTrainConfig(output_dir=str(tmp_path / "s2"), max_steps=0, init_from=str(tmp_path / "s1"), **common),
-             log=lambda _: None)
+    second = train_zh(ZhTrainConfig(output_dir=str(tmp_path / "s2"), max_steps=0, init_from=str(tmp_path / "s1"),
+                                    **common), log=lambda _: None)
+    assert second["init"]["from"] == str(tmp_path / "s1") and second["init"]["steps"] == 6
     before, after = load_file(tmp_path / "s1" / "model.safetensors"), load_file(tmp_path / "s2" / "model.safetensors")
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)

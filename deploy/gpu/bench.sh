@@ -27,3 +27,9 @@ PY
 python3 -m streamsense bench --messages "${MESSAGES:-500000}" --model-messages 200000 --workers "${WORKERS:-4}" \
   --producers "${PRODUCERS:-4}" --db /var/tmp/ss/bench.db --json "$OUT/bench.json"
 tail -n 20 /var/tmp/ss/bench.worker0.log
+# mixed English/Chinese traffic against English only, one run each (issue: within 10 %); Chinese goes to the
+# streamsense-bge-zh model of the registry (STREAMSENSE_LANGUAGE_MODELS)
+for share in 0 0.3; do
+  python3 -m streamsense bench --load --messages "${MIXED_MESSAGES:-300000}" --zh-share "$share" --workers "${WORKERS:-4}" \
+    --producers "${PRODUCERS:-4}" --db /var/tmp/ss/bench.db --json "$OUT/bench-load-zh-$share.json"
+done
