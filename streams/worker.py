@@ -51,9 +51,11 @@ def load_classifier(settings: Settings) -> Classifier | RoutedClassifier:
         try:
             routes[lang] = load(ref)
         except ModelNotFoundError as exc:
-            if "language_models" in settings.model_fields_set:  # asked for by name: say so and stop
+            # the default names the shipped Chinese model, which a registry of one's own may lack: warn; a model
+            # the setting was changed to name must be there (a worker's environment repeats every setting, so
+            # "was it set" cannot tell them apart)
+            if settings.language_models != Settings.model_fields["language_models"].default:
                 raise ModelNotFoundError(f"{exc} (STREAMSENSE_LANGUAGE_MODELS routes {lang!r} text to it)") from None
-            # the default names the shipped Chinese model; a registry of one's own may not have it
             logging.getLogger(__name__).warning(
                 "no %s model for '%s' text (%s): the primary model classifies it and flags it unsupported_language; "
                 "set STREAMSENSE_LANGUAGE_MODELS to route it, or to \"\" to silence this", ref, lang, exc)

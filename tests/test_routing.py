@@ -192,7 +192,7 @@ def test_bench_mixes_chinese_traffic_evenly():
     assert bench_texts(Settings(), 50) == bench_texts(Settings(), 50, 0.0)
 
 
-def test_a_registry_without_the_chinese_model(tmp_path, caplog):
+def test_a_registry_without_the_chinese_model(tmp_path, caplog, monkeypatch):
     """The default route names the shipped Chinese model: a registry of one's own without it serves the primary alone
     (Chinese then flagged unsupported) and says so; asked for by name, a missing model stops the worker."""
     from streamsense.models.registry import ModelNotFoundError, publish, resolve
@@ -206,5 +206,8 @@ def test_a_registry_without_the_chinese_model(tmp_path, caplog):
     assert "no streamsense-bge-zh:latest model for 'zh' text" in caplog.text
     with pytest.raises(ModelNotFoundError, match="STREAMSENSE_LANGUAGE_MODELS routes 'zh' text to it"):
         load_classifier(Settings(model_registry=tmp_path, model="mine", device="cpu",
-                                 language_models="zh=streamsense-bge-zh"))
+                                 language_models="zh=streamsense-bge-zh:2"))
+    # a worker process gets every setting in its environment: the default value still only warns
+    monkeypatch.setenv("STREAMSENSE_LANGUAGE_MODELS", Settings().language_models)
+    assert isinstance(load_classifier(Settings(model_registry=tmp_path, model="mine")), Classifier)
     assert isinstance(load_classifier(Settings(model_registry=tmp_path, model="mine", language_models="")), Classifier)
