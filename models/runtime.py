@@ -76,7 +76,8 @@ class ModelRuntime:
     NULL_VARIANT = "null"
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "auto", threads: int = 0, group_size: int = 64,
-                 variant: str | None = None, tensorrt: bool = False, null_model: bool = False):
+                 variant: str | None = None, tensorrt: bool = False, null_model: bool = False,
+                 spinning: bool = True):
         self.path = Path(model_dir)
         self.card = verify(self.path)
         self.name = self.card.get("name") or self.path.name
@@ -104,6 +105,10 @@ class ModelRuntime:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:
+            # onnxruntime's intra-op threads spin for work after each run: with two sessions (models/routing.py) the
+            # idle session's threads take the cores from the busy one's, and the worker's own threads lose them too
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path / self.variant_file), options,
                                             providers=providers_for(self.device, available, tensorrt))
         self.outputs = list(self.card["outputs"])

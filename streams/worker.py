@@ -37,17 +37,20 @@ def load_classifier(settings: Settings) -> Classifier | RoutedClassifier:
     rules = RiskRules.load(settings.risk_rules)
     loaded: dict[str, Classifier] = {}
 
+    routes_wanted = language_models(settings.language_models)
+    spinning = settings.intra_op_spinning == "on" or (settings.intra_op_spinning == "auto" and not routes_wanted)
+
     def load(ref: str) -> Classifier:
         if ref not in loaded:
             runtime = ModelRuntime(resolve(settings.model_registry, ref), settings.device, settings.intra_op_threads,
                                    group_size=settings.length_group_size, tensorrt=settings.tensorrt,
-                                   null_model=settings.null_model)
+                                   null_model=settings.null_model, spinning=spinning)
             loaded[ref] = Classifier(runtime, rules.for_model(runtime.name))
         return loaded[ref]
 
     primary = load(settings.model)
     routes = {}
-    for lang, ref in language_models(settings.language_models).items():
+    for lang, ref in routes_wanted.items():
         try:
             routes[lang] = load(ref)
         except ModelNotFoundError as exc:

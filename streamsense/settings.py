@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     language_models: str = "zh=streamsense-bge-zh:latest"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = 0  # 0 = onnxruntime's default
+    # onnxruntime's intra-op threads spin for work after each run (its default), taking the cores from whatever runs
+    # next. "auto": they spin where one model serves, and sleep where language models are routed too (a Chinese
+    # sub-batch's spinning threads slowed the English one after it: docs/benchmarks.md); "on" / "off": always
+    intra_op_spinning: Literal["auto", "on", "off"] = "auto"
     length_group_size: int = Field(64, ge=1, description="a batch is sorted by length into runs of this many")
     tensorrt: bool = False  # try onnxruntime's TensorRT provider first on CUDA
     # benchmarks only: inference replaced by zero logits (everything else real), to measure the pipeline's own ceiling

@@ -211,3 +211,27 @@ def test_a_registry_without_the_chinese_model(tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("STREAMSENSE_LANGUAGE_MODELS", Settings().language_models)
     assert isinstance(load_classifier(Settings(model_registry=tmp_path, model="mine")), Classifier)
     assert isinstance(load_classifier(Settings(model_registry=tmp_path, model="mine", language_models="")), Classifier)
+
+
+def _spins(runtime) -> bool:
+    try:
+        return runtime.session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning") != "0"
+    except Exception:  # not set: onnxruntime's default, spinning
+        return True
+
+
+@pytest.mark.parametrize("setting, language_models, spin", [
+    ("auto", None, False),  # routed (the default): every session's threads sleep between runs
+    ("auto", "", True),  # one model: onnxruntime's default
+    ("on", None, True),
+    ("off", "", False),
+])
+def test_intra_op_spinning(setting, language_models, spin):
+    from streamsense.streams.worker import load_classifier
+
+    extra = {} if language_models is None else {"language_models": language_models}
+    loaded = load_classifier(Settings(device="cpu", intra_op_spinning=setting, **extra))
+    runtimes = [c.runtime for c in getattr(loaded, "routes", [loaded])]
+    assert len(runtimes) == (1 if language_models == "" else 2)
+    assert all(_spins(r) is spin for r in runtimes)
