@@ -3,11 +3,9 @@ model for `zh`, the primary for the rest), results come back in input order with
 Chinese row stores p_neutral NULL (the Chinese sentiment head has no neutral label; migration 0005)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, inspect, select, text
 
 from streamsense.models.classifier import Classifier
@@ -22,10 +20,8 @@ from streamsense.streams.pipeline import Processor
 from streamsense.streams.schema import predictions
 from streamsense.streams.store import Store, migrate
 from streamsense.streams.worker import language_models
-from tests.test_language import foreign_messages
+from tests.test_language import _alembic, foreign_messages
 from tests.test_pipeline import TOPICS, FakeRuntime, _plain, assert_same, reference_process, sample_messages
-
-MIGRATIONS = Path(__file__).resolve().parent.parent / "streams" / "migrations"
 
 ZH_POSTS = ["这家店的外卖太慢了，等了两个小时才送到", "客服态度很好，问题很快就解决了", "你们再不退款我就去法院起诉",
             "味道不错，分量也足，下次还点", "我被重复扣款了两次，这是诈骗吧", "送来的菜都凉了，差评"]
@@ -144,13 +140,6 @@ def test_the_shipped_models_route_chinese(classifier):
 
 
 # --- migration 0005: p_neutral may be NULL ----------------------------------------------------------------------------
-
-def _alembic(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
 
 def test_migration_lets_p_neutral_be_null_and_keeps_rows_and_views(database_url):
     command.upgrade(_alembic(database_url), "0004")
