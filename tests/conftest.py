@@ -1,3 +1,4 @@
+import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,10 @@ from streamsense.localstack import new_local_broker
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Small samples of the labelled datasets, committed (tests/fixtures/datasets/README.md: sources and licences). Every
+# test, and every process a test starts, reads these rather than whatever datasets folder a machine has.
+FIXTURE_DATASETS = Path(__file__).resolve().parent / "fixtures" / "datasets"
+os.environ["STREAMSENSE_DATASETS_DIR"] = str(FIXTURE_DATASETS)
 
 
 def postgres_reason() -> str | None:

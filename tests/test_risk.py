@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streamsense.models.risk import DEFAULT_RULES, SCRIPTS, RiskRules, RulesError, Signal
+from tests.conftest import FIXTURE_DATASETS
 
 QUIET = {"offensive": 0.02, "hate": 0.01, "complaint": 0.05}
 
@@ -107,14 +108,13 @@ def test_bad_rules_file_is_rejected(tmp_path):
 # --- the joined regexes and the cheaper assess() against the original -----------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-TWEETS = ROOT.parent / "shared" / "datasets" / "tweeteval_sentiment" / "test.jsonl"  # used where present
+TWEETS = FIXTURE_DATASETS / "tweeteval_sentiment" / "test.jsonl"  # 60 real tweets
 
 
 def _real_texts() -> list[str]:
     texts = [json.loads(line)["text"] for line in (ROOT / "streams/samples/posts.jsonl").read_text().splitlines()]
     texts += [json.loads(line)["body"] for line in (ROOT / "streams/samples/tickets.jsonl").read_text().splitlines()]
-    if TWEETS.exists():
-        texts += [json.loads(line)["text"] for line in TWEETS.read_text(encoding="utf-8").splitlines()[:600]]
+    texts += [json.loads(line)["text"] for line in TWEETS.read_text(encoding="utf-8").splitlines()]
     return texts
 
 

@@ -14,8 +14,8 @@ from streamsense.models.risk_eval import (ORDINARY, RULE_CASES, Scored, _nll, ev
                                           fit_temperature, format_report, heads_toml)
 from streamsense.models.rule_cases import DEFAULT_CASES
 from streamsense.models.runtime import ModelRuntime
-from streamsense.settings import Settings
 from streamsense.streams.alerting.rules import AlertRules
+from tests.conftest import FIXTURE_DATASETS
 
 
 def test_the_temperature_fit_finds_the_temperature_that_made_the_labels():
@@ -97,9 +97,9 @@ def test_the_shipped_rules_are_fitted_for_the_shipped_model(classifier):
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_the_risk_evaluation_on_a_small_fixture(classifier, lang):
     """Per model: the English one on its three risk sets and tweets; the Chinese one on COLD and its two review sets
-    (the sets come from the model card's tasks)."""
+    (the sets come from the model card's tasks; 40 of each fixture's 60 validation rows)."""
     classifier = classifier.classifier_for(lang)
-    report = evaluate_risk(classifier, Settings().datasets_dir, ("validation",), limit=40,
+    report = evaluate_risk(classifier, FIXTURE_DATASETS, ("validation",), limit=40,
                            alert_rules=AlertRules.load(), cases_path=DEFAULT_CASES)
     assert report["rules_fitted_for"] == classifier.model_version
     sets = report["splits"]["validation"]
@@ -123,7 +123,8 @@ def test_the_risk_evaluation_on_a_small_fixture(classifier, lang):
 
 
 def test_the_risk_eval_command(classifier):
-    result = CliRunner().invoke(app, ["models", "risk-eval", "--split", "validation", "--limit", "20", "--json"])
+    result = CliRunner().invoke(app, ["models", "risk-eval", "--split", "validation", "--limit", "20", "--json"],
+                                env={"STREAMSENSE_DATASETS_DIR": str(FIXTURE_DATASETS)})
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["model"] == classifier.model_version and list(report["splits"]) == ["validation"]

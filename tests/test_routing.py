@@ -20,6 +20,7 @@ from streamsense.streams.pipeline import Processor
 from streamsense.streams.schema import predictions
 from streamsense.streams.store import Store, migrate
 from streamsense.streams.worker import language_models
+from tests.conftest import FIXTURE_DATASETS
 from tests.test_language import _alembic, foreign_messages
 from tests.test_pipeline import TOPICS, FakeRuntime, _plain, assert_same, reference_process, sample_messages
 
@@ -174,11 +175,23 @@ def test_migration_lets_p_neutral_be_null_and_keeps_rows_and_views(database_url)
 def test_bench_mixes_chinese_traffic_evenly():
     from streamsense.bench import bench_texts
 
-    texts = bench_texts(Settings(), 1000, zh_share=0.3)
+    settings = Settings(datasets_dir=FIXTURE_DATASETS)  # 60 real tweets, 3 x 60 real Chinese texts
+    texts = bench_texts(settings, 1000, zh_share=0.3)
     chinese = [i for i, t in enumerate(texts) if identify([t])[0] == "zh"]
     assert len(texts) == 1000 and 290 <= len(chinese) <= 310  # a tweet in Chinese would count too; none is
     assert max(b - a for a, b in zip(chinese, chinese[1:])) <= 4  # spread, not in one block
-    assert bench_texts(Settings(), 50) == bench_texts(Settings(), 50, 0.0)
+    assert len({texts[i] for i in chinese}) == 180  # every Chinese text of the three sets, in turn
+    assert bench_texts(settings, 50) == bench_texts(settings, 50, 0.0)
+
+
+def test_bench_without_the_chinese_sets_names_them(tmp_path):
+    from streamsense.bench import bench_texts
+    from streamsense.models.data import DatasetsMissingError
+
+    with pytest.raises(DatasetsMissingError, match="cold .*COLDataset") as missing:
+        bench_texts(Settings(datasets_dir=tmp_path), 10, zh_share=0.3)
+    assert set(missing.value.missing) == {"waimai_10k", "online_shopping_10_cats", "cold"}
+    assert len(bench_texts(Settings(datasets_dir=tmp_path), 10)) == 10  # English alone: the bundled samples
 
 
 def test_a_registry_without_the_chinese_model(tmp_path, caplog, monkeypatch):
