@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamsense.models.data import load_split
+from streamsense.models.data import load_split, require_datasets
 from streamsense.models.metrics import classification_metrics
 from streamsense.models.runtime import ModelRuntime
 from streamsense.models.tasks import Task, task_views
@@ -29,6 +29,7 @@ def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: 
     report: dict = {"model": runtime.label, "variant": runtime.variant, "device": runtime.device}
     batch_seconds: list[float] = []
     messages = 0
+    require_datasets(datasets_dir, [view.dataset for view, _ in _views(runtime.card)], ("test",))
     for view, key in _views(runtime.card):
         name = view.name
         examples = load_split(datasets_dir, view, "test", limit, emoji=runtime.emoji)

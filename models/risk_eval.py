@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streamsense.models.classifier import Classifier
-from streamsense.models.data import load_split
+from streamsense.models.data import load_split, require_datasets
 from streamsense.models.risk import LEVELS, Head, RiskRules
 from streamsense.models.runtime import Encoded, softmax
 from streamsense.models.tasks import RISK_TASKS, TASKS, task_entry, task_views
@@ -84,14 +84,24 @@ def score_set(classifier: Classifier, name: str, texts: list[str], risky, alert_
                   list(texts))
 
 
+def _entries(card: dict | None) -> list[dict]:
+    """The model card's tasks, else the English ones."""
+    return (card or {}).get("tasks") or [task_entry((t,)) for t in TASKS]
+
+
+def require_sets(datasets_dir: Path, card: dict | None, splits) -> None:
+    """Every dataset the card's tasks read has `splits`, else DatasetsMissingError names all that do not."""
+    require_datasets(datasets_dir, [v.dataset for entry in _entries(card) for v in task_views(entry)], splits)
+
+
 def load_sets(datasets_dir: Path, split: str, emoji: str, limit: int | None = None,
               cases_path: Path | None = None, card: dict | None = None) -> dict[str, tuple[list[str], list[bool] | None]]:
     """Texts and risky flags of every set (rule cases only where `cases_path` is given; they have no split). The sets
     are the model card's tasks (every dataset of a task: the Chinese sentiment head reads two), else the English
     ones."""
-    entries = (card or {}).get("tasks") or [task_entry((t,)) for t in TASKS]
+    require_sets(datasets_dir, card, (split,))
     sets = {}
-    for entry in entries:
+    for entry in _entries(card):
         views = task_views(entry)
         rows = [r for view in views for r in load_split(datasets_dir, view, split, limit, emoji=emoji)]
         if entry["name"] == "sentiment":
@@ -141,6 +151,7 @@ def summarize(scored: dict[str, Scored]) -> dict:
 def evaluate_risk(classifier: Classifier, datasets_dir: Path, splits=("validation", "test"), limit=None,
                   alert_rules=None, cases_path: Path | None = None) -> dict:
     report = {"model": classifier.model_version, "rules_fitted_for": classifier.rules.fitted_for, "splits": {}}
+    require_sets(datasets_dir, getattr(classifier.runtime, "card", None), splits)
     for split in splits:
         sets = load_sets(datasets_dir, split, classifier.runtime.emoji, limit, cases_path,
                          getattr(classifier.runtime, "card", None))
@@ -210,6 +221,7 @@ def head_logits(runtime, datasets_dir: Path, split: str, limit: int | None = Non
 def fit_temperatures(runtime, datasets_dir: Path, limit: int | None = None) -> dict:
     """Temperatures fitted on validation, with each head's NLL and ECE before and after on validation and test."""
     fitted = {"method": "temperature", "fitted_on": "validation", "temperature": {}, "validation": {}, "test": {}}
+    require_sets(datasets_dir, runtime.card, ("validation", "test"))
     val = head_logits(runtime, datasets_dir, "validation", limit)
     test = head_logits(runtime, datasets_dir, "test", limit)
     for name, (logits, labels) in val.items():

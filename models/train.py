@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from streamsense.models.data import Example, load_split
+from streamsense.models.data import Example, load_split, require_datasets
 from streamsense.models.network import BASE_MODEL_NAME, base_model_path, build_model, evaluate, lineage, save_trained
 from streamsense.models.tasks import TASKS
 
@@ -84,6 +84,7 @@ def train(cfg: TrainConfig) -> dict:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     tasks = [next(t for t in TASKS if t.name == n) for n in cfg.tasks]
     data_dir = Path(cfg.datasets_dir)
+    require_datasets(data_dir, [t.dataset for t in tasks], ("train", "validation", "test"))
     train_sets = {t.name: load_split(data_dir, t, "train", cfg.train_limit, cfg.seed, cfg.emoji) for t in tasks}
     val_sets = {t.name: load_split(data_dir, t, "validation", cfg.val_limit, cfg.seed, cfg.emoji) for t in tasks}
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamsense.models.data import Example, load_split
+from streamsense.models.data import Example, load_split, require_datasets
 from streamsense.models.metrics import classification_metrics
 from streamsense.models.network import MultiTaskModel, lineage, predict, save_trained
 from streamsense.models.tasks import ZH_TASKS, task_entry
@@ -97,6 +97,8 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    require_datasets(Path(cfg.datasets_dir), [t.dataset for name in cfg.tasks for t in ZH_TASKS[name]],
+                     ("train", "validation", "test"))
     tokenizer = load_tokenizer(Path(cfg.tokenizer))
     train_by_dataset = _splits(cfg, "train")
     train_sets = {name: [e for exs in per.values() for e in exs] for name, per in train_by_dataset.items()}

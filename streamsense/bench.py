@@ -19,6 +19,7 @@ from sqlalchemy import func, select, union_all
 
 from streamsense.demo import SAMPLES
 from streamsense.localstack import local_stack
+from streamsense.models.data import require_datasets
 from streamsense.settings import BENCH_POSTGRES_URL, Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines
@@ -45,6 +46,7 @@ def bench_texts(settings: Settings, n: int, zh_share: float = 0.0) -> list[str]:
         return [texts[i % len(texts)] for i in range(n)]
     if not 0 < zh_share <= 1:
         raise ValueError(f"zh_share must be within (0, 1], not {zh_share}")
+    require_datasets(settings.datasets_dir, ZH_SETS, ("test",))
     sets = []
     for name in ZH_SETS:
         with open(Path(settings.datasets_dir) / name / "test.jsonl", encoding="utf-8") as f:

@@ -5,7 +5,7 @@ The CLI (streamsense/cli.py) prints the failure on stderr and exits with its cod
 
     2  usage or configuration: the command line, a setting, or a file or address it names is wrong
        (a bad STREAMSENSE_* value, an invalid rules file, an unknown model, no SQLite database at the path,
-       a database login refused, a database URL that does not parse)
+       a database login refused, a database URL that does not parse, labelled datasets missing)
     1  runtime: the configuration is fine but something it points at is not ready or not working
        (the database server or Kafka broker is down, the schema is missing, a model's files were altered)
 
@@ -118,7 +118,7 @@ def explain(exc: BaseException, database_url: str | None = None, bootstrap_serve
 
 
 def _explain_one(exc: BaseException, database_url: str | None, bootstrap_servers: str | None) -> Failure | None:
-    for explainer in (_settings, _no_database, _sql, _kafka, _models, _rules, _files, _missing_package):
+    for explainer in (_settings, _no_database, _sql, _kafka, _models, _rules, _datasets, _files, _missing_package):
         failure = explainer(exc, database_url, bootstrap_servers)
         if failure is not None:
             return failure
@@ -291,6 +291,15 @@ def _rules(exc, _db, _kafka) -> Failure | None:
 
 
 # --- files ------------------------------------------------------------------------------------------------------
+
+def _datasets(exc, _db, _kafka) -> Failure | None:
+    from streamsense.models.data import DatasetsMissingError
+
+    if not isinstance(exc, DatasetsMissingError):
+        return None
+    return Failure(str(exc), "get them as NAME/{train,validation,test}.jsonl (JSON lines: text, label) into one folder "
+                   "and set STREAMSENSE_DATASETS_DIR to it (README.md, \"Datasets\")", USAGE)
+
 
 def _files(exc, _db, _kafka) -> Failure | None:
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) \

@@ -10,20 +10,13 @@ import streamsense.models
 import streamsense.streams
 
 # The checkout in an editable install (site-packages in a wheel install): for what only a checkout holds,
-# deploy/, .cache/ and the datasets beside it. Package data is found through the package that ships it.
+# deploy/, .cache/ and datasets/. Package data is found through the package that ships it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The PostgreSQL server `make test` starts (deploy/test-deps.sh): where `bench --database postgresql` makes its database.
 BENCH_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MODELS_DIR = Path(streamsense.models.__file__).resolve().parent
 STREAMS_DIR = Path(streamsense.streams.__file__).resolve().parent
 SHIPPED_MODELS = MODELS_DIR / "shipped"
-
-
-def _default_datasets_dir() -> Path:
-    for candidate in (PROJECT_ROOT / "shared" / "datasets", PROJECT_ROOT.parent / "shared" / "datasets"):
-        if candidate.exists():
-            return candidate
-    return PROJECT_ROOT.parent / "shared" / "datasets"
 
 
 class Settings(BaseSettings):
@@ -88,7 +81,8 @@ class Settings(BaseSettings):
     # English): "flag" classifies and stores it with the risk signal `unsupported_language`; "dead_letter" sends it
     # to the dead letters unclassified, reason "unsupported language: <code>"
     unsupported_language: Literal["flag", "dead_letter"] = "flag"
-    datasets_dir: Path = Field(default_factory=_default_datasets_dir)
+    # the labelled datasets training and evaluation read (README.md, "Datasets"); nothing else needs them
+    datasets_dir: Path = PROJECT_ROOT / "datasets"
 
     # Alerts
     alert_rules: Path = STREAMS_DIR / "alert_rules.toml"

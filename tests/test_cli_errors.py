@@ -89,6 +89,22 @@ CASES = [
          stdin='{"id": "a", "text": "hello"}\n',
          files={"model/" + CARD: json.dumps({"format": FORMAT, "files": {"model.onnx": {"sha256": "0" * 64,
                                                                                          "bytes": 4}}})}),
+    # labelled datasets missing (an empty folder): every missing one named with its public source, in one line
+    Case("models-eval-no-datasets", ["models", "eval", "--limit", "5"],
+         "missing from {tmp}/datasets (STREAMSENSE_DATASETS_DIR): tweeteval_sentiment, tweeteval_offensive, "
+         "tweeteval_hate (TweetEval: github.com/cardiffnlp/tweeteval", 2, {"STREAMSENSE_DATASETS_DIR": "{tmp}/datasets"},
+         files={"datasets/tweeteval_sentiment/train.jsonl": ""}),  # a set without its test split counts as missing
+    Case("risk-eval-no-datasets", ["models", "risk-eval", "--split", "validation", "--limit", "5"],
+         "complaints_twitter (Twitter complaints: github.com/danielpreotiuc/complaints-social-media)", 2,
+         {"STREAMSENSE_DATASETS_DIR": "{tmp}/datasets"}),
+    Case("calibrate-no-datasets", ["models", "calibrate", "--limit", "5"], "tweeteval_hate", 2,
+         {"STREAMSENSE_DATASETS_DIR": "{tmp}/datasets"}),
+    Case("risk-eval-zh-no-datasets", ["models", "risk-eval", "--model", "streamsense-bge-zh:latest", "--limit", "5"],
+         "waimai_10k, online_shopping_10_cats (github.com/SophonPlus/ChineseNlpCorpus); cold (COLD: "
+         "github.com/thu-coai/COLDataset)", 2, {"STREAMSENSE_DATASETS_DIR": "{tmp}/datasets"}),
+    Case("bench-zh-share-no-datasets", ["bench", "--load", "--zh-share", "0.3", "--messages", "10"],
+         "cold (COLD: github.com/thu-coai/COLDataset)", 2, {"STREAMSENSE_DATASETS_DIR": "{tmp}/datasets"},
+         read_only=True),
     # rules files
     Case("alert-rules-invalid", ["alerts", "check", "rules.toml"], "invalid alert rules", 2,
          files={"rules.toml": BAD_ALERT_RULES}),
@@ -114,7 +130,7 @@ def check(case: Case, code: int, stdout: str, stderr: str, tmp: Path, before: se
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert 1 <= len(lines) <= 2, f"{case.id}: {len(lines)} lines on stderr\n{stderr}"
     assert not stdout.strip() or case.args[0] == "classify", f"{case.id}: stdout\n{stdout}"
-    assert case.phrase in stderr, f"{case.id}: {case.phrase!r} not in\n{stderr}"
+    assert case.phrase.replace("{tmp}", str(tmp)) in stderr, f"{case.id}: {case.phrase!r} not in\n{stderr}"
     assert "Traceback" not in combined and "Unclosed" not in combined, combined
     assert SECRET not in combined, combined
     if case.read_only:
