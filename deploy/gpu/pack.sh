@@ -6,8 +6,13 @@
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
-datasets=${STREAMSENSE_DATASETS_DIR:-../shared/datasets}
-# what the project needs at run time and the GPU image does not hold (its list: /work/.library/device/KINDS.md)
+# the labelled datasets (STREAMSENSE_DATASETS_DIR, else datasets/ in the checkout: README.md, "Datasets")
+datasets=$(python3 -c 'from streamsense.settings import Settings; print(Settings().datasets_dir)')
+python3 -c 'import sys; from pathlib import Path; from streamsense.models.data import DatasetsMissingError, require_datasets
+try: require_datasets(Path(sys.argv[1]), sys.argv[2:], ("train", "validation", "test"))
+except DatasetsMissingError as e: sys.exit(f"error: {e}")' \
+  "$datasets" tweeteval_sentiment tweeteval_offensive tweeteval_hate complaints_twitter
+# what the project needs at run time and the GPU image does not hold
 wheels="faust-streaming==0.15.3 mode-streaming==0.7.1 aiokafka==0.14.0 kafka-python==3.0.12 aiohttp-cors==0.8.1
   croniter==5.0.1 pytz==2026.6 intervaltree==3.2.1 terminaltables==3.1.10 venusian==3.1.0 colorlog==6.12.0
   async-timeout==5.0.1 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 pydantic==2.13.4 pydantic-core==2.46.4
