@@ -42,8 +42,12 @@ def query(
             print(json.dumps(catalog(), indent=2))
             return
         table = Table(title="reports (streamsense query NAME)")
-        for col in ("name", "description", "--since on", "--stored-since", "default limit"):
-            table.add_column(col)
+        # names and options are what a user types: never wrapped or cut (the description wraps instead)
+        table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in catalog()))
+        table.add_column("description", ratio=1, overflow="fold")
+        table.add_column("--since on", min_width=len("bucket_start"), overflow="fold")
+        table.add_column("--stored-since", no_wrap=True, min_width=len("--stored-since"))
+        table.add_column("limit", no_wrap=True)
         for r in catalog():
             table.add_row(r["name"], r["description"], r["since_on"] or "", "yes" if r["stored_since"] else "",
                           str(r["limit"] or ""))

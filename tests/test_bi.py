@@ -388,6 +388,12 @@ def test_query_list(tmp_path):
     assert result.exit_code == 0, result.output
     for name in REPORTS:
         assert name in result.stdout
+    # at 80 columns the names (what a user types) and the options stay whole; the descriptions wrap instead
+    narrow = invoke(["query", "--list"], COLUMNS="80").stdout
+    lines = narrow.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in narrow, narrow
+    assert [n for n in REPORTS if any(line.startswith(f"│ {n} ") for line in lines)] == list(REPORTS), narrow
+    assert "--stored-since" in narrow
     listed = json.loads(invoke(["query", "--list", "--json"]).stdout)
     assert [r["name"] for r in listed] == list(REPORTS)
 
