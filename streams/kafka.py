@@ -6,7 +6,9 @@ import ssl
 
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownError, UnsupportedVersionError
+from aiokafka.errors import (CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, KafkaConnectionError,
+                             LeaderNotAvailableError, NodeNotReadyError, NotCoordinatorError, TopicAlreadyExistsError,
+                             UnknownError, UnsupportedVersionError)
 
 from streamsense.settings import Settings
 from streamsense.streams.retry import retry_forever
@@ -44,6 +46,13 @@ def client_options(settings: Settings) -> dict:
     return options
 
 
+# What a cluster that is still starting answers (no listener yet, metadata before the group coordinator, a
+# coordinator loading its state): logged at info, as waiting, for the first KAFKA_PATIENCE_S seconds, then as warnings.
+KAFKA_STARTING = (KafkaConnectionError, NodeNotReadyError, GroupCoordinatorNotAvailableError,
+                  CoordinatorLoadInProgressError, NotCoordinatorError, LeaderNotAvailableError)
+KAFKA_PATIENCE_S = 10.0
+
+
 def wait_for_kafka(settings: Settings) -> None:
     """Block until the cluster answers a metadata request and the group coordinator is up."""
 
@@ -57,7 +66,9 @@ def wait_for_kafka(settings: Settings) -> None:
         finally:
             await client.close()
 
-    asyncio.run(retry_forever(probe, f"reaching Kafka at {settings.kafka_bootstrap_servers}"))
+    where = settings.kafka_bootstrap_servers
+    asyncio.run(retry_forever(probe, f"reaching Kafka at {where}", starting=KAFKA_STARTING, patience=KAFKA_PATIENCE_S,
+                              waiting=f"waiting for Kafka at {where} to finish starting"))
 
 
 async def _idempotence_supported(settings: Settings) -> bool:

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import signal
 
-from streamsense.logs import logging_config
+from streamsense.logs import logging_config, one_line_kafka_arguments
 from streamsense.models.classifier import Classifier
 from streamsense.models.routing import RoutedClassifier
 from streamsense.models.registry import ModelNotFoundError, resolve
@@ -77,6 +77,23 @@ def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages 
                      unsupported_language=settings.unsupported_language)
 
 
+def startup_line(settings: Settings, classifier: Classifier | RoutedClassifier, idempotent: bool) -> str:
+    """The worker's start-up line: the model, the models routed per language, the database (password hidden), the
+    producer's idempotence and the batching."""
+    from streamsense.errors import hide_password
+
+    runtime = classifier.runtime
+    routed = {lang: classifier.classifier_for(lang) for lang in classifier.languages} \
+        if isinstance(classifier, RoutedClassifier) else {}
+    languages = ", ".join(f"{lang} {c.model_version} ({c.runtime.variant_file})" for lang, c in routed.items()
+                          if c is not classifier.primary) or "none"
+    null = " NULL MODEL (zero logits: a benchmark of the pipeline, not a classifier)" if settings.null_model else ""
+    return (f"model {classifier.model_version} on {runtime.device} ({runtime.variant_file}){null}; language models: "
+            f"{languages}; database {hide_password(settings.database_url)}; producer idempotence "
+            f"{'on' if idempotent else 'off'}; batches of up to {settings.batch_size} within "
+            f"{settings.batch_max_wait:.2f} s")
+
+
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
     import faust
 
@@ -102,11 +119,7 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     @app.task
     async def announce() -> None:
         """The start-up facts, once Faust's worker has configured logging (a line logged earlier is lost)."""
-        runtime = processor.classifier.runtime
-        log.info("model %s on %s (%s)%s; producer idempotence %s; batches of up to %d within %.2f s",
-                 processor.classifier.model_version, runtime.device, runtime.variant_file,
-                 " NULL MODEL (zero logits: a benchmark of the pipeline, not a classifier)" if settings.null_model else "",
-                 "on" if idempotent else "off", settings.batch_size, settings.batch_max_wait)
+        log.info("%s", startup_line(settings, processor.classifier, idempotent))
 
     @app.task
     async def reload_on_sighup() -> None:
@@ -114,6 +127,7 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
             None, reload_model, processor, metrics, health))
 
+    one_line_kafka_arguments()  # no ASCII tables in the service log
     faust.Worker(app, loglevel=loglevel,
                  logging_config=logging_config(settings.log_format, loglevel)).execute_from_commandline()
 

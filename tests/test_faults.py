@@ -263,6 +263,8 @@ def test_producer_idempotence_where_the_broker_grants_producer_ids(broker, tmp_p
         assert records and all({"ts", "level", "logger", "message"} <= set(r) for r in records)
         log = "\n".join(r["message"] for r in records)
     assert f"producer idempotence {'on' if broker.idempotent_producer else 'off'}" in log
+    assert f"language models: zh streamsense-bge-zh:1 (model.int8.onnx); database {settings.database_url};" in log, log
+    assert "+---" not in log, log  # no ASCII tables (Faust draws them for aiokafka's topic and partition sets)
     assert re.search(rf"partitions assigned: {settings.topic_posts}\[[0-9,]+\]", log), log
     assert f"{len(posts)} since start; lag {settings.topic_posts}=0" in log, log
     assert_exactly_once(store, posts)

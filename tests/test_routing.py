@@ -215,6 +215,19 @@ def test_a_registry_without_the_chinese_model(tmp_path, caplog, monkeypatch):
     assert isinstance(load_classifier(Settings(model_registry=tmp_path, model="mine", language_models="")), Classifier)
 
 
+def test_the_start_up_line_names_the_models_and_the_database(classifier):
+    from streamsense.streams.worker import startup_line
+
+    settings = Settings(device="cpu", database_url="postgresql+psycopg://ss:hunter2-secret@db:5432/ss")
+    line = startup_line(settings, classifier, True)
+    assert line.startswith(f"model {classifier.model_version} on cpu (model.int8.onnx); language models: zh "
+                           f"{classifier.classifier_for('zh').model_version} (model.int8.onnx); database "
+                           "postgresql+psycopg://ss:***@db:5432/ss; producer idempotence on;"), line
+    assert "hunter2" not in line
+    alone = startup_line(settings.model_copy(update={"database_url": "sqlite:///x.db"}), classifier.primary, False)
+    assert "; language models: none; database sqlite:///x.db; producer idempotence off;" in alone, alone
+
+
 def _spins(runtime) -> bool:
     try:
         return runtime.session.get_session_options().get_session_config_entry(
