@@ -9,10 +9,14 @@ PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 
 .PHONY: install install-dev demo test test-fast venv
 
+# A venv without pip is a half-made one (Debian/Ubuntu without python3-venv leave one behind): made again.
 venv:  ## the project virtual environment (only when PYTHON is the venv's)
 ifeq ($(PYTHON),$(VENV)/bin/python)
-	@test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian/Ubuntu run 'apt-get install python3-venv' (or pass PYTHON=...)"; exit 2; }
-	@$(PYTHON) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m ensurepip -q
+	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { \
+	  $(BASE_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	    echo "StreamSense needs Python >= 3.11: pass BASE_PYTHON=python3.X (or PYTHON=/path/to/python)"; exit 2; }; \
+	  rm -rf $(VENV); $(BASE_PYTHON) -m venv $(VENV) && $(PYTHON) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); \
+	    echo "could not create $(VENV) with $(BASE_PYTHON): on Debian/Ubuntu run 'apt-get install python3-venv' first (or pass PYTHON=/path/to/python)"; exit 2; }; }
 endif
 
 install: venv  ## runtime only: broker, worker, ONNX models (no torch)
