@@ -78,3 +78,21 @@ def test_task_weights_option_reads_task_equals_weight():
     for bad in ("offensive", "offensive=0", "offensive=x", "offensive=-1"):
         with pytest.raises(typer.BadParameter, match="task=weight"):
             _task_weights(bad)
+
+
+def test_missing_datasets_are_named_before_any_training(tmp_path):
+    """Every set the tasks need is checked first: the error names each missing one with its source, and no output
+    folder is made."""
+    from streamsense.errors import explain
+    from streamsense.models.data import DatasetsMissingError
+
+    write_splits(tmp_path / "datasets", TASKS_BY_NAME["complaint"], {"train": 4, "validation": 4})  # no test split
+    with pytest.raises(DatasetsMissingError) as missing:
+        train(TrainConfig(base_model=base_model_path(), datasets_dir=str(tmp_path / "datasets"),
+                          output_dir=str(tmp_path / "out"), tasks=("sentiment", "complaint"), device="cpu"))
+    assert missing.value.missing == {"tweeteval_sentiment": ["train", "validation", "test"],
+                                     "complaints_twitter": ["test"]}
+    assert not (tmp_path / "out").exists()
+    failure = explain(missing.value)
+    assert failure.code == 2 and "tweeteval_sentiment (TweetEval: github.com/cardiffnlp/tweeteval" in failure.what
+    assert "complaints_twitter (Twitter complaints: github.com/danielpreotiuc/complaints-social-media)" in failure.what
