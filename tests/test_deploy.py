@@ -278,4 +278,4 @@ def test_kafka_pom_is_well_formed_xml():
     root = xml.dom.minidom.parse(str(DEPLOY / "kafka" / "pom.xml")).documentElement
     versions = {e.parentNode.getElementsByTagName("artifactId")[0].firstChild.data: e.firstChild.data
                 for e in root.getElementsByTagName("version") if e.parentNode.tagName == "dependency"}
-    assert versions["kafka_2.13"] == "${kafka.version}"
+    assert versions["kafka_2.13"] == versions["kafka-tools"] == "${kafka.version}"  # -Ptools: the console clients
