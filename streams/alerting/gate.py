@@ -12,16 +12,48 @@ from streamsense.streams.alerting.rules import (
     EVIDENCE_MAX,
     AlertRules,
     Counts,
+    NegativeShare,
     _alert,
     _evidence,
     _Windowed,
     alert_id,
     window_index,
 )
+from streamsense.streams.alerting import terms
 from streamsense.streams.contracts import AlertCandidate
 from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
 _IDS_PER_QUERY = 500  # candidate ids per "stored already?" query: well under SQLite's bound-parameter limit
+
+
+def _explain(conn, alert: AlertCandidate, rule, kind: str, group: str, start: datetime, end: datetime) -> None:
+    """What a kept windowed alert is about (streams/alerting/terms.py), from the stored rows of its window and of
+    its baseline windows (the most recent WINDOW_ROWS and BASELINE_ROWS; a negative-share spike: their negative
+    ones): appended to its summary, in full in `evidence[0].about`, and its representative messages put first in
+    the evidence. Once per alert, in the transaction that stores it."""
+    c = predictions.c
+    columns = (c.message_id, c.text, c.text_sha256, c.risk_score)
+    negative = (c.sentiment == "negative",) if isinstance(rule, NegativeShare) else ()
+
+    def rows(since, until, cap):
+        return [r._asdict() for r in conn.execute(
+            select(*columns).where(c.kind == kind, c.grp == group, c.event_at >= since, c.event_at < until, *negative)
+            .order_by(c.event_at.desc()).limit(cap))]
+
+    window = rows(start, end, terms.WINDOW_ROWS)
+    baseline = rows(start - (end - start) * rule.baseline_windows, start, terms.BASELINE_ROWS)
+    about = terms.explain(window, baseline)
+    line = terms.describe(about)
+    if line:
+        alert["summary"] = f"{alert['summary']} — {line}"
+    first = {e["message_id"] for e in about["examples"]}
+    evidence = [_evidence(e["message_id"], kind, e["text"], next(
+        (r["risk_score"] for r in window if r["message_id"] == e["message_id"]), 0.0)) for e in about["examples"]]
+    evidence += [e for e in alert["evidence"] if e["message_id"] not in first]
+    about = {k: v for k, v in about.items() if k != "examples"}  # the examples are the evidence's first items
+    alert["evidence"] = evidence[:EVIDENCE_MAX]
+    if alert["evidence"]:
+        alert["evidence"][0]["about"] = {**about, "examples": len(first)}
 
 
 class AlertGate:
@@ -57,6 +89,7 @@ class AlertGate:
                     .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
                     .limit(EVIDENCE_MAX)).all()
                 alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
+                _explain(conn, alert, self._by_name[alert["rule"]], kind, group, start, end)
         return kept
 
     def _windowed(self, conn, events: list[tuple], model_version: str) -> list[tuple[AlertCandidate, tuple]]:
