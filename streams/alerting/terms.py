@@ -56,15 +56,18 @@ _WORD = re.compile(r"[a-z]+(?:['’][a-z]+)*")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _ZH_PARTICLES = frozenset("的了吗呢吧啊呀么着过哦嘛啦")
 _SPACE = re.compile(r"\s+")
+_BREAK = re.compile(r"[.!?;:,()\[\]\"“”…|/]+|\s-+\s")
 _Z_CACHE: dict[int, float] = {}
 
 
 def _english(text: str) -> list[str]:
     words = []
-    for match in _WORD.finditer(text):
-        word = match.group().replace("’", "'")
-        word = word[:-2] if word.endswith("'s") else word.replace("'", "")
-        words.append(word if len(word) > 1 and word not in STOP else None)
+    for part in _BREAK.split(text):  # no pair across punctuation
+        for match in _WORD.finditer(part):
+            word = match.group().replace("’", "'")
+            word = word[:-2] if word.endswith("'s") else word.replace("'", "")
+            words.append(word if len(word) > 1 and word not in STOP else None)
+        words.append(None)
     out = [w for w in words if w]
     out += [f"{a} {b}" for a, b in zip(words, words[1:]) if a and b and a != b]
     return out
