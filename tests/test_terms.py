@@ -2,7 +2,7 @@
 fixture name the words they were written around; replays of ordinary traffic name none; bot-like bursts are said."""
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from streamsense.settings import STREAMS_DIR, Settings
 from streamsense.streams.alerting import terms
 from streamsense.streams.alerting.rules import AlertRules
+from streamsense.streams.bi import connect, run_report
 from streamsense.streams.contracts import Batch, sha256
 from streamsense.streams.schema import alerts
 from streamsense.streams.store import Store
@@ -102,7 +103,8 @@ def demo_alerts(tmp_path_factory):
 
     posts = [r for r in _jsonl(STREAMS_DIR / "samples" / "posts.jsonl") if r["lang"] == "en"]
     predicted = load_classifier(Settings()).classify([r["text"] for r in posts])
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('terms') / 'demo.db'}", "terms", AlertRules.load())
+    url = f"sqlite:///{tmp_path_factory.mktemp('terms') / 'demo.db'}"
+    store = Store(url, "terms", AlertRules.load())
     store.migrate()
     rows = [prediction("post", r["id"], r["channel"], p.sentiment.label, datetime.fromisoformat(r["created_at"]),
                        r["text"], offset=i) for i, (r, p) in enumerate(zip(posts, predicted))]
@@ -112,11 +114,11 @@ def demo_alerts(tmp_path_factory):
         found = {(a.rule, a.key): a._asdict() for a in conn.execute(
             alerts.select().where(alerts.c.window_start.is_not(None)))}
     store.dispose()
-    return found
+    return found, url
 
 
 def test_the_demo_negative_share_spike_names_the_delayed_flights(demo_alerts):
-    alert = demo_alerts[("negative_share_spike", "post:acme-air")]
+    alert = demo_alerts[0][("negative_share_spike", "post:acme-air")]
     about = alert["evidence"][0]["about"]
     named = [t["term"] for t in about["terms"]]
     # the written posts complain of delayed flights at the gate; the 40 real tweets around them share no topic
@@ -129,9 +131,33 @@ def test_the_demo_negative_share_spike_names_the_delayed_flights(demo_alerts):
 
 
 def test_the_demo_volume_spike_is_a_bot_like_burst(demo_alerts):
-    alert = demo_alerts[("volume_spike", "post:northwind")]
+    alert = demo_alerts[0][("volume_spike", "post:northwind")]
     about = alert["evidence"][0]["about"]
     assert about["duplicates"]["bot_like"] and about["duplicates"]["top_count"] > about["messages"] / 2
     assert any("giving away free tickets" in t["term"] for t in about["terms"]), about["terms"]
     assert "messages are one text (bot-like" in alert["summary"]
-    assert alert["evidence"][0]["excerpt"].startswith("Northwind is giving away")
+    assert terms.normalised(alert["evidence"][0]["excerpt"]).startswith("northwind is giving away")
+    assert about["examples"] == 1  # one distinct text holds the terms: one example
+
+
+def test_the_top_terms_report(demo_alerts):
+    """`streamsense query top-terms`: per group and 5-minute window, the terms against the previous 30 minutes."""
+    engine = connect(demo_alerts[1])
+    try:
+        result = run_report(engine, "top-terms")
+        late = run_report(engine, "top-terms", since=datetime(2026, 11, 1, 9, 29, tzinfo=timezone.utc))
+        early = run_report(engine, "top-terms", since=datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc), limit=2)
+    finally:
+        engine.dispose()
+    rows = result.records()
+    assert result.columns[:5] == ["kind", "grp", "window_start", "window_end", "term"]
+    by_group = {}
+    for r in rows:
+        by_group.setdefault((r["grp"], r["window_start"]), []).append(r["term"])
+    # only the two staged windows stand out; every other window of the half hour names nothing
+    assert set(by_group) == {("acme-air", "2026-11-01T09:25:00Z"), ("northwind", "2026-11-01T09:25:00Z")}, by_group
+    assert "delayed" in by_group["acme-air", "2026-11-01T09:25:00Z"]
+    assert any("giving away free tickets" in t for t in by_group["northwind", "2026-11-01T09:25:00Z"])
+    assert all(r["z"] >= terms.threshold(1) and r["messages"] >= terms.MIN_MESSAGES for r in rows)
+    assert late.rows == []  # since 09:29: the windows' baselines are cut away, so nothing to compare with
+    assert len(early.rows) == 2

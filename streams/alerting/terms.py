@@ -209,6 +209,15 @@ def _joined(found: list[dict]) -> list[dict]:
     return out
 
 
+def _pieces(term: str) -> list[str]:
+    """What a message holds when it holds `term`: a word or pair itself, a joined English phrase its pairs (a
+    Chinese phrase is found in the text)."""
+    units = _units(term)
+    if _HAN.fullmatch(term) or len(units) <= 2:
+        return [term]
+    return [f"{a} {b}" for a, b in zip(units, units[1:])]
+
+
 def duplicates(keys: Sequence[str]) -> dict:
     """How many distinct texts `keys` (normalised texts or hashes) hold, and the most repeated one's count."""
     counts = Counter(keys)
@@ -232,16 +241,17 @@ def explain(window: Sequence[dict], baseline: Sequence[dict], text_mode: str | N
     docs = [terms_of(t) if t else set() for t in texts]
     found = distinctive(docs, [terms_of(r.get("text") or "") for r in baseline])
     about["terms"] = found[:TOP_TERMS]
-    wanted = {f["term"] for f in found[:TOP_TERMS]}
-    parts = {w for t in wanted for w in (t.split(" ") if " " in t else [t])}
+    parts = [_pieces(f["term"]) for f in found[:TOP_TERMS]]  # each term as the pieces a message must hold
 
     def score(i: int) -> tuple:
-        doc = docs[i]
-        hits = sum(1 for t in parts if t in doc or (_HAN.fullmatch(t) and t in (texts[i] or "")))
+        doc, text = docs[i], (texts[i] or "").lower()
+        hits = sum(all(p in doc or p in text for p in pieces) for pieces in parts)
         return (-hits, -(window[i].get("risk_score") or 0.0), i)
 
     examples, seen = [], set()
     for i in sorted((i for i in range(len(window)) if texts[i]), key=score):
+        if parts and score(i)[0] == 0:  # with terms, only the messages that hold some
+            break
         if keys[i] in seen:
             continue
         seen.add(keys[i])
@@ -271,3 +281,36 @@ def describe(about: dict) -> str:
                      f"{dup['distinct']} distinct)")
     return "; ".join(parts)
 
+
+
+REPORT_WINDOW_SECONDS = 300  # the `top-terms` report's windows: those of the default negative_share_spike rule
+REPORT_BASELINE_WINDOWS = 6
+REPORT_ROWS = 20000  # the newest stored rows the report reads
+REPORT_MIN_BASELINE = 20  # a window's baseline needs this many messages
+
+
+def top_terms(rows: Iterable[tuple], window_seconds: int = REPORT_WINDOW_SECONDS,
+              baseline_windows: int = REPORT_BASELINE_WINDOWS) -> list[tuple]:
+    """The `top-terms` report from stored rows (kind, grp, event_at, text): per kind, group and window of event
+    time, the terms that set the window apart from the group's previous `baseline_windows` windows, as rows
+    (kind, grp, window_start, window_end, term, messages, baseline, z, log_odds, window_messages, baseline_messages),
+    newest window first, most distinctive term first. Each text is tokenized once."""
+    from datetime import datetime, timedelta, timezone
+
+    from streamsense.streams.alerting.rules import window_index
+
+    windows: dict[tuple, list[set[str]]] = {}
+    for kind, grp, at, text in rows:
+        if text:
+            windows.setdefault((kind, grp, window_index(at, window_seconds)), []).append(terms_of(text))
+    out = []
+    size = timedelta(seconds=window_seconds)
+    for (kind, grp, index), docs in sorted(windows.items(), key=lambda item: (-item[0][2], item[0][0], item[0][1])):
+        baseline = [d for i in range(1, baseline_windows + 1) for d in windows.get((kind, grp, index - i), [])]
+        if len(baseline) < REPORT_MIN_BASELINE:
+            continue
+        start = datetime.fromtimestamp(index * window_seconds, timezone.utc)
+        for t in distinctive(docs, baseline)[:TOP_TERMS]:
+            out.append((kind, grp, start, start + size, t["term"], t["count"], t["baseline"], t["z"], t["log_odds"],
+                        len(docs), len(baseline)))
+    return out
