@@ -1,7 +1,11 @@
 """Read-only web dashboard over the SQL store: a static page (streams/dashboard_static/) and a JSON API over
-streamsense.streams.bi."""
+streamsense.streams.bi; with a token, every path requires it, and beyond loopback it must have one."""
 
 import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -97,8 +101,64 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers=HEADERS)
 
 
-def create_app(database_url: str) -> web.Application:
-    app = web.Application()
+MIN_TOKEN = 16
+AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="streamsense dashboard", charset="UTF-8"'}
+
+
+class DashboardAccessError(ValueError):
+    """The dashboard would be reachable beyond loopback without authentication, or its token is too short."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches: 127.0.0.0/8, ::1, "localhost"."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_access(host: str, token: str | None) -> None:
+    """Raise DashboardAccessError unless serving on `host` with `token` is allowed: a token, if any, of at least
+    MIN_TOKEN characters; none only on loopback."""
+    if token is not None and len(token) < MIN_TOKEN:
+        raise DashboardAccessError(f"STREAMSENSE_DASHBOARD_TOKEN is {len(token)} characters: use at least {MIN_TOKEN} "
+                                   "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+    if token is None and not is_loopback(host):
+        raise DashboardAccessError(f"refusing to serve the dashboard on {host} without authentication: it shows "
+                                   "message texts and authors; set STREAMSENSE_DASHBOARD_TOKEN, or listen on "
+                                   "127.0.0.1 behind an authenticating proxy")
+
+
+def authorized(header: str, token: str) -> bool:
+    """Whether an Authorization header carries `token`: "Bearer <token>", or "Basic" with it as the password (any
+    user name). Compared in constant time."""
+    scheme, _, value = header.partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme != "bearer":
+        return False
+    return hmac.compare_digest(value.encode("utf-8"), token.encode("utf-8"))
+
+
+def _require(token: str):
+    @web.middleware
+    async def require_token(request: web.Request, handler):
+        if authorized(request.headers.get("Authorization", ""), token):
+            return await handler(request)
+        raise web.HTTPUnauthorized(text="authentication required (STREAMSENSE_DASHBOARD_TOKEN)",
+                                   headers={**AUTH_CHALLENGE, "Cache-Control": "no-store"})
+    return require_token
+
+
+def create_app(database_url: str, token: str | None = None) -> web.Application:
+    """The dashboard's application; with `token`, every path (page, static files, API) requires it."""
+    app = web.Application(middlewares=[_require(token)] if token else [])
 
     async def engine(app: web.Application):
         app[ENGINE] = connect(database_url)
@@ -114,7 +174,9 @@ def create_app(database_url: str) -> web.Application:
     return app
 
 
-def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print) -> None:
-    """Run until Ctrl-C."""
-    log(f"dashboard on http://{host}:{port}/ (read-only, {database_url.split('://')[0]} store)")
-    web.run_app(create_app(database_url), host=host, port=port, print=None, access_log=None)
+def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print, token: str | None = None) -> None:
+    """Run until Ctrl-C. Raises DashboardAccessError before listening where `check_access` refuses."""
+    check_access(host, token)
+    log(f"dashboard on http://{host}:{port}/ (read-only, {database_url.split('://')[0]} store"
+        f"{', token required' if token else ', no authentication: loopback only'})")
+    web.run_app(create_app(database_url, token), host=host, port=port, print=None, access_log=None)

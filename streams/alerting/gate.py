@@ -46,14 +46,19 @@ def _explain(conn, alert: AlertCandidate, rule, kind: str, group: str, start: da
     line = terms.describe(about)
     if line:
         alert["summary"] = f"{alert['summary']} — {line}"
+    alert["evidence"] = with_about(alert["evidence"], about, kind, window)
+
+
+def with_about(evidence: list[dict], about: dict, kind: str, window: list[dict]) -> list[dict]:
+    """A windowed alert's evidence with what it is about: the representative messages first (then the rest, at most
+    EVIDENCE_MAX in all), and `about` on the first item, its `examples` the count of those (docs/alerts.md)."""
     first = {e["message_id"] for e in about["examples"]}
-    evidence = [_evidence(e["message_id"], kind, e["text"], next(
-        (r["risk_score"] for r in window if r["message_id"] == e["message_id"]), 0.0)) for e in about["examples"]]
-    evidence += [e for e in alert["evidence"] if e["message_id"] not in first]
-    about = {k: v for k, v in about.items() if k != "examples"}  # the examples are the evidence's first items
-    alert["evidence"] = evidence[:EVIDENCE_MAX]
-    if alert["evidence"]:
-        alert["evidence"][0]["about"] = {**about, "examples": len(first)}
+    scores = {r["message_id"]: r.get("risk_score") or 0.0 for r in window}
+    out = [_evidence(e["message_id"], kind, e["text"], scores.get(e["message_id"], 0.0)) for e in about["examples"]]
+    out = (out + [e for e in evidence if e["message_id"] not in first])[:EVIDENCE_MAX]
+    if out:
+        out[0]["about"] = {**{k: v for k, v in about.items() if k != "examples"}, "examples": len(first)}
+    return out
 
 
 class AlertGate:

@@ -229,16 +229,63 @@ function alertsTable(rows) {
     const cell = add(tr, "td");
     add(cell, "div", {class: "summary"}, a.summary);
     const items = Array.isArray(a.evidence) ? a.evidence : [];
-    if (items.length) {
-      const list = add(cell, "ul", {class: "evidence"});
-      for (const e of items) {
-        const li = add(list, "li");
-        add(li, "span", {class: "id"}, `${e.message_id ?? ""}${typeof e.risk_score === "number" ?
-          ` (${e.risk_score.toFixed(2)})` : ""}`);
-        li.append(`: ${e.excerpt ?? ""}`);
-      }
+    const about = items.length && items[0] && typeof items[0].about === "object" ? items[0].about : null;
+    if (about) {
+      aboutDetails(cell, about, items);
+    } else if (items.length) {
+      evidenceList(cell, items);
     }
   }, "no alerts");
+}
+
+function evidenceList(parent, items) {
+  const list = add(parent, "ul", {class: "evidence"});
+  for (const e of items) {
+    const li = add(list, "li");
+    add(li, "span", {class: "id"}, `${e.message_id ?? ""}${typeof e.risk_score === "number" ?
+      ` (${e.risk_score.toFixed(2)})` : ""}`);
+    li.append(`: ${e.excerpt ?? ""}`);
+    for (const r of Array.isArray(e.reasons) ? e.reasons : []) {  // a per-message alert: every rule's reason
+      add(add(li, "div", {class: "reason"}), "span", {}, `${r.rule} (${r.severity}): ${r.reason}`);
+    }
+  }
+}
+
+// A windowed alert opens to what its window is about (streams/alerting/terms.py): terms, representative messages,
+// duplicates, then the rest of its evidence.
+function aboutDetails(parent, about, items) {
+  const details = add(parent, "details", {class: "about"});
+  const terms = Array.isArray(about.terms) ? about.terms : [];
+  const dup = about.duplicates || {};
+  add(details, "summary", {}, terms.length ? `terms, examples (${terms.length} terms)` :
+    about.note ? about.note : "no term stands out from the baseline");
+  if (terms.length) {
+    const table = add(details, "table", {class: "terms"});
+    const head = add(add(table, "thead"), "tr");
+    for (const [label, num] of [["term", false], ["messages", true], ["in the baseline", true], ["z", true]]) {
+      add(head, "th", num ? {class: "num"} : {}, label);
+    }
+    const body = add(table, "tbody");
+    for (const t of terms) {
+      const tr = add(body, "tr");
+      add(tr, "td", {class: "term"}, t.term);
+      add(tr, "td", {class: "num"}, String(t.count));
+      add(tr, "td", {class: "num"}, String(t.baseline));
+      add(tr, "td", {class: "num"}, String(t.z));
+    }
+  }
+  add(details, "p", {class: "about-note"}, `${about.messages ?? "?"} messages in the window, ${about.baseline_messages ?? "?"}` +
+    ` in its baseline; ${dup.distinct ?? "?"} distinct texts` + (dup.bot_like ?
+      ` — ${dup.top_count} are one text (bot-like)` : ""));
+  const shown = Math.min(about.examples || 0, items.length);
+  if (shown) {
+    add(details, "h3", {}, "representative messages");
+    evidenceList(details, items.slice(0, shown));
+  }
+  if (items.length > shown) {
+    add(details, "h3", {}, "more of the window");
+    evidenceList(details, items.slice(shown));
+  }
 }
 
 function ticketsTable(rows) {
