@@ -137,6 +137,24 @@ def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
+def _points(sentiment: list[dict], kind: str, smooth: int = 5, at_least: int = 20) -> list[tuple[str, int]]:
+    """(group, messages) of each point the negative-share chart should draw: per bucket of the top 6 groups, the
+    messages of the `smooth` minutes up to it, where they are at least `at_least`."""
+    rows = [r for r in sentiment if r["kind"] == kind]
+    totals = Counter()
+    for r in rows:
+        totals[r["grp"]] += r["n"]
+    top = sorted(totals, key=lambda g: -totals[g])[:6]
+    n = {(r["grp"], datetime.fromisoformat(r["bucket_start"].replace("Z", "+00:00"))): r["n"] for r in rows}
+    out = []
+    for group, at in n:
+        if group in top:
+            trailing = sum(n.get((group, at - timedelta(minutes=k)), 0) for k in range(smooth))
+            if trailing >= at_least:
+                out.append((group, trailing))
+    return out
+
+
 def share(rows) -> float:
     rows = list(rows)
     return sum(r["negative"] for r in rows) / sum(r["n"] for r in rows)
@@ -316,7 +334,17 @@ def test_page_in_chromium(filled, browser, artifacts):
         assert browser.find_element("id", "error").get_attribute("hidden") is not None
         brands = {r["grp"] for r in written["rows"] if r["kind"] == "post"}
         assert count("#sentiment-chart svg path.series") == len(brands) == 6  # one line per brand
-        assert count("#sentiment-chart svg circle.point") > 100
+        # a point is the share of the 5 minutes up to it, drawn only where they hold >= 20 messages (a handful of
+        # messages makes a line jump between 0 % and 100 %); its size says how many
+        drawn = browser.execute_script("return [...document.querySelectorAll('#sentiment-chart circle.point')]"
+                                       ".map(c => [c.dataset.group, Number(c.dataset.n), Number(c.getAttribute('r'))])")
+        expected = _points(json.loads(get(f"{base}/api/summary")[2])["sentiment"], "post")
+        assert sorted((g, n) for g, n, _ in drawn) == sorted(expected) and len(drawn) > 20
+        assert min(n for _, n, _ in drawn) >= 20
+        assert all(r1 <= r2 for (_, n1, r1), (_, n2, r2) in zip(*[sorted(drawn, key=lambda d: d[1])] * 2))
+        held = browser.find_elements("css selector", "#sentiment-chart text.held")[1].text
+        assert held.endswith("points under 20 messages not drawn") and int(held.split()[0]) > 0
+        assert "each point: the share of the 5 minutes up to it" in browser.find_element("id", "smooth-note").text
         assert count("#volume-chart svg rect.bar") > 50
         assert count("#risk-chart svg rect.bar") >= 9  # at least one bar per product
         assert count("#throughput-chart svg rect.bar") >= 3  # posts, tickets, dead letters

@@ -12,6 +12,7 @@ const MAX_LINES = 6;
 const REFRESH_MS = 10e3;
 const WIDE = 900, HALF = 520;  // viewBox widths of full-width and half-width charts
 const SMOOTH = {minute: 5, hour: 1};  // negative share over this many trailing buckets
+const MIN_POINT = 20;  // a share of fewer messages is not drawn (the negative_share rule's min_messages)
 const state = {kind: "post", bucket: "minute"};
 
 const cssVar = name => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -74,7 +75,8 @@ function legend(svg, entries, x, y) {
   });
 }
 
-// One line per group: negative share over the trailing SMOOTH buckets; a gap where those held no messages.
+// One line per group: negative share over the trailing SMOOTH buckets; a gap where those held fewer than MIN_POINT
+// messages (a share of a handful jumps between 0 % and 100 %). A point's area grows with its messages.
 function lineChart(container, rows, bucket) {
   const step = STEP_MS[bucket], width = WIDE, height = 260, top = 12, bottom = height - 28, right = width - 190;
   const svg = svgIn(container, width, height);
@@ -94,26 +96,41 @@ function lineChart(container, rows, bucket) {
   const y = share => bottom - (bottom - top) * share;
   yGrid(svg, top, bottom, right, 1, v => `${Math.round(v * 100)}%`);
   xAxis(svg, ticks, x, bottom, true);
+  const trailing = g => t => {
+    let n = 0, negative = 0;
+    for (let k = 0; k < SMOOTH[bucket]; k++) {
+      const r = g.buckets.get(t - k * step);
+      if (r) { n += r.n; negative += r.negative; }
+    }
+    return {n, negative};
+  };
+  const largest = Math.max(1, ...groups.flatMap(([, g]) => ticks.map(t => trailing(g)(t).n)));
+  let held = 0;
   groups.forEach(([name, g], i) => {
     const colour = PALETTE[i % PALETTE.length];
     let d = "", joined = false;
     for (const t of ticks) {
-      let n = 0, negative = 0;
-      for (let k = 0; k < SMOOTH[bucket]; k++) {
-        const r = g.buckets.get(t - k * step);
-        if (r) { n += r.n; negative += r.negative; }
+      const {n, negative} = trailing(g)(t);
+      if (n < MIN_POINT) {
+        held += g.buckets.has(t);
+        joined = false;
+        continue;
       }
-      if (!n) { joined = false; continue; }
       d += `${joined ? "L" : "M"}${x(t).toFixed(1)},${y(negative / n).toFixed(1)}`;
       joined = true;
       if (g.buckets.has(t)) {
-        const dot = add(svg, "svg:circle", {cx: x(t), cy: y(negative / n), r: 2.5, fill: colour, class: "point"});
+        const dot = add(svg, "svg:circle", {cx: x(t), cy: y(negative / n), r: (1.5 + 3.5 * Math.sqrt(n / largest)).toFixed(2),
+                                            fill: colour, class: "point", "data-n": n, "data-group": name});
         add(dot, "svg:title", {}, `${name} ${clock(t, true)}: ${negative} of ${n} negative`);
       }
     }
     add(svg, "svg:path", {d, stroke: colour, class: "line series", "data-group": name});
   });
   legend(svg, groups.map(([name, g], i) => [`${name} (${g.n})`, PALETTE[i % PALETTE.length]]), right + 24, top);
+  add(svg, "svg:text", {x: right + 24, y: top + groups.length * 20 + 16, class: "held"},
+      `dot area: messages in the point`);
+  add(svg, "svg:text", {x: right + 24, y: top + groups.length * 20 + 32, class: "held"},
+      held ? `${held} points under ${MIN_POINT} messages not drawn` : `no point under ${MIN_POINT} messages`);
 }
 
 // Stacked bars per time bucket; `values(t)` gives {key: count}.
@@ -317,7 +334,7 @@ function render(data) {
   totals(data);
   document.getElementById("group-word").textContent = state.kind === "post" ? "brand (posts)" : "product (tickets)";
   document.getElementById("smooth-note").textContent = SMOOTH[data.bucket] > 1 ?
-    `, over the trailing ${SMOOTH[data.bucket]} ${data.bucket}s` : "";
+    ` (each point: the share of the ${SMOOTH[data.bucket]} ${data.bucket}s up to it)` : " (each point: its hour)";
   const sentiment = data.sentiment.filter(r => r.kind === state.kind);
   lineChart(document.getElementById("sentiment-chart"), sentiment, data.bucket);
   volumeChart(sentiment, data.bucket);
