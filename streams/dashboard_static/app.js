@@ -127,10 +127,10 @@ function lineChart(container, rows, bucket) {
     add(svg, "svg:path", {d, stroke: colour, class: "line series", "data-group": name});
   });
   legend(svg, groups.map(([name, g], i) => [`${name} (${g.n})`, PALETTE[i % PALETTE.length]]), right + 24, top);
-  add(svg, "svg:text", {x: right + 24, y: top + groups.length * 20 + 16, class: "held"},
-      `dot area: messages in the point`);
-  add(svg, "svg:text", {x: right + 24, y: top + groups.length * 20 + 32, class: "held"},
-      held ? `${held} points under ${MIN_POINT} messages not drawn` : `no point under ${MIN_POINT} messages`);
+  const note = [`dot area: its messages`, held ? `${held} points of under ${MIN_POINT}` : `no point of under ${MIN_POINT}`,
+                `messages${held ? " not drawn" : ""}`];
+  note.forEach((line, i) => add(svg, "svg:text", {x: right + 24, y: top + groups.length * 20 + 16 + 15 * i,
+                                                    class: "held"}, line));
 }
 
 // Stacked bars per time bucket; `values(t)` gives {key: count}.
