@@ -2,7 +2,7 @@
 fixture name the words they were written around; replays of ordinary traffic name none; bot-like bursts are said."""
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,8 @@ def _quiet_share(rows: list[dict], size: int, baseline_windows: int = 6) -> tupl
 
 
 def test_tokens_are_words_a_person_would_use():
-    got = terms.terms_of("@AcmeAir my flight is DELAYED 3 hours!! https://t.co/x1 #delayed www.x.com/y it's the gate's fault")
+    got = terms.terms_of("@AcmeAir my flight is DELAYED 3 hours!! https://t.co/x1 #delayed www.x.com/y "
+                         "it's the gate's fault")
     assert {"flight", "delayed", "hours", "gate", "fault", "gate fault"} <= got
     assert not got & {"flight delayed", "hours delayed",  # a stop word or punctuation between: no pair
                       "acmeair", "my", "is", "the", "3", "https", "t", "co", "x1", "www", "it", "its", "gates"}
@@ -161,3 +162,48 @@ def test_the_top_terms_report(demo_alerts):
     assert all(r["z"] >= terms.threshold(1) and r["messages"] >= terms.MIN_MESSAGES for r in rows)
     assert late.rows == []  # since 09:29: the windows' baselines are cut away, so nothing to compare with
     assert len(early.rows) == 2
+
+
+@pytest.mark.parametrize("stored", ["full", "hash"])
+def test_the_gate_explains_a_windowed_alert_on_both_databases(database_url, stored):
+    """Through Store.write on SQLite and PostgreSQL: six quiet minutes of ordinary tweets, then a minute holding 30
+    complaints about a delayed flight and 20 copies of one text among ordinary ones. A hashed store (no text) says
+    so and still counts the copies."""
+    ordinary = _jsonl(FIXTURES / "ordinary_en.jsonl")
+    written = [f"my flight is delayed again, stuck at gate {g} for hours" if i % 2 else
+               f"delayed flight number {i}, nobody at the gate {g} tells us anything" for i, g in
+               zip(range(30), "ABCDEF" * 5)]
+    copies = ["Win a FREE cruise, reply YES"] * 20
+    start = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+    rows, n = [], 0
+    for minute in range(7):
+        texts = [r["text"] for r in ordinary[minute * 12:(minute + 1) * 12]]
+        if minute == 6:
+            texts = written + copies + texts
+        for i, text in enumerate(texts):
+            at = start + timedelta(minutes=minute, seconds=i * 59 / len(texts))
+            row = prediction("post", f"m{n}", "acme-air", "negative" if i % 2 else "neutral", at, text, offset=n)
+            if stored == "hash":
+                row["text"] = None
+            rows.append(row)
+            n += 1
+    rules = AlertRules.model_validate({"rules": [{"name": "burst", "kind": "volume", "window_seconds": 60,
+                                                  "baseline_windows": 6, "factor": 3.0, "min_messages": 50}]})
+    store = Store(database_url, "terms", rules)
+    store.migrate()
+    store.write(Batch(rows, [], [], {}))  # one batch: the alert sees the whole window
+    with store.engine.connect() as conn:
+        (alert,) = conn.execute(alerts.select()).all()
+    store.dispose()
+    about = alert.evidence[0]["about"]
+    assert about["messages"] == 62 and about["baseline_messages"] == 72
+    distinct = len(set(written + copies + [r["text"] for r in ordinary[72:84]]))  # 18 + 1 + 12: byte-equal ones
+    assert about["duplicates"] == {"messages": 62, "distinct": distinct, "top_count": 20, "bot_like": False}
+    if stored == "hash":
+        assert about["terms"] == [] and about["examples"] == 0 and "keeps no message text" in about["note"]
+        assert alert.summary.endswith(" — no terms: the store keeps no text")
+        return
+    named = [t["term"] for t in about["terms"]]
+    assert {"delayed", "gate", "flight"} <= set(named), named
+    assert "about: 'delayed' (30, z " in alert.summary or "about: 'gate' (30, z " in alert.summary, alert.summary
+    assert all("delayed" in e["excerpt"] for e in alert.evidence[:about["examples"]]) and about["examples"] == 3

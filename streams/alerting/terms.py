@@ -29,7 +29,7 @@ from statistics import NormalDist
 
 MIN_MESSAGES = 3  # a term in fewer of the window's messages is never reported
 FAMILY_ERROR = 0.05  # chance that an ordinary window names any term at all (Bonferroni over the terms tested)
-PRIOR = 300.0  # A: the prior's weight, in term occurrences (measured: 100-3000 keep ordinary windows quiet; 300 finds smaller staged events)
+PRIOR = 300.0  # A: the Fightin' Words prior's weight, in term occurrences (ranks terms; the test gates them)
 TOP_TERMS = 5  # in the alert's evidence
 SUMMARY_TERMS = 3  # in its summary line
 EXAMPLES = 3
@@ -226,7 +226,7 @@ def duplicates(keys: Sequence[str]) -> dict:
             "bot_like": bool(keys) and top >= 5 and top >= BOT_SHARE * len(keys)}
 
 
-def explain(window: Sequence[dict], baseline: Sequence[dict], text_mode: str | None = None) -> dict:
+def explain(window: Sequence[dict], baseline: Sequence[dict]) -> dict:
     """What a window is about, from its stored rows and its baseline's ({"text", "text_sha256", "risk_score"} each;
     `text` None where the store keeps none): terms, up to EXAMPLES representative messages (those holding the
     most of the terms, then the riskiest; one per distinct text), and the duplicates of the window."""
@@ -258,9 +258,7 @@ def explain(window: Sequence[dict], baseline: Sequence[dict], text_mode: str | N
         examples.append({"message_id": window[i].get("message_id"), "text": texts[i][:200]})
         if len(examples) == EXAMPLES:
             break
-    about["examples"] = examples
-    if text_mode == "redacted":
-        about["note"] = "texts as stored: redacted"
+    about["examples"] = examples  # as stored: a redacted store's redacted texts
     return about
 
 
