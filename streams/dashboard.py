@@ -10,10 +10,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from streamsense.streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
+from streamsense.streams.schema import predictions
 
 STATIC = Path(__file__).with_name("dashboard_static")
 ENGINE = web.AppKey("engine", Engine)
@@ -86,6 +88,32 @@ async def report_view(request: web.Request) -> web.Response:
         return {"name": name, "columns": result.columns, "rows": result.records()}
 
     return await _query(request, run)
+
+
+WINDOW_LIMIT = 500  # messages of a window the page lists at most
+
+
+def window_messages(engine, kind: str, group: str, start: datetime, end: datetime, limit: int) -> dict:
+    """The stored messages of one (kind, group) window of event time, oldest first: what a windowed alert opens to.
+    Texts as stored (STREAMSENSE_STORE_TEXT)."""
+    c = predictions.c
+    where = (c.kind == kind, c.grp == group, c.event_at >= start, c.event_at < end)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(predictions).where(*where)).scalar_one()
+        rows = conn.execute(select(c.message_id, c.event_at, c.author, c.text, c.sentiment, c.risk_level,
+                                   c.risk_score).where(*where).order_by(c.event_at, c.message_id).limit(limit))
+        return {"kind": kind, "grp": group, "start": jsonable(start), "end": jsonable(end), "total": total,
+                "messages": [{k: jsonable(v) for k, v in r._mapping.items()} for r in rows]}
+
+
+async def window_view(request: web.Request) -> web.Response:
+    q = request.query
+    missing = [name for name in ("kind", "grp", "start", "end") if not q.get(name)]
+    if missing:
+        raise web.HTTPBadRequest(text=f"missing {', '.join(missing)}: /api/window?kind=post&grp=NAME&start=ISO&end=ISO")
+    limit = min(_int(request, "limit", WINDOW_LIMIT), WINDOW_LIMIT)
+    return await _query(request, lambda engine: window_messages(engine, q["kind"], q["grp"], parse_since(q["start"]),
+                                                                  parse_since(q["end"]), limit))
 
 
 def _int(request: web.Request, name: str, default: int | None) -> int | None:
@@ -170,6 +198,7 @@ def create_app(database_url: str, token: str | None = None) -> web.Application:
     app.router.add_get("/api/summary", summary_view)
     app.router.add_get("/api/reports", reports_view)
     app.router.add_get("/api/reports/{name}", report_view)
+    app.router.add_get("/api/window", window_view)
     app.router.add_static("/static", STATIC)
     return app
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -248,7 +249,8 @@ def test_a_token_guards_every_path(filled):
     url, written = filled
     basic = base64.b64encode(f"analyst:{TOKEN}".encode()).decode()
     with serving(url, TOKEN) as base:
-        for path in ("/", "/api/summary", "/api/reports/top-terms", "/static/app.js"):
+        for path in ("/", "/api/summary", "/api/reports/top-terms", "/api/window?kind=post&grp=acme-air",
+                     "/static/app.js"):
             status, headers, body = get(f"{base}{path}")
             assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=")  # the browser asks
             assert b"message" not in body and b"acme" not in body
@@ -259,6 +261,29 @@ def test_a_token_guards_every_path(filled):
         assert status == 200 and json.loads(body)["totals"]["post"] == sum(r["kind"] == "post" for r in written["rows"])
         assert get(f"{base}/", {"Authorization": f"Basic {basic}"})[0] == 200
         assert get(f"{base}/static/app.js", {"Authorization": f"basic {basic}"})[0] == 200
+
+
+def test_a_windowed_alert_opens_to_its_messages(filled):
+    url, written = filled
+    volume = next(a for a in written["alerts"] if a["rule"] == "volume_spike")
+    start, end = volume["window_start"], volume["window_end"]
+    window = sorted((r for r in written["rows"] if r["kind"] == "post" and r["grp"] == "acme-air"
+                     and start <= r["produced_at"] < end), key=lambda r: (r["produced_at"], r["message_id"]))
+    query = urllib.parse.urlencode({"kind": "post", "grp": "acme-air", "start": start.isoformat(),
+                                    "end": end.isoformat()})
+    with serving(url) as base:
+        status, _, body = get(f"{base}/api/window?{query}")
+        assert status == 200
+        data = json.loads(body)
+        assert data["total"] == len(window) > 20
+        assert [m["message_id"] for m in data["messages"]] == [r["message_id"] for r in window]
+        assert data["messages"][0]["text"] == window[0]["text"] and data["messages"][0]["author"]
+        status, _, body = get(f"{base}/api/window?{query}&limit=5")
+        assert status == 200 and len(json.loads(body)["messages"]) == 5 and json.loads(body)["total"] == len(window)
+        status, _, body = get(f"{base}/api/window?kind=post&grp=acme-air")
+        assert status == 400 and b"missing start, end" in body
+        status, _, body = get(f"{base}/api/window?kind=post&grp=acme-air&start=yesterday&end=now")
+        assert status == 400 and b"invalid time" in body
 
 
 def test_access_rules():
@@ -374,6 +399,13 @@ def test_page_in_chromium(filled, browser, artifacts):
         shown = [c.text for c in first.find_elements("css selector", "table.terms td.term")]
         assert shown == [t["term"] for t in about["terms"]] and excerpt in first.text
         assert f"{about['messages']} messages in the window" in first.text
+        # ... and to every message stored in its window
+        first.find_element("css selector", "button.window-messages").click()
+        WebDriverWait(browser, 30).until(lambda b: count("#alerts-table table.window-table tbody tr") > 0)
+        window = [r for r in written["rows"] if r["grp"] == "acme-air" and r["kind"] == "post"
+                  and newest["window_start"] <= r["produced_at"] < newest["window_end"]]
+        assert count("#alerts-table table.window-table tbody tr") == len(window) == about["messages"]
+        assert f"{len(window)} messages stored in the window" in first.text
         assert count("#tickets-table tbody tr") == 10
         assert count("#offsets-table tbody tr") == 4
         assert count("#languages-table tbody tr") == len({(r["kind"], r["lang"]) for r in written["rows"]}) == 4

@@ -248,7 +248,7 @@ function alertsTable(rows) {
     const items = Array.isArray(a.evidence) ? a.evidence : [];
     const about = items.length && items[0] && typeof items[0].about === "object" ? items[0].about : null;
     if (about) {
-      aboutDetails(cell, about, items);
+      aboutDetails(cell, about, items, a);
     } else if (items.length) {
       evidenceList(cell, items);
     }
@@ -270,7 +270,7 @@ function evidenceList(parent, items) {
 
 // A windowed alert opens to what its window is about (streams/alerting/terms.py): terms, representative messages,
 // duplicates, then the rest of its evidence.
-function aboutDetails(parent, about, items) {
+function aboutDetails(parent, about, items, alert) {
   const details = add(parent, "details", {class: "about"});
   const terms = Array.isArray(about.terms) ? about.terms : [];
   const dup = about.duplicates || {};
@@ -302,6 +302,40 @@ function aboutDetails(parent, about, items) {
   if (items.length > shown) {
     add(details, "h3", {}, "more of the window");
     evidenceList(details, items.slice(shown));
+  }
+  const [kind, ...group] = String(alert.key || "").split(":");
+  if (alert.window_start && alert.window_end && group.length) {
+    const button = add(details, "button", {class: "window-messages", type: "button"}, "messages of the window");
+    button.addEventListener("click", () => windowMessages(details, button, kind, group.join(":"), alert));
+  }
+}
+
+// Every stored message of a windowed alert's window (up to the API's limit), oldest first.
+async function windowMessages(parent, button, kind, group, alert) {
+  button.disabled = true;
+  const query = new URLSearchParams({kind, grp: group, start: alert.window_start, end: alert.window_end});
+  const box = add(parent, "div", {class: "window"});
+  try {
+    const response = await fetch(`/api/window?${query}`, {cache: "no-store"});
+    if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+    const data = await response.json();
+    add(box, "p", {class: "about-note"}, `${data.total} messages stored in the window` +
+      (data.total > data.messages.length ? `, the first ${data.messages.length} shown` : ""));
+    const table = add(box, "table", {class: "rows window-table"});
+    const head = add(add(table, "thead"), "tr");
+    for (const label of ["time", "message", "sentiment", "risk", "text"]) add(head, "th", {}, label);
+    const body = add(table, "tbody");
+    for (const m of data.messages) {
+      const tr = add(body, "tr");
+      add(tr, "td", {class: "time"}, shortTime(m.event_at));
+      add(tr, "td", {class: "id"}, m.message_id);
+      add(tr, "td", {}, m.sentiment);
+      badge(add(tr, "td"), m.risk_level);
+      add(tr, "td", {}, m.text ?? "(text not stored)");
+    }
+  } catch (err) {
+    add(box, "p", {class: "error"}, `could not load the window: ${err.message}`);
+    button.disabled = false;
   }
 }
 
