@@ -207,3 +207,25 @@ def test_the_gate_explains_a_windowed_alert_on_both_databases(database_url, stor
     assert {"delayed", "gate", "flight"} <= set(named), named
     assert "about: 'delayed' (30, z " in alert.summary or "about: 'gate' (30, z " in alert.summary, alert.summary
     assert all("delayed" in e["excerpt"] for e in alert.evidence[:about["examples"]]) and about["examples"] == 3
+
+
+def test_an_explanation_that_fails_holds_back_nothing(tmp_path, monkeypatch, caplog):
+    """A bug in the terms must not stall the pipeline: the alert and the batch are stored, the alert says so."""
+    def broken(window, baseline):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(terms, "explain", broken)
+    start = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+    rows = [prediction("post", f"m{i}", "acme", "neutral", start + timedelta(minutes=i // 5 if i < 30 else 6),
+                       f"text {i}", offset=i) for i in range(60)]
+    rules = AlertRules.model_validate({"rules": [{"name": "burst", "kind": "volume", "window_seconds": 60,
+                                                  "baseline_windows": 6, "factor": 3.0, "min_messages": 20}]})
+    store = Store(f"sqlite:///{tmp_path / 'broken.db'}", "terms", rules)
+    store.migrate()
+    assert store.write(Batch(rows, [], [], {})) == 1
+    with store.engine.connect() as conn:
+        (alert,) = conn.execute(alerts.select()).all()
+    store.dispose()
+    assert alert.evidence[0]["about"] == {"note": "terms not computed: ZeroDivisionError"}
+    assert " — " not in alert.summary and store.count(alerts) == 1
+    assert "was not computed" in caplog.text

@@ -3,6 +3,7 @@ transaction's rows included), and every candidate passes cooldown and rate limit
 stored. The store inserts what `admit` returns; SQL keeps the window state, so restarts neither lose nor repeat an
 alert."""
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +24,7 @@ from streamsense.streams.alerting import terms
 from streamsense.streams.contracts import AlertCandidate
 from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
+log = logging.getLogger(__name__)
 _IDS_PER_QUERY = 500  # candidate ids per "stored already?" query: well under SQLite's bound-parameter limit
 
 
@@ -42,7 +44,13 @@ def _explain(conn, alert: AlertCandidate, rule, kind: str, group: str, start: da
 
     window = rows(start, end, terms.WINDOW_ROWS)
     baseline = rows(start - (end - start) * rule.baseline_windows, start, terms.BASELINE_ROWS)
-    about = terms.explain(window, baseline)
+    try:
+        about = terms.explain(window, baseline)
+    except Exception as exc:  # noqa: BLE001 - an explanation that fails must not hold back the batch's results
+        log.exception("alert %s: what its window is about was not computed", alert["id"])
+        alert["evidence"][0:1] = [{**e, "about": {"note": f"terms not computed: {type(exc).__name__}"}}
+                                  for e in alert["evidence"][:1]]
+        return
     line = terms.describe(about)
     if line:
         alert["summary"] = f"{alert['summary']} — {line}"
