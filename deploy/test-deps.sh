@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite uses beyond Python packages, where it is absent:
 #   - PostgreSQL (Debian's `postgresql`), listening on 127.0.0.1:5432 with trust auth and a database `test`
-#   - Chromium + ChromeDriver (Debian's `chromium`, `chromium-driver`) for the dashboard browser test
+#   - Chromium + ChromeDriver (Debian's `chromium`, `chromium-driver`) for the dashboard browser test, and a CJK font
+#     (Debian's `fonts-wqy-microhei`) where none is installed, so that it renders Chinese
 #   - the Apache Kafka 4.4.0 jars (Maven Central, via deploy/kafka/pom.xml) in .cache/kafka/4.4.0/libs
 #   - the helm CLI for the chart checks (deploy/helm/install-helm.sh)
 # Each step is skipped when its tool is already there, and a step that cannot run (no root, no apt-get, no
@@ -60,6 +61,15 @@ setup_chromium() {
     apt_install chromium chromium-driver fonts-dejavu-core || say "chromium not installed: the dashboard browser test will skip"
 }
 
+setup_cjk_font() {
+    # Chinese text in the dashboard's browser test (and on a fresh desktop) renders as empty boxes without a CJK
+    # font: WenQuanYi Micro Hei is the smallest Debian one (1.6 MB download, 5 MB installed; fonts-wqy-zenhei is
+    # 7.5 / 16 MB, fonts-noto-cjk 57 / 89 MB)
+    command -v fc-list >/dev/null && [ -n "$(fc-list :lang=zh 2>/dev/null)" ] && return 0
+    say "installing a CJK font (fonts-wqy-microhei)"
+    apt_install fonts-wqy-microhei || say "no CJK font: the dashboard browser test's Chinese check will fail"
+}
+
 setup_kafka_jars() {
     libs=.cache/kafka/4.4.0/libs
     [ -f "$libs/kafka_2.13-4.4.0.jar" ] && return 0
@@ -80,6 +90,7 @@ setup_helm() {
 
 setup_postgres
 setup_chromium
+setup_cjk_font
 setup_kafka_jars
 setup_helm
 # In CI a step that should have worked but failed stops the run: otherwise its tests would skip and CI look green.

@@ -90,6 +90,9 @@ class Report:
     # How `stored_since` applies: fn(stmt, at, dialect) -> stmt; None: the report has no stored time to filter on.
     stored_filter: Callable[[Select, datetime, str], Select] | None = None
     sources: tuple[Source, ...] = field(default=())  # what an empty result is explained with
+    # Computed in Python over `query`'s rows (then `limit` caps its output, not the rows read): fn(rows) -> (columns,
+    # rows); None: the report is the query itself.
+    compute: Callable[[list[tuple]], tuple[list[str], list[tuple]]] | None = None
 
     @property
     def time(self) -> str | None:
@@ -147,6 +150,21 @@ def _languages_query(*where) -> Select:
             .order_by(func.count().desc(), c.kind, func.coalesce(c.lang, "")))  # NULL first on both databases
 
 
+def _top_terms(rows: list[tuple]) -> tuple[list[str], list[tuple]]:
+    from streamsense.streams.alerting.terms import top_terms
+
+    return (["kind", "grp", "window_start", "window_end", "term", "messages", "baseline", "z", "log_odds",
+             "window_messages", "baseline_messages"], top_terms(rows))
+
+
+def _top_terms_query():
+    from streamsense.streams.alerting.terms import REPORT_ROWS
+
+    c = predictions.c
+    return (select(c.kind, c.grp, c.event_at, c.text).where(c.grp != "", c.text.is_not(None), c.text != "")
+            .order_by(c.event_at.desc()).limit(REPORT_ROWS))
+
+
 _totals = union_all(
     select(predictions.c.kind.label("what"), func.count().label("n")).group_by(predictions.c.kind),
     select(literal("alert").label("what"), func.count()).select_from(alerts),
@@ -183,6 +201,12 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            "identification), with how many and what share the model supports",
            _languages_query(), stored_filter=lambda stmt, at, dialect: _languages_query(predictions.c.stored_at >= at),
            sources=(Source(predictions, "messages"),)),
+    Report("top-terms", "per kind, group and 5-minute window of event time, the terms that set the window's messages "
+           "apart from the group's previous 30 minutes (computed in Python over the newest 20,000 stored texts: "
+           "docs/alerts.md)", _top_terms_query(), "event_at", 200,
+           ("window_start", "kind", "grp", "term", "messages", "baseline", "z"), time_base=EVENT,
+           stored_filter=lambda stmt, at, dialect: stmt.where(predictions.c.stored_at >= at),
+           sources=(Source(predictions, "messages"),), compute=_top_terms),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),
@@ -224,6 +248,10 @@ def run_report(engine: Engine, name: str, limit: int | None = None, since: datet
             raise ValueError(f"report {name!r} takes no 'since'")
         stmt = stmt.where(stmt.selected_columns[report.time_column] >= utc(since))
     limit = limit or report.limit
+    if report.compute is not None:
+        with engine.connect() as conn:
+            columns, rows = report.compute([tuple(row) for row in conn.execute(stmt)])
+        return Result(columns, rows[:limit] if limit else rows)
     if limit:
         stmt = stmt.limit(limit)
     with engine.connect() as conn:

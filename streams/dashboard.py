@@ -1,15 +1,21 @@
 """Read-only web dashboard over the SQL store: a static page (streams/dashboard_static/) and a JSON API over
-streamsense.streams.bi."""
+streamsense.streams.bi; with a token, every path requires it, and beyond loopback it must have one."""
 
 import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from streamsense.streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
+from streamsense.streams.schema import predictions
 
 STATIC = Path(__file__).with_name("dashboard_static")
 ENGINE = web.AppKey("engine", Engine)
@@ -84,6 +90,32 @@ async def report_view(request: web.Request) -> web.Response:
     return await _query(request, run)
 
 
+WINDOW_LIMIT = 500  # messages of a window the page lists at most
+
+
+def window_messages(engine, kind: str, group: str, start: datetime, end: datetime, limit: int) -> dict:
+    """The stored messages of one (kind, group) window of event time, oldest first: what a windowed alert opens to.
+    Texts as stored (STREAMSENSE_STORE_TEXT)."""
+    c = predictions.c
+    where = (c.kind == kind, c.grp == group, c.event_at >= start, c.event_at < end)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(predictions).where(*where)).scalar_one()
+        rows = conn.execute(select(c.message_id, c.event_at, c.author, c.text, c.sentiment, c.risk_level,
+                                   c.risk_score).where(*where).order_by(c.event_at, c.message_id).limit(limit))
+        return {"kind": kind, "grp": group, "start": jsonable(start), "end": jsonable(end), "total": total,
+                "messages": [{k: jsonable(v) for k, v in r._mapping.items()} for r in rows]}
+
+
+async def window_view(request: web.Request) -> web.Response:
+    q = request.query
+    missing = [name for name in ("kind", "grp", "start", "end") if not q.get(name)]
+    if missing:
+        raise web.HTTPBadRequest(text=f"missing {', '.join(missing)}: /api/window?kind=post&grp=NAME&start=ISO&end=ISO")
+    limit = min(_int(request, "limit", WINDOW_LIMIT), WINDOW_LIMIT)
+    return await _query(request, lambda engine: window_messages(engine, q["kind"], q["grp"], parse_since(q["start"]),
+                                                                  parse_since(q["end"]), limit))
+
+
 def _int(request: web.Request, name: str, default: int | None) -> int | None:
     raw = request.query.get(name)
     if raw is None:
@@ -97,8 +129,64 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers=HEADERS)
 
 
-def create_app(database_url: str) -> web.Application:
-    app = web.Application()
+MIN_TOKEN = 16
+AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="streamsense dashboard", charset="UTF-8"'}
+
+
+class DashboardAccessError(ValueError):
+    """The dashboard would be reachable beyond loopback without authentication, or its token is too short."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches: 127.0.0.0/8, ::1, "localhost"."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_access(host: str, token: str | None) -> None:
+    """Raise DashboardAccessError unless serving on `host` with `token` is allowed: a token, if any, of at least
+    MIN_TOKEN characters; none only on loopback."""
+    if token is not None and len(token) < MIN_TOKEN:
+        raise DashboardAccessError(f"STREAMSENSE_DASHBOARD_TOKEN is {len(token)} characters: use at least {MIN_TOKEN} "
+                                   "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+    if token is None and not is_loopback(host):
+        raise DashboardAccessError(f"refusing to serve the dashboard on {host} without authentication: it shows "
+                                   "message texts and authors; set STREAMSENSE_DASHBOARD_TOKEN, or listen on "
+                                   "127.0.0.1 behind an authenticating proxy")
+
+
+def authorized(header: str, token: str) -> bool:
+    """Whether an Authorization header carries `token`: "Bearer <token>", or "Basic" with it as the password (any
+    user name). Compared in constant time."""
+    scheme, _, value = header.partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme != "bearer":
+        return False
+    return hmac.compare_digest(value.encode("utf-8"), token.encode("utf-8"))
+
+
+def _require(token: str):
+    @web.middleware
+    async def require_token(request: web.Request, handler):
+        if authorized(request.headers.get("Authorization", ""), token):
+            return await handler(request)
+        raise web.HTTPUnauthorized(text="authentication required (STREAMSENSE_DASHBOARD_TOKEN)",
+                                   headers={**AUTH_CHALLENGE, "Cache-Control": "no-store"})
+    return require_token
+
+
+def create_app(database_url: str, token: str | None = None) -> web.Application:
+    """The dashboard's application; with `token`, every path (page, static files, API) requires it."""
+    app = web.Application(middlewares=[_require(token)] if token else [])
 
     async def engine(app: web.Application):
         app[ENGINE] = connect(database_url)
@@ -110,11 +198,14 @@ def create_app(database_url: str) -> web.Application:
     app.router.add_get("/api/summary", summary_view)
     app.router.add_get("/api/reports", reports_view)
     app.router.add_get("/api/reports/{name}", report_view)
+    app.router.add_get("/api/window", window_view)
     app.router.add_static("/static", STATIC)
     return app
 
 
-def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print) -> None:
-    """Run until Ctrl-C."""
-    log(f"dashboard on http://{host}:{port}/ (read-only, {database_url.split('://')[0]} store)")
-    web.run_app(create_app(database_url), host=host, port=port, print=None, access_log=None)
+def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print, token: str | None = None) -> None:
+    """Run until Ctrl-C. Raises DashboardAccessError before listening where `check_access` refuses."""
+    check_access(host, token)
+    log(f"dashboard on http://{host}:{port}/ (read-only, {database_url.split('://')[0]} store"
+        f"{', token required' if token else ', no authentication: loopback only'})")
+    web.run_app(create_app(database_url, token), host=host, port=port, print=None, access_log=None)

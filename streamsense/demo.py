@@ -71,7 +71,7 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
                              "risk": grouped(predictions.c.risk_level, kind)}
         times = conn.execute(select(predictions.c.produced_at, predictions.c.stored_at)).all()
         alert_rows = conn.execute(select(alerts.c.severity, alerts.c.rule, alerts.c.key, alerts.c.window_start,
-                                         alerts.c.window_end, alerts.c.summary)
+                                         alerts.c.window_end, alerts.c.summary, alerts.c.evidence)
                                   .order_by(alerts.c.created_at, alerts.c.rule, alerts.c.key)).all()
         model = conn.execute(select(predictions.c.model_version).limit(1)).scalar()
         by_model = dict(conn.execute(select(predictions.c.model_version, func.count())
@@ -101,7 +101,7 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
         "alerts_by_rule": dict(sorted(by_rule.items(), key=lambda item: (-item[1], item[0]))),
         "windowed_alerts": [{"rule": a.rule, "severity": a.severity, "key": a.key,
                              "window_start": jsonable(a.window_start), "window_end": jsonable(a.window_end),
-                             "summary": a.summary} for a in windowed],
+                             "summary": a.summary, **_about(a.evidence)} for a in windowed],
         "dlq": len(dead),
         "dead_letters": [{"topic": d.source_topic, "partition": d.source_partition, "offset": d.source_offset,
                           "error": d.error} for d in dead],
@@ -148,6 +148,15 @@ def run_demo(settings: Settings, db_path: Path, timeout: float = 300.0, log=prin
         produced = {name: sent - malformed[name] for name, sent in (("posts", sent_posts), ("tickets", sent_tickets))}
         return summarise(store, produced, time.monotonic() - started, ready_at, ready_seconds,
                          {"posts": settings.topic_posts, "tickets": settings.topic_tickets}, malformed)
+
+
+def _about(evidence) -> dict:
+    """What a windowed alert is about, from its evidence (streams/alerting/terms.py): its terms, its duplicates and
+    the excerpts of its representative messages (the evidence's first items)."""
+    evidence = evidence if isinstance(evidence, list) else []
+    about = (evidence[0].get("about") if evidence and isinstance(evidence[0], dict) else None) or {}
+    return {"terms": about.get("terms", []), "duplicates": about.get("duplicates"),
+            "examples": [e.get("excerpt", "") for e in evidence[:about.get("examples", 0)]]}
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -200,6 +209,11 @@ def print_summary(out: Console, summary: dict, db: Path | None = None) -> None:
     for a in windowed:
         out.print(f"    {escape('[' + a['severity'] + ']')} [bold]{escape(a['rule'])}[/] [cyan]{escape(a['key'])}[/] "
                   f"[dim]{_window(a['window_start'], a['window_end'])}[/]: {escape(a['summary'])}")
+        if a.get("terms"):
+            out.print("      terms: " + ", ".join(f"{escape(t['term'])} ({t['count']} messages, {t['baseline']} in "
+                                                  f"the baseline, z {t['z']})" for t in a["terms"]))
+        for example in a.get("examples", []):
+            out.print(f"      [dim]•[/] [italic]{escape(example[:120])}[/]")
     out.print(f"  per message: {summary['alerts'] - len(windowed)}"
               + (", for example:" if summary["alert_examples"] else ""))
     for line in summary["alert_examples"]:

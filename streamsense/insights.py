@@ -202,10 +202,19 @@ def print_alert(out: Console, alert: dict) -> None:
 
 
 def dashboard(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (anything but localhost exposes the data)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on; beyond loopback STREAMSENSE_DASHBOARD_TOKEN "
+                                               "is required."),
     port: int = typer.Option(8050, help="TCP port."),
 ):
-    """Serve the read-only web dashboard over the SQL store (STREAMSENSE_DATABASE_URL) until Ctrl-C."""
-    from streamsense.streams.dashboard import serve
+    """Serve the read-only web dashboard over the SQL store (STREAMSENSE_DATABASE_URL) until Ctrl-C. Beyond loopback
+    it requires STREAMSENSE_DASHBOARD_TOKEN (bearer, or basic auth with it as the password)."""
+    from streamsense.streams.dashboard import DashboardAccessError, serve
 
-    serve(Settings().database_url, host, port, log=Console(stderr=True).print)
+    settings = Settings()
+    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    err = Console(stderr=True)
+    try:
+        serve(settings.database_url, host, port, log=err.print, token=token)
+    except DashboardAccessError as exc:
+        err.print(f"error: {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None

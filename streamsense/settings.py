@@ -94,3 +94,7 @@ class Settings(BaseSettings):
     # Worker HTTP endpoints /metrics, /health, /live (streams/web.py): off unless a port is set
     web_port: int | None = None
     web_host: str = "127.0.0.1"
+
+    # `streamsense dashboard`: the token its pages and API require (HTTP bearer, or basic auth with it as the
+    # password), at least 16 characters; it will not listen beyond loopback without one (docs/bi.md)
+    dashboard_token: SecretStr | None = None

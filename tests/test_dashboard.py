@@ -1,7 +1,9 @@
 """The dashboard: its JSON API, and the page itself in headless Chromium over a store filled with the real samples."""
 
 import asyncio
+import base64
 import json
+import os
 import random
 import shutil
 import signal
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -20,7 +23,9 @@ from aiohttp import web
 from streamsense.demo import SAMPLES
 from streamsense.settings import PROJECT_ROOT
 from streamsense.brokers import free_port
-from streamsense.streams.dashboard import create_app
+from streamsense.streams.alerting.gate import with_about
+from streamsense.streams.alerting.terms import explain
+from streamsense.streams.dashboard import DashboardAccessError, authorized, check_access, create_app, is_loopback
 from streamsense.streams.produce import read_lines
 from streamsense.streams.contracts import Batch
 from streamsense.streams.store import Store
@@ -42,7 +47,9 @@ def sample_rows(now: datetime) -> list[dict]:
     """The bundled posts and tickets over the last 55 minutes, with made-up but plausible results: a quarter of
     the posts negative, then acme-air turning negative in the last 10 minutes; ticket risk mostly low."""
     rng = random.Random(7)
-    posts = [json.loads(line) for line in read_lines(SAMPLES / "posts.jsonl")]
+    # not the demo's bot burst (100 copies of one text at the end of the file): acme-air's posts stay in the last
+    # 10 minutes of the span
+    posts = [p for p in map(json.loads, read_lines(SAMPLES / "posts.jsonl")) if not p["id"].startswith("written-bot")]
     tickets = [json.loads(line) for line in read_lines(SAMPLES / "tickets.jsonl")]
     rows = []
     for i, p in enumerate(posts):
@@ -67,8 +74,18 @@ def alerts_for(rows: list[dict], now: datetime) -> list[dict]:
     start = now - timedelta(minutes=5)
     negative = [r for r in rows
                 if r["grp"] == "acme-air" and r["sentiment"] == "negative" and r["produced_at"] >= start]
-    out.append(alert("negative_share_spike", "high", negative[:3], now, "acme-air (posts): negative share 80% vs "
-                     "25% baseline", (start, now)))
+    spike = alert("negative_share_spike", "high", negative[:3], now, "acme-air (posts): negative share 80% vs "
+                  "25% baseline", (start, now))
+    out.append(spike)
+    # a volume alert over acme-air's last 20 minutes (which hold the written delayed-flight posts), with what it is
+    # about as the gate finds it: the window's posts against the 30 minutes before
+    start = now - timedelta(minutes=20)
+    window = [r for r in rows if r["grp"] == "acme-air" and r["produced_at"] >= start]
+    baseline = [r for r in rows if r["grp"] == "acme-air" and start - timedelta(minutes=30) <= r["produced_at"] < start]
+    volume = alert("volume_spike", "medium", window[-3:], now + timedelta(seconds=1),
+                   f"acme-air (posts): {len(window)} messages", (start, now))
+    volume["evidence"] = with_about(volume["evidence"], explain(window, baseline), "post", window)
+    out.append(volume)
     return out
 
 
@@ -95,10 +112,10 @@ def fill(database_url: str) -> dict:
 
 
 @contextmanager
-def serving(database_url: str):
+def serving(database_url: str, token: str | None = None):
     """The dashboard on a free port, in a thread of its own."""
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(database_url))
+    runner = web.AppRunner(create_app(database_url, token))
     port = free_port()
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
@@ -113,12 +130,30 @@ def serving(database_url: str):
         loop.close()
 
 
-def get(url: str) -> tuple[int, dict, bytes]:
+def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def _points(sentiment: list[dict], kind: str, smooth: int = 5, at_least: int = 20) -> list[tuple[str, int]]:
+    """(group, messages) of each point the negative-share chart should draw: per bucket of the top 6 groups, the
+    messages of the `smooth` minutes up to it, where they are at least `at_least`."""
+    rows = [r for r in sentiment if r["kind"] == kind]
+    totals = Counter()
+    for r in rows:
+        totals[r["grp"]] += r["n"]
+    top = sorted(totals, key=lambda g: -totals[g])[:6]
+    n = {(r["grp"], datetime.fromisoformat(r["bucket_start"].replace("Z", "+00:00"))): r["n"] for r in rows}
+    out = []
+    for group, at in n:
+        if group in top:
+            trailing = sum(n.get((group, at - timedelta(minutes=k)), 0) for k in range(smooth))
+            if trailing >= at_least:
+                out.append((group, trailing))
+    return out
 
 
 def share(rows) -> float:
@@ -207,6 +242,87 @@ def _answer(url: str):
         return None
 
 
+TOKEN = "a-token-of-at-least-16-chars"
+
+
+def test_a_token_guards_every_path(filled):
+    url, written = filled
+    basic = base64.b64encode(f"analyst:{TOKEN}".encode()).decode()
+    with serving(url, TOKEN) as base:
+        for path in ("/", "/api/summary", "/api/reports/top-terms", "/api/window?kind=post&grp=acme-air",
+                     "/static/app.js"):
+            status, headers, body = get(f"{base}{path}")
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=")  # the browser asks
+            assert b"message" not in body and b"acme" not in body
+        for wrong in (f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", "Bearer ", f"Token {TOKEN}", f"Basic {TOKEN}",
+                      "Basic " + base64.b64encode(b"analyst:nope").decode(), "Basic !!!"):
+            assert get(f"{base}/api/summary", {"Authorization": wrong})[0] == 401, wrong
+        status, _, body = get(f"{base}/api/summary", {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and json.loads(body)["totals"]["post"] == sum(r["kind"] == "post" for r in written["rows"])
+        assert get(f"{base}/", {"Authorization": f"Basic {basic}"})[0] == 200
+        assert get(f"{base}/static/app.js", {"Authorization": f"basic {basic}"})[0] == 200
+
+
+def test_a_windowed_alert_opens_to_its_messages(filled):
+    url, written = filled
+    volume = next(a for a in written["alerts"] if a["rule"] == "volume_spike")
+    start, end = volume["window_start"], volume["window_end"]
+    window = sorted((r for r in written["rows"] if r["kind"] == "post" and r["grp"] == "acme-air"
+                     and start <= r["produced_at"] < end), key=lambda r: (r["produced_at"], r["message_id"]))
+    query = urllib.parse.urlencode({"kind": "post", "grp": "acme-air", "start": start.isoformat(),
+                                    "end": end.isoformat()})
+    with serving(url) as base:
+        status, _, body = get(f"{base}/api/window?{query}")
+        assert status == 200
+        data = json.loads(body)
+        assert data["total"] == len(window) > 20
+        assert [m["message_id"] for m in data["messages"]] == [r["message_id"] for r in window]
+        assert data["messages"][0]["text"] == window[0]["text"] and data["messages"][0]["author"]
+        status, _, body = get(f"{base}/api/window?{query}&limit=5")
+        assert status == 200 and len(json.loads(body)["messages"]) == 5 and json.loads(body)["total"] == len(window)
+        status, _, body = get(f"{base}/api/window?kind=post&grp=acme-air")
+        assert status == 400 and b"missing start, end" in body
+        status, _, body = get(f"{base}/api/window?kind=post&grp=acme-air&start=yesterday&end=now")
+        assert status == 400 and b"invalid time" in body
+
+
+def test_access_rules():
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost", "LOCALHOST"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.7", "dashboard.example", ""))
+    check_access("127.0.0.1", None)
+    check_access("0.0.0.0", TOKEN)
+    with pytest.raises(DashboardAccessError, match="refusing to serve the dashboard on 0.0.0.0 without auth"):
+        check_access("0.0.0.0", None)
+    with pytest.raises(DashboardAccessError, match="at least 16"):
+        check_access("127.0.0.1", "short")
+    assert authorized(f"Bearer {TOKEN}", TOKEN) and not authorized("", TOKEN)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_command_refuses_to_listen_beyond_loopback_without_a_token(filled, monkeypatch):
+    url, _ = filled
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSENSE_DASHBOARD_TOKEN"}
+    env["STREAMSENSE_DATABASE_URL"] = url
+    result = subprocess.run([sys.executable, "-m", "streamsense", "dashboard", "--host", "0.0.0.0", "--port",
+                             str(port)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refusing to serve the dashboard on 0.0.0.0 without authentication" in lines[0]
+    assert "STREAMSENSE_DASHBOARD_TOKEN" in lines[0] and "Traceback" not in result.stderr
+    # with a token it listens there, and asks for it
+    env["STREAMSENSE_DASHBOARD_TOKEN"] = TOKEN
+    process = subprocess.Popen([sys.executable, "-m", "streamsense", "dashboard", "--host", "0.0.0.0", "--port",
+                                str(port)], cwd=PROJECT_ROOT, env=env)
+    try:
+        status, _, _ = wait_until(lambda: _answer(f"http://127.0.0.1:{port}/api/summary"), 60, what="dashboard")
+        assert status == 401
+        assert get(f"http://127.0.0.1:{port}/api/summary", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+
+
 def test_api_explains_a_database_without_the_schema(database_url):
     with serving(database_url) as base:
         status, _, body = get(f"{base}/api/summary")
@@ -241,9 +357,30 @@ def test_page_in_chromium(filled, browser, artifacts):
             return browser.execute_script(f"return document.querySelectorAll({css!r}).length")
 
         assert browser.find_element("id", "error").get_attribute("hidden") is not None
+        # Chinese renders as glyphs, not as the one empty box of a missing font: two characters drawn in the page's
+        # font differ (deploy/test-deps.sh installs a CJK font where there is none)
+        drawn = browser.execute_script("""
+            const canvas = document.createElement("canvas"), ctx = canvas.getContext("2d");
+            canvas.width = canvas.height = 40;
+            ctx.font = "28px " + getComputedStyle(document.body).fontFamily;
+            return ["中", "文", "\uE000"].map(ch => {
+              ctx.clearRect(0, 0, 40, 40); ctx.fillText(ch, 4, 32);
+              return Array.from(ctx.getImageData(0, 0, 40, 40).data).join(",");
+            });""")
+        assert drawn[0] != drawn[1] and drawn[2] not in drawn[:2], "no CJK font: Chinese renders as empty boxes"
         brands = {r["grp"] for r in written["rows"] if r["kind"] == "post"}
         assert count("#sentiment-chart svg path.series") == len(brands) == 6  # one line per brand
-        assert count("#sentiment-chart svg circle.point") > 100
+        # a point is the share of the 5 minutes up to it, drawn only where they hold >= 20 messages (a handful of
+        # messages makes a line jump between 0 % and 100 %); its size says how many
+        drawn = browser.execute_script("return [...document.querySelectorAll('#sentiment-chart circle.point')]"
+                                       ".map(c => [c.dataset.group, Number(c.dataset.n), Number(c.getAttribute('r'))])")
+        expected = _points(json.loads(get(f"{base}/api/summary")[2])["sentiment"], "post")
+        assert sorted((g, n) for g, n, _ in drawn) == sorted(expected) and len(drawn) > 20
+        assert min(n for _, n, _ in drawn) >= 20
+        assert all(r1 <= r2 for (_, n1, r1), (_, n2, r2) in zip(*[sorted(drawn, key=lambda d: d[1])] * 2))
+        held = " ".join(t.text for t in browser.find_elements("css selector", "#sentiment-chart text.held")[1:])
+        assert held.endswith("points of under 20 messages not drawn") and int(held.split()[0]) > 0
+        assert "each point: the share of the 5 minutes up to it" in browser.find_element("id", "smooth-note").text
         assert count("#volume-chart svg rect.bar") > 50
         assert count("#risk-chart svg rect.bar") >= 9  # at least one bar per product
         assert count("#throughput-chart svg rect.bar") >= 3  # posts, tickets, dead letters
@@ -251,9 +388,24 @@ def test_page_in_chromium(filled, browser, artifacts):
         assert count("#alerts-table tr.alert") == shown
         assert count("#alerts-table tr.alert .evidence li") >= shown
         newest = max(written["alerts"], key=lambda a: a["created_at"])
+        assert newest["rule"] == "volume_spike"
         first = browser.find_element("css selector", "#alerts-table tr.alert")
         excerpt = " ".join(newest["evidence"][0]["excerpt"].split())  # as rendered: white space collapsed
-        assert newest["summary"] in first.text and excerpt in first.text
+        assert newest["summary"] in first.text and excerpt not in first.text  # closed: the evidence is inside
+        # the windowed alert opens to its terms, representative messages and the rest of its window's evidence
+        first.find_element("css selector", "details.about summary").click()
+        about = newest["evidence"][0]["about"]
+        assert [t["term"] for t in about["terms"]] == ["delayed", "flight", "gate"], about  # the written posts
+        shown = [c.text for c in first.find_elements("css selector", "table.terms td.term")]
+        assert shown == [t["term"] for t in about["terms"]] and excerpt in first.text
+        assert f"{about['messages']} messages in the window" in first.text
+        # ... and to every message stored in its window
+        first.find_element("css selector", "button.window-messages").click()
+        WebDriverWait(browser, 30).until(lambda b: count("#alerts-table table.window-table tbody tr") > 0)
+        window = [r for r in written["rows"] if r["grp"] == "acme-air" and r["kind"] == "post"
+                  and newest["window_start"] <= r["produced_at"] < newest["window_end"]]
+        assert count("#alerts-table table.window-table tbody tr") == len(window) == about["messages"]
+        assert f"{len(window)} messages stored in the window" in first.text
         assert count("#tickets-table tbody tr") == 10
         assert count("#offsets-table tbody tr") == 4
         assert count("#languages-table tbody tr") == len({(r["kind"], r["lang"]) for r in written["rows"]}) == 4
@@ -268,7 +420,8 @@ def test_page_in_chromium(filled, browser, artifacts):
 
         browser.find_element("css selector", "#kind-toggle [data-kind=ticket]").click()
         browser.find_element("css selector", "#bucket-toggle [data-bucket=hour]").click()
-        WebDriverWait(browser, 30).until(lambda b: count("#sentiment-chart svg path.series") == 6)  # top 6 products
-        assert "product" in browser.find_element("id", "group-word").text
+        # posts have 6 brands too: wait for the page to say it switched, then count the top 6 products' lines
+        WebDriverWait(browser, 30).until(lambda b: "product" in b.find_element("id", "group-word").text)
+        WebDriverWait(browser, 30).until(lambda b: count("#sentiment-chart svg path.series") == 6)
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []

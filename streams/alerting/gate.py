@@ -3,6 +3,7 @@ transaction's rows included), and every candidate passes cooldown and rate limit
 stored. The store inserts what `admit` returns; SQL keeps the window state, so restarts neither lose nor repeat an
 alert."""
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
@@ -12,16 +13,60 @@ from streamsense.streams.alerting.rules import (
     EVIDENCE_MAX,
     AlertRules,
     Counts,
+    NegativeShare,
     _alert,
     _evidence,
     _Windowed,
     alert_id,
     window_index,
 )
+from streamsense.streams.alerting import terms
 from streamsense.streams.contracts import AlertCandidate
 from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
+log = logging.getLogger(__name__)
 _IDS_PER_QUERY = 500  # candidate ids per "stored already?" query: well under SQLite's bound-parameter limit
+
+
+def _explain(conn, alert: AlertCandidate, rule, kind: str, group: str, start: datetime, end: datetime) -> None:
+    """What a kept windowed alert is about (streams/alerting/terms.py), from the stored rows of its window and of
+    its baseline windows (the most recent WINDOW_ROWS and BASELINE_ROWS; a negative-share spike: their negative
+    ones): appended to its summary, in full in `evidence[0].about`, and its representative messages put first in
+    the evidence. Once per alert, in the transaction that stores it."""
+    c = predictions.c
+    columns = (c.message_id, c.text, c.text_sha256, c.risk_score)
+    negative = (c.sentiment == "negative",) if isinstance(rule, NegativeShare) else ()
+
+    def rows(since, until, cap):
+        return [r._asdict() for r in conn.execute(
+            select(*columns).where(c.kind == kind, c.grp == group, c.event_at >= since, c.event_at < until, *negative)
+            .order_by(c.event_at.desc()).limit(cap))]
+
+    window = rows(start, end, terms.WINDOW_ROWS)
+    baseline = rows(start - (end - start) * rule.baseline_windows, start, terms.BASELINE_ROWS)
+    try:
+        about = terms.explain(window, baseline)
+    except Exception as exc:  # noqa: BLE001 - an explanation that fails must not hold back the batch's results
+        log.exception("alert %s: what its window is about was not computed", alert["id"])
+        alert["evidence"][0:1] = [{**e, "about": {"note": f"terms not computed: {type(exc).__name__}"}}
+                                  for e in alert["evidence"][:1]]
+        return
+    line = terms.describe(about)
+    if line:
+        alert["summary"] = f"{alert['summary']} — {line}"
+    alert["evidence"] = with_about(alert["evidence"], about, kind, window)
+
+
+def with_about(evidence: list[dict], about: dict, kind: str, window: list[dict]) -> list[dict]:
+    """A windowed alert's evidence with what it is about: the representative messages first (then the rest, at most
+    EVIDENCE_MAX in all), and `about` on the first item, its `examples` the count of those (docs/alerts.md)."""
+    first = {e["message_id"] for e in about["examples"]}
+    scores = {r["message_id"]: r.get("risk_score") or 0.0 for r in window}
+    out = [_evidence(e["message_id"], kind, e["text"], scores.get(e["message_id"], 0.0)) for e in about["examples"]]
+    out = (out + [e for e in evidence if e["message_id"] not in first])[:EVIDENCE_MAX]
+    if out:
+        out[0]["about"] = {**{k: v for k, v in about.items() if k != "examples"}, "examples": len(first)}
+    return out
 
 
 class AlertGate:
@@ -57,6 +102,7 @@ class AlertGate:
                     .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
                     .limit(EVIDENCE_MAX)).all()
                 alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
+                _explain(conn, alert, self._by_name[alert["rule"]], kind, group, start, end)
         return kept
 
     def _windowed(self, conn, events: list[tuple], model_version: str) -> list[tuple[AlertCandidate, tuple]]:

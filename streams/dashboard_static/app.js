@@ -12,6 +12,7 @@ const MAX_LINES = 6;
 const REFRESH_MS = 10e3;
 const WIDE = 900, HALF = 520;  // viewBox widths of full-width and half-width charts
 const SMOOTH = {minute: 5, hour: 1};  // negative share over this many trailing buckets
+const MIN_POINT = 20;  // a share of fewer messages is not drawn (the negative_share rule's min_messages)
 const state = {kind: "post", bucket: "minute"};
 
 const cssVar = name => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -74,7 +75,8 @@ function legend(svg, entries, x, y) {
   });
 }
 
-// One line per group: negative share over the trailing SMOOTH buckets; a gap where those held no messages.
+// One line per group: negative share over the trailing SMOOTH buckets; a gap where those held fewer than MIN_POINT
+// messages (a share of a handful jumps between 0 % and 100 %). A point's area grows with its messages.
 function lineChart(container, rows, bucket) {
   const step = STEP_MS[bucket], width = WIDE, height = 260, top = 12, bottom = height - 28, right = width - 190;
   const svg = svgIn(container, width, height);
@@ -94,26 +96,41 @@ function lineChart(container, rows, bucket) {
   const y = share => bottom - (bottom - top) * share;
   yGrid(svg, top, bottom, right, 1, v => `${Math.round(v * 100)}%`);
   xAxis(svg, ticks, x, bottom, true);
+  const trailing = g => t => {
+    let n = 0, negative = 0;
+    for (let k = 0; k < SMOOTH[bucket]; k++) {
+      const r = g.buckets.get(t - k * step);
+      if (r) { n += r.n; negative += r.negative; }
+    }
+    return {n, negative};
+  };
+  const largest = Math.max(1, ...groups.flatMap(([, g]) => ticks.map(t => trailing(g)(t).n)));
+  let held = 0;
   groups.forEach(([name, g], i) => {
     const colour = PALETTE[i % PALETTE.length];
     let d = "", joined = false;
     for (const t of ticks) {
-      let n = 0, negative = 0;
-      for (let k = 0; k < SMOOTH[bucket]; k++) {
-        const r = g.buckets.get(t - k * step);
-        if (r) { n += r.n; negative += r.negative; }
+      const {n, negative} = trailing(g)(t);
+      if (n < MIN_POINT) {
+        held += g.buckets.has(t);
+        joined = false;
+        continue;
       }
-      if (!n) { joined = false; continue; }
       d += `${joined ? "L" : "M"}${x(t).toFixed(1)},${y(negative / n).toFixed(1)}`;
       joined = true;
       if (g.buckets.has(t)) {
-        const dot = add(svg, "svg:circle", {cx: x(t), cy: y(negative / n), r: 2.5, fill: colour, class: "point"});
+        const dot = add(svg, "svg:circle", {cx: x(t), cy: y(negative / n), r: (1.5 + 3.5 * Math.sqrt(n / largest)).toFixed(2),
+                                            fill: colour, class: "point", "data-n": n, "data-group": name});
         add(dot, "svg:title", {}, `${name} ${clock(t, true)}: ${negative} of ${n} negative`);
       }
     }
     add(svg, "svg:path", {d, stroke: colour, class: "line series", "data-group": name});
   });
   legend(svg, groups.map(([name, g], i) => [`${name} (${g.n})`, PALETTE[i % PALETTE.length]]), right + 24, top);
+  const note = [`dot area: its messages`, held ? `${held} points of under ${MIN_POINT}` : `no point of under ${MIN_POINT}`,
+                `messages${held ? " not drawn" : ""}`];
+  note.forEach((line, i) => add(svg, "svg:text", {x: right + 24, y: top + groups.length * 20 + 16 + 15 * i,
+                                                    class: "held"}, line));
 }
 
 // Stacked bars per time bucket; `values(t)` gives {key: count}.
@@ -229,16 +246,97 @@ function alertsTable(rows) {
     const cell = add(tr, "td");
     add(cell, "div", {class: "summary"}, a.summary);
     const items = Array.isArray(a.evidence) ? a.evidence : [];
-    if (items.length) {
-      const list = add(cell, "ul", {class: "evidence"});
-      for (const e of items) {
-        const li = add(list, "li");
-        add(li, "span", {class: "id"}, `${e.message_id ?? ""}${typeof e.risk_score === "number" ?
-          ` (${e.risk_score.toFixed(2)})` : ""}`);
-        li.append(`: ${e.excerpt ?? ""}`);
-      }
+    const about = items.length && items[0] && typeof items[0].about === "object" ? items[0].about : null;
+    if (about) {
+      aboutDetails(cell, about, items, a);
+    } else if (items.length) {
+      evidenceList(cell, items);
     }
   }, "no alerts");
+}
+
+function evidenceList(parent, items) {
+  const list = add(parent, "ul", {class: "evidence"});
+  for (const e of items) {
+    const li = add(list, "li");
+    add(li, "span", {class: "id"}, `${e.message_id ?? ""}${typeof e.risk_score === "number" ?
+      ` (${e.risk_score.toFixed(2)})` : ""}`);
+    li.append(`: ${e.excerpt ?? ""}`);
+    for (const r of Array.isArray(e.reasons) ? e.reasons : []) {  // a per-message alert: every rule's reason
+      add(add(li, "div", {class: "reason"}), "span", {}, `${r.rule} (${r.severity}): ${r.reason}`);
+    }
+  }
+}
+
+// A windowed alert opens to what its window is about (streams/alerting/terms.py): terms, representative messages,
+// duplicates, then the rest of its evidence.
+function aboutDetails(parent, about, items, alert) {
+  const details = add(parent, "details", {class: "about"});
+  const terms = Array.isArray(about.terms) ? about.terms : [];
+  const dup = about.duplicates || {};
+  add(details, "summary", {}, terms.length ? `terms, examples (${terms.length} terms)` :
+    about.note ? about.note : "no term stands out from the baseline");
+  if (terms.length) {
+    const table = add(details, "table", {class: "terms"});
+    const head = add(add(table, "thead"), "tr");
+    for (const [label, num] of [["term", false], ["messages", true], ["in the baseline", true], ["z", true]]) {
+      add(head, "th", num ? {class: "num"} : {}, label);
+    }
+    const body = add(table, "tbody");
+    for (const t of terms) {
+      const tr = add(body, "tr");
+      add(tr, "td", {class: "term"}, t.term);
+      add(tr, "td", {class: "num"}, String(t.count));
+      add(tr, "td", {class: "num"}, String(t.baseline));
+      add(tr, "td", {class: "num"}, String(t.z));
+    }
+  }
+  add(details, "p", {class: "about-note"}, `${about.messages ?? "?"} messages in the window, ${about.baseline_messages ?? "?"}` +
+    ` in its baseline; ${dup.distinct ?? "?"} distinct texts` + (dup.bot_like ?
+      ` — ${dup.top_count} are one text (bot-like)` : ""));
+  const shown = Math.min(about.examples || 0, items.length);
+  if (shown) {
+    add(details, "h3", {}, "representative messages");
+    evidenceList(details, items.slice(0, shown));
+  }
+  if (items.length > shown) {
+    add(details, "h3", {}, "more of the window");
+    evidenceList(details, items.slice(shown));
+  }
+  const [kind, ...group] = String(alert.key || "").split(":");
+  if (alert.window_start && alert.window_end && group.length) {
+    const button = add(details, "button", {class: "window-messages", type: "button"}, "messages of the window");
+    button.addEventListener("click", () => windowMessages(details, button, kind, group.join(":"), alert));
+  }
+}
+
+// Every stored message of a windowed alert's window (up to the API's limit), oldest first.
+async function windowMessages(parent, button, kind, group, alert) {
+  button.disabled = true;
+  const query = new URLSearchParams({kind, grp: group, start: alert.window_start, end: alert.window_end});
+  const box = add(parent, "div", {class: "window"});
+  try {
+    const response = await fetch(`/api/window?${query}`, {cache: "no-store"});
+    if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+    const data = await response.json();
+    add(box, "p", {class: "about-note"}, `${data.total} messages stored in the window` +
+      (data.total > data.messages.length ? `, the first ${data.messages.length} shown` : ""));
+    const table = add(box, "table", {class: "rows window-table"});
+    const head = add(add(table, "thead"), "tr");
+    for (const label of ["time", "message", "sentiment", "risk", "text"]) add(head, "th", {}, label);
+    const body = add(table, "tbody");
+    for (const m of data.messages) {
+      const tr = add(body, "tr");
+      add(tr, "td", {class: "time"}, shortTime(m.event_at));
+      add(tr, "td", {class: "id"}, m.message_id);
+      add(tr, "td", {}, m.sentiment);
+      badge(add(tr, "td"), m.risk_level);
+      add(tr, "td", {}, m.text ?? "(text not stored)");
+    }
+  } catch (err) {
+    add(box, "p", {class: "error"}, `could not load the window: ${err.message}`);
+    button.disabled = false;
+  }
 }
 
 function ticketsTable(rows) {
@@ -270,7 +368,7 @@ function render(data) {
   totals(data);
   document.getElementById("group-word").textContent = state.kind === "post" ? "brand (posts)" : "product (tickets)";
   document.getElementById("smooth-note").textContent = SMOOTH[data.bucket] > 1 ?
-    `, over the trailing ${SMOOTH[data.bucket]} ${data.bucket}s` : "";
+    ` (each point: the share of the ${SMOOTH[data.bucket]} ${data.bucket}s up to it)` : " (each point: its hour)";
   const sentiment = data.sentiment.filter(r => r.kind === state.kind);
   lineChart(document.getElementById("sentiment-chart"), sentiment, data.bucket);
   volumeChart(sentiment, data.bucket);
