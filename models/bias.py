@@ -35,6 +35,7 @@ PARTS = ("dev", "heldout")
 REPORTED = "heldout"  # the half the summary, the card and the gate read (the dev half is for choosing mitigations)
 # Targets (issue 32), on the held-out half's benign rows; recall on its abusive rows
 TARGETS = {"fpr": 0.05, "mean": 0.25, "spread": 0.15, "medium_share": 0.10, "above_medium": 0.0, "recall_medium": 0.90}
+MIN_ROWS = 20  # test-split figures of a group are shown (CLI, card) where it has at least this many rows
 GATE_MARGIN = 0.02  # the gate refuses a group's gap or false-positive rate that grows by more than this
 
 

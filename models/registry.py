@@ -282,6 +282,9 @@ def _calibration_section(card: dict) -> list[str]:
             *_table(["head", "temperature", "validation NLL", "validation ECE", "test NLL", "test ECE"], rows), ""]
 
 
+MIN_TEST_ROWS = 20  # models/bias.py MIN_ROWS: a group's test-split figures are shown from this many rows
+
+
 def _fairness_section(bias: dict | None) -> list[str]:
     """The profile's `bias` section (`streamsense models bias --record`, models/bias.py): per identity group, false
     alarms on benign mentions and recall on abuse, with the summary against the targets."""
@@ -305,12 +308,21 @@ def _fairness_lines(bias: dict) -> list[str]:
     def num(x):
         return "–" if x is None else f"{x:.2f}"
 
-    baseline = (bias.get("mitigation") or {}).get("without") or {}
+    mitigation = bias.get("mitigation") or {}
+    baseline = mitigation.get("without") or {}
+    blind = mitigation.get("identity_blind") or []
+
+    def cell(g, before, h):
+        now = f"{pct(g['heads'][h]['fpr'])} / {num(g['heads'][h]['mean'])}"
+        if before and h in blind:
+            was = before["heads"][h]
+            now += f" (was {pct(was['fpr'])} / {num(was['mean'])})"
+        return now
+
     rows = []
-    for name, g in part["groups"].items():
+    for name, g in sorted(part["groups"].items(), key=lambda kv: (kv[1]["category"], kv[0].lower())):
         before = baseline.get(name)
-        rows.append([name, g["category"],
-                     *[f"{pct(g['heads'][h]['fpr'])} / {num(g['heads'][h]['mean'])}" for h in heads],
+        rows.append([name, g["category"], *[cell(g, before, h) for h in heads],
                      pct(g["medium_share"]) + (f" (was {pct(before['medium_share'])})" if before else ""),
                      pct(g["recall_medium"]),
                      *[f"{num(g['heads'][h]['subgroup_auc'])} / {num(g['heads'][h]['bpsn_auc'])} / "
@@ -323,10 +335,9 @@ def _fairness_lines(bias: dict) -> list[str]:
               f"{bias['threshold']}; ≥ medium: benign mentions at risk level medium or above (before the mitigation "
               "in brackets); abuse ≥ medium: the group's abusive templates at medium or above; AUCs: subgroup / "
               "BPSN / BNSP."), ""]
-    mitigation = bias.get("mitigation")
-    if mitigation and mitigation.get("identity_blind"):
-        lines += [(f"Mitigation in the decision layer: the {', '.join(mitigation['identity_blind'])} head(s) are "
-                   "identity-blind: where one reaches its medium probability on a text naming a group, its "
+    if blind:
+        lines += [(f"Mitigation in the decision layer (before it in brackets): identity-blind heads "
+                   f"({', '.join(blind)}): where one reaches its medium probability on a text naming a group, its "
                    "probability is the lower of the text's and the text's with the group's words replaced by a "
                    "neutral word (docs/models.md, \"Fairness\")."), ""]
     lines += _table(["group", "category", *[f"{h} FPR / mean" for h in heads], "≥ medium", "abuse ≥ medium",
@@ -346,7 +357,7 @@ def _fairness_lines(bias: dict) -> list[str]:
                   ""]
         for key, split in splits.items():
             named = [f"{g} {pct(m['fpr'])}, {num(m['bpsn_auc'])} (n {m['n']})" for g, m in split["groups"].items()
-                     if m["n"] >= 20]
+                     if m["n"] >= MIN_TEST_ROWS]
             lines.append(f"- {key} ({split['rows']} rows, FPR {pct(split['overall_fpr'])}, AUC "
                          f"{num(split['overall_auc'])}): " + ("; ".join(named) or "no group with 20 rows"))
         lines.append("")

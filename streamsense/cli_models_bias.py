@@ -33,7 +33,7 @@ def models_bias(
     at risk level >= medium), mean probability, subgroup / BPSN / BNSP AUC, recall on abuse of the group; from the
     project's templates and, where the datasets are found, the test rows naming the groups (docs/models.md,
     "Fairness")."""
-    from streamsense.models.bias import evaluate_bias, record as record_report
+    from streamsense.models.bias import MIN_ROWS, evaluate_bias, record as record_report
     from streamsense.models.classifier import Classifier
     from streamsense.models.registry import resolve
     from streamsense.models.risk import RiskRules
@@ -78,9 +78,11 @@ def models_bias(
         out.print(report["test_splits_note"], soft_wrap=True)
     else:
         for key, split in report["test_splits"].items():
-            worst = sorted(split["groups"].items(), key=lambda kv: kv[1]["bpsn_auc"] or 1)[:3]
+            shown = [(g, m) for g, m in split["groups"].items() if m["n"] >= MIN_ROWS and m["bpsn_auc"] is not None]
+            worst = sorted(shown, key=lambda kv: kv[1]["bpsn_auc"])[:3]
             out.print(f"test split {key}: {split['rows']} rows, FPR {_pct(split['overall_fpr'])}, AUC "
                       f"{split['overall_auc']}; lowest BPSN AUC: "
-                      + ", ".join(f"{g} {m['bpsn_auc']} (n {m['n']})" for g, m in worst), soft_wrap=True)
+                      + (", ".join(f"{g} {m['bpsn_auc']} (n {m['n']})" for g, m in worst)
+                         or f"no group with {MIN_ROWS} rows"), soft_wrap=True)
     if record:
         out.print(f"recorded in {path / 'profile.json'} and {path / 'MODEL_CARD.md'}")
