@@ -328,13 +328,15 @@ def _fairness_lines(bias: dict) -> list[str]:
                      *[f"{num(g['heads'][h]['subgroup_auc'])} / {num(g['heads'][h]['bpsn_auc'])} / "
                        f"{num(g['heads'][h]['bnsp_auc'])}" for h in heads]])
     t = bias["templates"]
+    half = bias["reported"].replace("heldout", "held-out")
     lines = ["## Fairness", "",
-             (f"Identity-term bias (`streamsense models bias`), through the serving path, on the {bias['reported']} "
+             (f"Identity-term bias (`streamsense models bias`), through the serving path, on the {half} "
               f"half of the project's templates (`{t['file']}`: {t['groups']} groups, benign mentions and abuse of "
               f"each; made {bias['made_at']}). FPR: benign mentions a head flags at probability ≥ "
-              f"{bias['threshold']}; ≥ medium: benign mentions at risk level medium or above (before the mitigation "
-              "in brackets); abuse ≥ medium: the group's abusive templates at medium or above; AUCs: subgroup / "
-              "BPSN / BNSP."), ""]
+              f"{bias['threshold']}; ≥ medium: benign mentions at risk level medium or above"
+              + (" (before the mitigation in brackets)" if blind else "")
+              + "; abuse ≥ medium: the group's abusive templates at medium or above; AUCs: subgroup / BPSN / BNSP."),
+             ""]
     if blind:
         lines += [(f"Mitigation in the decision layer (before it in brackets): identity-blind heads "
                    f"({', '.join(blind)}): where one reaches its medium probability on a text naming a group, its "
