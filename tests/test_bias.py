@@ -239,3 +239,14 @@ def test_the_gate_compares_the_recorded_shipped_reports(pair):
     profile.write_section(challenger, "bias", worse, recorded["made_from"])
     result = gate.run_gate(champion, challenger, only=["bias"])
     assert not result.passed and "'lesbian'" in result.reasons()[0]
+
+
+def test_the_chinese_report_reads_its_own_templates_and_head(tmp_path):
+    runtime = ModelRuntime(SHIPPED_MODELS / "streamsense-bge-zh" / "1", "cpu", threads=1)
+    zh = Classifier(runtime, RiskRules.load().for_model(runtime.name))
+    report = bias.evaluate_bias(zh, None, limit=2)
+    assert report["language"] == "zh" and report["heads"] == ["offensive"] and report["mitigation"] is None
+    assert report["templates"]["file"] == "models/bias_templates/zh.toml"
+    part = report["parts"]["dev"]
+    assert len(part["groups"]) >= 20 and part["groups"]["河南人"]["benign"] == 1
+    assert report["test_splits"] is None and "templates only" in report["test_splits_note"]
