@@ -101,6 +101,10 @@ class Classifier:
         per text."""
         if probs is None:
             probs = self.infer(encoded)
+        if self.rules.identity_blind:  # a second look, without the identity terms, at the texts those heads flag
+            from streamsense.models.bias import blind_probs
+
+            probs = blind_probs(self, texts, probs)
         n = len(texts)
         sentiment = probs["sentiment"]
         if sentiment.shape[0] != n or len(encoded.truncated) < n:

@@ -68,3 +68,7 @@ def run_gate(champion_dir: Path, challenger_dir: Path, evidence: dict | None = N
         card = read_card(path)
         return f"{card.get('name')}:{card.get('version')}"
     return GateResult(ref(Path(champion_dir)), ref(Path(challenger_dir)), results)
+
+
+# The checks register themselves on import: import their modules here, so every caller of run_gate has them.
+import streamsense.models.bias  # noqa: E402,F401  the `bias` check

@@ -61,7 +61,13 @@ def write_card(model_dir: Path, card: dict) -> None:
     """Write model.json and its readable twin MODEL_CARD.md."""
     model_dir = Path(model_dir)
     (model_dir / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (model_dir / CARD_MARKDOWN).write_text(render_markdown(card), encoding="utf-8")
+    (model_dir / CARD_MARKDOWN).write_text(render_markdown(card, _profile(model_dir)), encoding="utf-8")
+
+
+def _profile(model_dir: Path) -> dict | None:
+    """The model's profile (models/profile.py) where one was made: the card renders some of its sections."""
+    path = Path(model_dir) / "profile.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def text_options(card: dict) -> dict:
@@ -167,8 +173,8 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def render_markdown(card: dict) -> str:
-    """MODEL_CARD.md: the content of model.json for people."""
+def render_markdown(card: dict, profile: dict | None = None) -> str:
+    """MODEL_CARD.md: the content of model.json for people (and sections of its profile, where given)."""
     title = f"{card['name']} v{card['version']}" if card.get("version") else f"{card['name']} (unpublished)"
     tasks, training, validation = card["tasks"], card["training"], card["metrics"]["validation"]
     risks = ", ".join(f"{t['name']}: {t['positive']}" for t in tasks if t["positive"])
@@ -207,6 +213,7 @@ def render_markdown(card: dict) -> str:
         *_test_section(card),
         *_calibration_section(card),
         *_text_section(card),
+        *_fairness_section(((profile or {}).get("sections") or {}).get("bias")),
         "## Training",
         "",
         (f"Trained on {training['device']} for {training['steps']} steps ({training['minutes']} minutes) "
@@ -273,6 +280,92 @@ def _calibration_section(card: dict) -> list[str]:
              "temperature before the softmax, so probabilities (and the risk levels fitted on them) mean what they "
              "say; labels do not change."), "",
             *_table(["head", "temperature", "validation NLL", "validation ECE", "test NLL", "test ECE"], rows), ""]
+
+
+MIN_TEST_ROWS = 20  # models/bias.py MIN_ROWS: a group's test-split figures are shown from this many rows
+
+
+def _fairness_section(bias: dict | None) -> list[str]:
+    """The profile's `bias` section (`streamsense models bias --record`, models/bias.py): per identity group, false
+    alarms on benign mentions and recall on abuse, with the summary against the targets."""
+    if not bias:
+        return []
+    try:
+        return _fairness_lines(bias)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a section this version cannot read: say so
+        return ["## Fairness", "", f"The profile's bias section could not be rendered ({type(exc).__name__}: {exc}); "
+                "`streamsense models bias --record` writes it again.", ""]
+
+
+def _fairness_lines(bias: dict) -> list[str]:
+    part = bias["parts"][bias["reported"]]
+    heads = bias["heads"]
+    summary = part["summary"]
+
+    def pct(x):
+        return "–" if x is None else f"{x * 100:.0f} %"
+
+    def num(x):
+        return "–" if x is None else f"{x:.2f}"
+
+    mitigation = bias.get("mitigation") or {}
+    baseline = mitigation.get("without") or {}
+    blind = mitigation.get("identity_blind") or []
+
+    def cell(g, before, h):
+        now = f"{pct(g['heads'][h]['fpr'])} / {num(g['heads'][h]['mean'])}"
+        if before and h in blind:
+            was = before["heads"][h]
+            now += f" (was {pct(was['fpr'])} / {num(was['mean'])})"
+        return now
+
+    rows = []
+    for name, g in sorted(part["groups"].items(), key=lambda kv: (kv[1]["category"], kv[0].lower())):
+        before = baseline.get(name)
+        rows.append([name, g["category"], *[cell(g, before, h) for h in heads],
+                     pct(g["medium_share"]) + (f" (was {pct(before['medium_share'])})" if before else ""),
+                     pct(g["recall_medium"]),
+                     *[f"{num(g['heads'][h]['subgroup_auc'])} / {num(g['heads'][h]['bpsn_auc'])} / "
+                       f"{num(g['heads'][h]['bnsp_auc'])}" for h in heads]])
+    t = bias["templates"]
+    half = bias["reported"].replace("heldout", "held-out")
+    lines = ["## Fairness", "",
+             (f"Identity-term bias (`streamsense models bias`), through the serving path, on the {half} "
+              f"half of the project's templates (`{t['file']}`: {t['groups']} groups, benign mentions and abuse of "
+              f"each; made {bias['made_at']}). FPR: benign mentions a head flags at probability ≥ "
+              f"{bias['threshold']}; ≥ medium: benign mentions at risk level medium or above"
+              + (" (before the mitigation in brackets)" if blind else "")
+              + "; abuse ≥ medium: the group's abusive templates at medium or above; AUCs: subgroup / BPSN / BNSP."),
+             ""]
+    if blind:
+        lines += [(f"Mitigation in the decision layer (before it in brackets): identity-blind heads "
+                   f"({', '.join(blind)}): where one reaches its medium probability on a text naming a group, its "
+                   "probability is the lower of the text's and the text's with the group's words replaced by a "
+                   "neutral word (docs/models.md, \"Fairness\")."), ""]
+    lines += _table(["group", "category", *[f"{h} FPR / mean" for h in heads], "≥ medium", "abuse ≥ medium",
+                     *[f"{h} AUCs" for h in heads]], rows)
+    met = summary["targets"]
+    lines += ["", "Summary: " + "; ".join(
+        f"{h}: worst {m['worst_group']} {num(m['worst_mean'])}, best {m['best_group']} {num(m['best_mean'])}, "
+        f"spread {num(m['spread'])}, highest FPR {pct(m['max_fpr'])} ({m['max_fpr_group']})"
+        for h, m in summary["heads"].items())
+        + f"; benign at ≥ medium {pct(summary['medium_share'])}, above medium {pct(summary['above_medium'])}; "
+          f"abuse at ≥ medium {pct(summary['recall_medium'])}. Targets met: "
+        + (", ".join(k for k, v in met.items() if v) or "none") + "; missed: "
+        + (", ".join(k for k, v in met.items() if not v) or "none") + ".", ""]
+    splits = bias.get("test_splits")
+    if splits:
+        lines += ["Test rows naming the groups (groups with at least 20 rows; FPR at the head's threshold, BPSN AUC):",
+                  ""]
+        for key, split in splits.items():
+            named = [f"{g} {pct(m['fpr'])}, {num(m['bpsn_auc'])} (n {m['n']})" for g, m in split["groups"].items()
+                     if m["n"] >= MIN_TEST_ROWS]
+            lines.append(f"- {key} ({split['rows']} rows, FPR {pct(split['overall_fpr'])}, AUC "
+                         f"{num(split['overall_auc'])}): " + ("; ".join(named) or "no group with 20 rows"))
+        lines.append("")
+    elif bias.get("test_splits_note"):
+        lines += [f"Test splits: {bias['test_splits_note']}.", ""]
+    return lines
 
 
 def _text_section(card: dict) -> list[str]:

@@ -223,6 +223,9 @@ class Head:
     high: float | None = None
     requires: str | None = None
     ceiling: str = "high"  # "medium": policy, the head never makes a message high (and `--fit` fits no `high`)
+    # the head's probability, where it reaches `medium` on a text naming a group of people, is the lower of the text's
+    # and its identity-blind counterfactual's (models/bias.py, docs/models.md "Fairness")
+    identity_blind: bool = False
 
     def score(self, p: float, bands: dict[str, float]) -> float:
         medium, high, critical = bands["medium"], bands["high"], bands["critical"]
@@ -240,7 +243,7 @@ def _heads(path, where: str, raw: dict) -> tuple[dict[str, Head], str | None]:
     fitted_for = table.pop("fitted_for", None)
     heads = {}
     for name, h in table.items():
-        unknown = set(h) - {"medium", "high", "requires", "ceiling"}
+        unknown = set(h) - {"medium", "high", "requires", "ceiling", "identity_blind"}
         if unknown:
             raise RulesError(f"risk rules {path}: {where}.{name}: unknown option {', '.join(sorted(unknown))}")
         ceiling = h.get("ceiling", "high")
@@ -248,7 +251,7 @@ def _heads(path, where: str, raw: dict) -> tuple[dict[str, Head], str | None]:
             raise RulesError(f"risk rules {path}: {where}.{name}: ceiling is \"medium\" (then no `high`) or "
                              f"\"high\", got {ceiling!r}")
         heads[name] = Head(name, float(h["medium"]), None if h.get("high") is None else float(h["high"]),
-                           h.get("requires"), ceiling)
+                           h.get("requires"), ceiling, bool(h.get("identity_blind", False)))
     for head in heads.values():
         if not 0 < head.medium < (head.high if head.high is not None else 1.0) <= 1:
             raise RulesError(f"risk rules {path}: {where}.{head.name}: need 0 < medium < high <= 1")
@@ -328,6 +331,11 @@ class RiskRules:
             return self
         heads, fitted_for = self.model_heads[name]
         return replace(self, heads=heads, fitted_for=fitted_for)
+
+    @property
+    def identity_blind(self) -> tuple[str, ...]:
+        """The heads taken identity-blind (Head.identity_blind)."""
+        return tuple(name for name, head in self.heads.items() if head.identity_blind)
 
     @property
     def signals_by_name(self) -> dict[str, Signal]:

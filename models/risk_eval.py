@@ -257,7 +257,7 @@ def fit_heads(scored: dict[str, Scored], rules: RiskRules, recall: float = 0.85,
         ceiling = old.ceiling if old else "high"
         keep_high = ceiling == "high" and medium < high <= max_high
         heads[name] = Head(name, max(medium, 0.001), high if keep_high else None, old.requires if old else None,
-                           ceiling)
+                           ceiling, old.identity_blind if old else False)
     return heads
 
 
@@ -273,6 +273,8 @@ def heads_toml(heads: dict[str, Head], fitted_for: str, model: str | None = None
             lines.append(f'requires = "{head.requires}"')
         if head.ceiling != "high":
             lines.append(f'ceiling = "{head.ceiling}"')
+        if head.identity_blind:
+            lines.append("identity_blind = true")
     return "\n".join(lines) + "\n"
 
 

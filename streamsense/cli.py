@@ -748,3 +748,6 @@ def bench(
     Console().print(table)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
+
+
+import streamsense.cli_models_bias  # noqa: E402,F401  `models bias` (registers itself on models_app)

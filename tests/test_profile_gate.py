@@ -11,12 +11,13 @@ from streamsense.settings import SHIPPED_MODELS
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A copy of the shipped English model's small files (the ONNX files are not needed by these checks)."""
+    """A copy of the shipped English model's small files (the ONNX files are not needed by these checks), without
+    the profile recorded for it."""
     src = SHIPPED_MODELS / "streamsense-minilm" / "3"
     out = tmp_path / "m"
-    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.onnx"))
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.onnx", "profile.json"))  # without its recorded profile
     card = read_card(out)
-    card["files"] = {k: v for k, v in card["files"].items() if not k.endswith(".onnx")}
+    card["files"] = {k: v for k, v in card["files"].items() if not k.endswith(".onnx") and k != "profile.json"}
     (out / "model.json").write_text(__import__("json").dumps(card))
     return out
 

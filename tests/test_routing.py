@@ -8,6 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, select, text
 
+from streamsense.models.bias import identity_lexicon
 from streamsense.models.classifier import Classifier
 from streamsense.models.language import identify
 from streamsense.models.risk import RiskRules
@@ -88,16 +89,19 @@ def test_rows_keep_input_order_and_name_their_model():
     flagged = [r for r in batch.predictions if not r["supported"]]
     assert {r["lang"] for r in flagged} == {"es"}
     assert "the model reads en, zh only" in flagged[0]["risk_explanation"]
-    # one inference per model per batch, each on its own messages only
+    # one inference per model per batch, each on its own messages only; the English model's identity-blind heads
+    # (models/bias.py) take one more look at its texts that name a group of people and reach medium, and only those
     n_zh = sum(r["lang"] == "zh" for r in batch.predictions)
-    assert zh.infer_calls == [n_zh] and en.infer_calls == [len(batch.predictions) - n_zh]
+    assert zh.infer_calls == [n_zh] and en.infer_calls[0] == len(batch.predictions) - n_zh
+    named = sum(bool(identity_lexicon("en").search(m["text"])) for m in batch.predictions if m["lang"] != "zh")
+    assert len(en.infer_calls) <= 2 and sum(en.infer_calls[1:]) <= named
 
 
 def test_a_batch_of_one_language_never_touches_the_other_model():
     en, zh = FakeRuntime(), FakeZhRuntime()
     processor = Processor(routed(en, zh), TOPICS, AlertRules.load())
     processor.process(sample_messages(30, 10))
-    assert zh.infer_calls == [] and len(en.infer_calls) == 1
+    assert zh.infer_calls == [] and 1 <= len(en.infer_calls) <= 2  # (2: the identity-blind second look)
 
 
 def test_a_model_failure_in_one_route_costs_one_message():
