@@ -4,6 +4,9 @@ from what to what.
 
 - `psi`: population stability index of bin shares (labels per head, score bins, length, languages); the common
   reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major. Shares are floored at 1e-4 so an empty bin is finite.
+  A PSI must also clear its sampling noise: under no drift n·N/(n+N)·PSI is about chi-square with (bins - 1)
+  degrees of freedom, so a level counts only above max(threshold, chi2 quantile(1 - 1e-4) x (1/n + 1/N)) (ten
+  score bins, windows of 500 and a reference of 1,000: 0.10; of 4,665: 0.08).
 - `rate`: a rate (messages with an [UNK] token, truncated messages) against the reference's by a two-sample z test:
   moderate when |z| >= 4 and it moved >= 2 points, major when it moved >= 10 points.
 - `projection`: the window's mean random projection of the token bags against the reference's: T = sum over the
@@ -82,8 +85,19 @@ def psi(reference: np.ndarray, window: np.ndarray) -> float:
     return float(np.sum((w - r) * np.log(w / r)))
 
 
-def _level(method: Method, value: float) -> str:
-    return MAJOR if value >= method.major else MODERATE if value >= method.moderate else STABLE
+def _level(method: Method, value: float, floor: float = 0.0) -> str:
+    return MAJOR if value >= max(method.major, floor) else MODERATE if value >= max(method.moderate, floor) \
+        else STABLE
+
+
+NOISE_Z = 3.719  # the standard normal's 1 - 1e-4 quantile
+
+
+def chi2_quantile(df: int, z: float = NOISE_Z) -> float:
+    """The chi-square quantile of `df` degrees of freedom at the normal quantile `z` (Wilson-Hilferty: within a few
+    percent from 1 degree of freedom up, without scipy)."""
+    k = max(df, 1)
+    return k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3
 
 
 def _pct(x: float) -> str:
@@ -151,8 +165,11 @@ def judge(reference: Reference | None, sums: np.ndarray, min_messages: int | Non
         method = METHODS["psi"]
         value = psi(ref[a:b], sums[a:b])
         moved, bins = _moved(name, layout, ref[a:b], sums[a:b])
+        used = int(np.count_nonzero((ref[a:b] > 0) | (sums[a:b] > 0)))
+        noise = chi2_quantile(used - 1) * (1 / n + 1 / max(N, 1))
         quantities.append({"name": _histogram_name(name, layout), "method": "psi", "value": round(value, 4),
-                           "level": _level(method, value), "thresholds": [method.moderate, method.major],
+                           "level": _level(method, value, noise), "noise": round(noise, 4),
+                           "thresholds": [round(max(method.moderate, noise), 4), round(max(method.major, noise), 4)],
                            "moved": moved, "bins": bins})
     quantities.append(projection_quantity(reference, sums))
     estimated = estimates(reference, sums)

@@ -47,6 +47,13 @@ def make_reference(classifier, texts: Sequence[str], min_messages: int = DEFAULT
     if len(texts) < min_messages:
         raise ValueError(f"a reference needs at least {min_messages} texts (a window's minimum); got {len(texts)}")
     facts, counts, floats, tokens = measure_texts(classifier, texts)
+    card = getattr(classifier.runtime, "card", {}) or {}
+    return reference_of(facts, counts, floats, tokens, classifier.runtime.label, card, min_messages, seed)
+
+
+def reference_of(facts, counts: np.ndarray, floats: np.ndarray, tokens: np.ndarray, label: str, card: dict,
+                 min_messages: int = DEFAULT_MIN_MESSAGES, seed: int = 0) -> dict:
+    """The `drift` section's data from measured messages (measure_texts)."""
     layout = facts.layout
     sums = vector(layout, counts, floats)
     a = 2 + len(layout.heads)
@@ -63,10 +70,9 @@ def make_reference(classifier, texts: Sequence[str], min_messages: int = DEFAULT
         stats[b] = np.sum(z ** 2) * n
     threshold = float(np.quantile(stats, BOOTSTRAP_QUANTILE))
     top = np.argsort(tokens)[::-1][:TOP_TOKENS]
-    card = getattr(classifier.runtime, "card", {}) or {}
     calibrated = sorted(set(calibration(card)) & {h for h, _, _ in layout.heads})
-    label = classifier.runtime.label.removesuffix("+null")
-    return {"format": FORMAT, "model": label, "layout": layout.to_dict(), "min_messages": int(min_messages),
+    return {"format": FORMAT, "model": label.removesuffix("+null"), "layout": layout.to_dict(),
+            "min_messages": int(min_messages),
             "sums": [float(f"{x:.7g}") for x in sums.tolist()],
             "projection": {"mean": [round(x, 6) for x in mean.tolist()], "std": [round(x, 6) for x in std.tolist()],
                            "bootstrap": {"windows": BOOTSTRAP_WINDOWS, "size": n, "quantile": BOOTSTRAP_QUANTILE,
