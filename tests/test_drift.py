@@ -108,12 +108,12 @@ def moved(row) -> list[str]:
     return [q["name"] for q in row.verdict["quantities"] if q["level"] != "stable"]
 
 
-def test_false_alarms_at_most_one_percent_of_windows_of_held_out_traffic(null, null_reference, tmp_path):
-    """100 windows of the default size, each a random half of the held-out tweets (not in the reference), through the
-    pipeline and the store: drift is declared in at most 1 % of them."""
+def test_no_false_alarm_in_windows_of_held_out_traffic_through_pipeline_and_store(null, null_reference, tmp_path):
+    """30 windows of the default size, each a random half of the held-out tweets (not in the reference), through the
+    pipeline and the store: no drift declared (the 1 % bound is counted over 1,000 windows below)."""
     replay = Replay(null, null_reference, tmp_path / "fa.db", batch=512)
     rng = np.random.default_rng(34)
-    windows = 100
+    windows = 30
     for w in range(windows):
         replay.window([HELD_OUT[i] for i in rng.choice(len(HELD_OUT), N, replace=False)], w)
     replay.close(windows)
@@ -121,7 +121,7 @@ def test_false_alarms_at_most_one_percent_of_windows_of_held_out_traffic(null, n
     judged = [verdicts[w] for w in range(windows)]
     assert all(r.messages == N and r.status in ("stable", "drift") for r in judged)
     alarms = [r.summary for r in judged if r.status == "drift"]
-    assert len(alarms) <= windows // 100, alarms
+    assert not alarms, alarms
 
 
 @pytest.fixture(scope="module")
@@ -138,18 +138,17 @@ def _reference_of(english, rows) -> Reference:
                                                model.runtime.card))
 
 
-def test_false_alarms_of_the_model_outputs_with_the_shipped_model(english):
-    """The model-output quantities (labels, score bins, estimated accuracy) with the real English model: 200 windows of
-    the default size drawn from the held-out tweets' measured features (each a random half of them); drift in at
-    most 1 % of them."""
+def test_false_alarms_at_most_one_percent_of_windows_with_the_shipped_model(english):
+    """Every quantity (inputs and the real English model's outputs): 1,000 windows of the default size, each a random
+    half of the held-out tweets as the pipeline measures them; drift declared in at most 1 % of them."""
     _, (facts, counts, floats, _) = english
     reference = _reference_of(english, range(len(REFERENCE_TEXTS)))
     held = np.arange(len(REFERENCE_TEXTS), len(TEXTS))
     rng = np.random.default_rng(7)
     verdicts = [judge(reference, vector(facts.layout, counts[idx], floats[idx]))
-                for idx in (rng.choice(held, N, replace=False) for _ in range(200))]
+                for idx in (rng.choice(held, N, replace=False) for _ in range(1000))]
     alarms = [v["summary"] for v in verdicts if v["status"] == "drift"]
-    assert len(alarms) <= 2, alarms
+    assert len(alarms) <= 10, alarms
     assert {q["method"] for q in verdicts[0]["quantities"]} == {"psi", "rate", "projection", "cbpe"}
 
 

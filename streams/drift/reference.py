@@ -27,7 +27,7 @@ def measure_texts(classifier, texts: Sequence[str]) -> tuple[object, np.ndarray,
     runtime = classifier.runtime
     facts = facts_of(runtime)
     counts, floats = [], []
-    tokens = np.zeros(facts.table.shape[0], dtype=np.int64)
+    tokens = np.zeros(facts.table.shape[1], dtype=np.int64)
     for i in range(0, len(texts), CHUNK):
         chunk = list(texts[i:i + CHUNK])
         langs = identify(chunk)
