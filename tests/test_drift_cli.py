@@ -117,10 +117,14 @@ def test_reference_from_a_trusted_window_of_stored_traffic(html_store, registry)
     assert nothing.exit_code == 2 and "no stored texts of streamsense-minilm:3" in nothing.output
 
 
-def test_bi_report_and_metrics(html_store):
+def test_bi_report_dashboard_and_metrics(html_store):
+    from streamsense.streams.dashboard import summary
+
     engine = connect(html_store.url)
     rows = run_report(engine, "drift-windows").records()
+    panel = summary(engine, "minute", 60)["drift"]
     engine.dispose()
+    assert panel == rows
     assert [r["status"] for r in rows] == [None, "drift"]  # newest first: the open window is not judged yet
     assert rows[1]["messages"] == N and "(PSI " in rows[1]["summary"]
     metrics = Metrics()
