@@ -192,7 +192,8 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
                   drift_windows.c.judged_at, drift_windows.c.window_seconds)
            .order_by(drift_windows.c.window_start.desc(), drift_windows.c.model_version, drift_windows.c.scope),
            "window_start", 100, ("window_start", "model_version", "scope", "messages", "status", "summary"),
-           time_base=EVENT, sources=(Source(drift_windows, "drift windows", event="window_start", stored="updated_at"),)),
+           time_base=EVENT,
+           sources=(Source(drift_windows, "drift windows", event="window_start", stored="updated_at"),)),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),

@@ -7,7 +7,6 @@ moves there; the negative-share replay runs the shipped model itself."""
 
 import gzip
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 

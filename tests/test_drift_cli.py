@@ -130,6 +130,23 @@ def test_bi_report_dashboard_and_metrics(html_store):
     metrics = Metrics()
     metrics.watch_drift(html_store.store.drift)
     exposed = metrics.render().decode()
-    assert 'streamsense_drift_level{model_version="streamsense-minilm:3+null",quantity="length (tokens)",scope="*"} 2.0' \
-        in exposed
+    level = 'streamsense_drift_level{model_version="streamsense-minilm:3+null",quantity="length (tokens)",scope="*"}'
+    assert f"{level} 2.0" in exposed
     assert "streamsense_drift_window_messages{" in exposed
+
+
+def test_the_promotion_gate_wants_a_drift_reference(registry):
+    import streamsense.streams.drift.promotion  # noqa: F401 (registers the check)
+    from streamsense.models.gate import run_gate
+
+    model_dir = registry / "streamsense-minilm" / "3"
+    passed = run_gate(model_dir, model_dir, only=["drift_reference"])
+    assert passed.passed and "has a drift reference of 4665 texts" in passed.reasons()[0]
+    (model_dir / "profile.json").unlink()
+    card = json.loads((model_dir / "model.json").read_text())
+    del card["files"]["profile.json"]
+    (model_dir / "model.json").write_text(json.dumps(card))
+    refused = run_gate(model_dir, model_dir, only=["drift_reference"])
+    assert not refused.passed
+    assert refused.reasons() == ["drift_reference: streamsense-minilm:3 has no drift reference: make one with "
+                                 "`streamsense drift reference --model streamsense-minilm:3`"]

@@ -56,5 +56,6 @@ def test_a_worker_keeps_drift_windows_and_alerts_on_a_bot(broker, unique, tmp_pa
         wait_until(lambda: not store.unpublished_alerts(), 30, what="alerts published")
         published = [json.loads(m.value) for m in consume_all(settings, settings.topic_alerts, store.count(alerts))]
         drift = [a for a in published if a["rule"] == "drift"]
-        assert {a["key"] for a in drift} == {"streamsense-minilm:3:*", f"streamsense-minilm:3:topic:{settings.topic_posts}"}
+        assert {a["key"] for a in drift} == {"streamsense-minilm:3:*",
+                                             f"streamsense-minilm:3:topic:{settings.topic_posts}"}
         assert all(a["summary"].startswith("drift in streamsense-minilm:3") and a["evidence"] for a in drift)

@@ -118,7 +118,8 @@ def _moved(name: str, layout: Layout, r: np.ndarray, w: np.ndarray) -> tuple[str
     """The bin that moved most, in words, and every bin's shares."""
     labels = layout.bin_labels(name)
     rs, ws = r / max(r.sum(), 1), w / max(w.sum(), 1)
-    bins = [{"bin": b, "reference": round(float(x), 4), "window": round(float(y), 4)} for b, x, y in zip(labels, rs, ws)]
+    bins = [{"bin": b, "reference": round(float(x), 4), "window": round(float(y), 4)}
+            for b, x, y in zip(labels, rs, ws)]
     i = int(np.argmax(np.abs(ws - rs)))
     if name.startswith("labels:"):
         what = f"{labels[i]} share"

@@ -3,7 +3,7 @@ texts of the window: the tokens most over-represented against the reference, the
 texts repeated most, with examples."""
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import func, select

@@ -154,7 +154,7 @@ def stored_verdict(verdict: dict) -> dict:
 
 
 def drift_alert(version: str, scope: str, start: datetime, seconds: int, verdict: dict) -> AlertCandidate:
-    """The alert of a drifted window: one id per (model version, scope, window), so a replay proposes it again in vain."""
+    """The alert of a drifted window: one id per (model version, scope, window): a replay proposes it again in vain."""
     key = f"{version}:{scope}"
     end = start + timedelta(seconds=seconds)
     moved = [q for q in verdict["quantities"] if q["level"] != "stable"][:EVIDENCE_QUANTITIES]
