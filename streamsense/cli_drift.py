@@ -187,10 +187,14 @@ def print_explanation(out: Console, x: dict) -> None:
     out.print(f"  {x['summary']}")
     if x["quantities"]:
         table = Table("quantity", "method", "value", "level", "what moved", box=None)
-        for q in x["quantities"]:
+        moved = [q for q in x["quantities"] if q["level"] != "stable"]
+        shown = x["quantities"][:len(moved) + 3]  # what moved, then the closest of the rest (--json: all)
+        for q in shown:
             style = {"major": "red", "moderate": "yellow"}.get(q["level"], "dim")
             table.add_row(q["name"], q["method"], f"{q['value']:.3f}", f"[{style}]{q['level']}[/]", q["moved"])
         out.print(table)
+        if len(shown) < len(x["quantities"]):
+            out.print(f"[dim]{len(x['quantities']) - len(shown)} more quantities stable (--json lists them)[/]")
     estimated = {h: e for h, e in x.get("estimated", {}).items() if e.get("window") is not None}
     if estimated:
         out.print("estimated accuracy (no labels, calibrated heads): " + ", ".join(

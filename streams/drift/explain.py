@@ -94,7 +94,8 @@ def _tokens(reference, stored, tokenizer, examples: int) -> list[dict]:
     out = []
     vocab = tokenizer.tokenizer
     for score, token, w, r in scored[:10]:
-        shown = [t[:EXCERPT] for (t, _), row in zip(stored, ids) if token in row][:examples]
+        holding = [(row.count(token) / max(len(row), 1), t) for (t, _), row in zip(stored, ids) if token in row]
+        shown = list(dict.fromkeys(t[:EXCERPT] for _, t in sorted(holding, key=lambda x: -x[0])))[:examples]
         out.append({"token": vocab.id_to_token(token), "reference": round(r, 5), "window": round(w, 5),
                     "score": round(float(score), 5), "examples": shown})
     return out
