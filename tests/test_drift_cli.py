@@ -150,3 +150,18 @@ def test_the_promotion_gate_wants_a_drift_reference(registry):
     assert not refused.passed
     assert refused.reasons() == ["drift_reference: streamsense-minilm:3 has no drift reference: make one with "
                                  "`streamsense drift reference --model streamsense-minilm:3`"]
+
+
+def test_a_reference_made_while_the_worker_runs_is_used_at_the_next_close(registry):
+    from streamsense.streams.drift.reference import References
+
+    refs = References(registry)
+    model_dir = registry / "streamsense-minilm" / "3"
+    assert refs.get(MODEL).messages == 4665  # the shipped one
+    (model_dir / "profile.json").unlink()
+    assert refs.get(MODEL) is None
+    data = {**section(SHIPPED_MODELS / "streamsense-minilm" / "3", "drift")}
+    data["sums"] = [x * 2 for x in data["sums"]]
+    save_reference(model_dir, data, "a test")
+    assert refs.get(MODEL).messages == 2 * 4665
+    assert refs.get(MODEL + "+null") is None and refs.get("no-such-model:1") is None

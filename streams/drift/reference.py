@@ -91,23 +91,29 @@ def load_reference(model_dir: Path) -> Reference | None:
 
 
 class References:
-    """Model version label ("name:version") → its Reference, looked up in the model registry once, lazily (a reloaded
-    worker's new model is found when its first window closes). A null model ("...+null") has none."""
+    """Model version label ("name:version") → its Reference, from the model registry. Looked up when a window closes
+    (rarely): a profile made or remade while the worker runs (`streamsense drift reference`) is read at the next close.
+    A null model ("...+null") has none; `known` fixes references (tests)."""
 
     def __init__(self, registry: Path | None = None, known: dict[str, Reference | None] | None = None):
         self.registry = registry
         self.known: dict[str, Reference | None] = dict(known or {})
+        self._read: dict[str, tuple[float | None, Reference | None]] = {}  # version -> (profile mtime, reference)
 
     def get(self, version: str) -> Reference | None:
-        if version not in self.known:
-            self.known[version] = self._find(version)
-        return self.known[version]
-
-    def _find(self, version: str) -> Reference | None:
+        if version in self.known:
+            return self.known[version]
         if self.registry is None or version.endswith("+null"):
             return None
+        from streamsense.models.profile import PROFILE
         from streamsense.models.registry import resolve
         try:
-            return load_reference(resolve(self.registry, version))
+            model_dir = resolve(self.registry, version)
+            path = Path(model_dir) / PROFILE
+            mtime = path.stat().st_mtime if path.is_file() else None
+            cached = self._read.get(version)
+            if cached is None or cached[0] != mtime:
+                cached = self._read[version] = (mtime, load_reference(model_dir) if mtime is not None else None)
+            return cached[1]
         except Exception:  # no such model here, or an unreadable profile: judged "no reference"
             return None
