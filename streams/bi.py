@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ColumnElement, Select
 
 from streamsense.models.risk import LEVELS
+from streamsense.streams.drift.windows import drift_windows
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 from streamsense.streams.store import Store
 
@@ -207,6 +208,16 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            ("window_start", "kind", "grp", "term", "messages", "baseline", "z"), time_base=EVENT,
            stored_filter=lambda stmt, at, dialect: stmt.where(predictions.c.stored_at >= at),
            sources=(Source(predictions, "messages"),), compute=_top_terms),
+    Report("drift-windows", "drift per model version, scope and window (window_start: by Kafka timestamp), newest "
+           "first: messages, status (drift, stable, too small, no reference) and what moved most "
+           "(`streamsense drift explain` tells more)",
+           select(drift_windows.c.window_start, drift_windows.c.model_version, drift_windows.c.scope,
+                  drift_windows.c.messages, drift_windows.c.status, drift_windows.c.summary,
+                  drift_windows.c.judged_at, drift_windows.c.window_seconds)
+           .order_by(drift_windows.c.window_start.desc(), drift_windows.c.model_version, drift_windows.c.scope),
+           "window_start", 100, ("window_start", "model_version", "scope", "messages", "status", "summary"),
+           time_base=EVENT,
+           sources=(Source(drift_windows, "drift windows", event="window_start", stored="updated_at"),)),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),

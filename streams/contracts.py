@@ -109,6 +109,23 @@ class AlertCandidate(TypedDict):
 
 
 @dataclass(frozen=True)
+class DriftSums:
+    """What a batch adds to the drift windows of one model version (streams/drift/): per message (numpy arrays,
+    one row each), its position in `Batch.predictions`, its window's start (epoch seconds), its topic, the
+    histogram bins it counts in and its float sums. The store adds the rows it inserted to the windows in the
+    batch's transaction (streams/drift/windows.py), so the window state follows the SQL offsets."""
+
+    model_version: str
+    layout: object  # streams.drift.features.Layout
+    rows: object  # np.ndarray[int64]: positions in Batch.predictions
+    windows: object  # np.ndarray[int64]: window start, epoch seconds
+    topics: tuple[str, ...]  # the batch's topics; `topic_index` says each message's
+    topic_index: object  # np.ndarray[int32]
+    counts: object  # np.ndarray[int32] n x histograms: the vector index each message adds one to
+    floats: object  # np.ndarray[float32] n x floats: each message's float sums
+
+
+@dataclass(frozen=True)
 class Batch:
     """Everything one batch writes in its SQL transaction; `offsets` are the next offsets to read."""
 
@@ -116,6 +133,7 @@ class Batch:
     alerts: list[AlertCandidate]
     dead_letters: list[DeadLetterRow]
     offsets: Offsets
+    drift: list[DriftSums] = field(default_factory=list)  # per model version; empty with drift monitoring off
 
 
 @dataclass(frozen=True)

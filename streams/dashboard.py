@@ -47,6 +47,7 @@ def summary(engine, bucket: str, buckets: int) -> dict:
         "throughput": records("throughput", last_stored and last_stored - timedelta(minutes=59), SERIES_LIMIT),
         "offsets": records("offsets"),
         "languages": records("languages", limit=20),
+        "drift": records("drift-windows", limit=24),
     }
 
 

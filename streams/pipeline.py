@@ -94,7 +94,8 @@ class Processor:
     `stages` once per batch (streams/stages.py)."""
 
     def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full",
-                 stages: Stages | None = None, publish_predictions: bool = True, unsupported_language: str = "flag"):
+                 stages: Stages | None = None, publish_predictions: bool = True, unsupported_language: str = "flag",
+                 drift=None):
         self.classifier = classifier
         self.topics = topics
         self.alert_rules = alert_rules
@@ -104,6 +105,7 @@ class Processor:
         if unsupported_language not in ("flag", "dead_letter"):
             raise ValueError(f"unsupported_language must be 'flag' or 'dead_letter', not {unsupported_language!r}")
         self.unsupported_language = unsupported_language
+        self.drift = drift  # streams/drift/meter.py DriftMeter: the batch's drift sums ride in Batch.drift (None: off)
 
     def process(self, messages: list[Incoming]) -> Processed:
         return self.finish(self.prepare(messages))
@@ -165,9 +167,14 @@ class Processor:
 
     def finish(self, prepared: Prepared) -> Processed:
         """Stages 3 and 4, infer + decide, then stage 5, shape: the batch's rows, messages and alert candidates."""
-        parts = self._decide(prepared)
+        probs = [] if self.drift is not None else None
+        parts = self._decide(prepared, probs)
         with self.stages("shape"):
-            return self._shape(prepared, parts)
+            processed = self._shape(prepared, parts)
+        if probs:  # the one-pass path: a batch split to find a failing message adds nothing to the drift windows
+            with self.stages("drift"):
+                processed = self.drift.attach(processed, prepared, probs[0])
+        return processed
 
     def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:
         """Stages 3 and 4 as one `Prediction` (or the error) per valid message; `finish` uses the columns instead."""
@@ -179,7 +186,7 @@ class Processor:
                 out += result.predictions()
         return out
 
-    def _decide(self, prepared: Prepared) -> list[Part]:
+    def _decide(self, prepared: Prepared, keep: list | None = None) -> list[Part]:
         """Stages 3 and 4: one ONNX pass over the batch (all heads), then sentiment labels and risk (heads + rules:
         models/classifier.py, models/risk.py); a model failure is narrowed down to the message that causes it."""
         items, classifier = prepared.valid, prepared.classifier
@@ -188,7 +195,7 @@ class Processor:
         texts = [record.model_text for _, record in items]
         if prepared.encoded is not None:
             try:
-                return [(0, len(texts), self._run_model(classifier, texts, prepared.encoded))]
+                return [(0, len(texts), self._run_model(classifier, texts, prepared.encoded, keep))]
             except Exception as exc:  # a model failure must cost one message, not the batch
                 if len(texts) == 1:
                     return [(0, 1, exc)]
@@ -200,12 +207,16 @@ class Processor:
         with self.stages("infer"):
             return self._split(classifier, texts, prepared.langs, 0, len(texts))
 
-    def _run_model(self, classifier: Classifier, texts: list[str], encoded: Encoded) -> BatchResult:
-        """Infer and decide a tokenized batch, each stage timed."""
+    def _run_model(self, classifier: Classifier, texts: list[str], encoded: Encoded,
+                   keep: list | None = None) -> BatchResult:
+        """Infer and decide a tokenized batch, each stage timed; the heads' probabilities go to `keep` if given."""
         with self.stages("infer"):
             probs = classifier.infer(encoded)
         with self.stages("decide"):
-            return classifier.decide(texts, encoded, probs)
+            result = classifier.decide(texts, encoded, probs)
+        if keep is not None:
+            keep.append(probs)
+        return result
 
     def _split(self, classifier: Classifier, texts: list[str], langs: list[str], start: int, stop: int) -> list[Part]:
         """Tokenize, infer and decide texts[start:stop]; on a failure split in halves until the failing message

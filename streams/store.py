@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from streamsense.streams.alerting.gate import AlertGate, count_windows, register_window_lengths
 from streamsense.streams.contracts import Batch
+from streamsense.streams.drift.windows import inserted_mask
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 
 #: The temporary table the PostgreSQL fast path copies a batch's predictions into: one per session, emptied at
@@ -23,8 +24,9 @@ BATCH_TABLE = "streamsense_batch_rows"
 
 
 class Store:
-    def __init__(self, url: str, group_id: str, alert_rules=None):
+    def __init__(self, url: str, group_id: str, alert_rules=None, drift=None):
         self.url = url
+        self.drift = drift  # streams/drift/windows.py DriftWindows: the batch's drift sums, in its transaction
         self.group_id = group_id
         self.alert_rules = alert_rules
         self.alert_gate = AlertGate(alert_rules) if alert_rules is not None else None
@@ -62,19 +64,27 @@ class Store:
                 stored_alerts = self._write(conn, batch, now)
         except BaseException:
             session.pop(BATCH_TABLE, None)  # if this transaction made the temporary table, it went with it
+            if self.drift is not None:
+                self.drift.forget()  # the windows it judged were not judged after all
             raise
         return stored_alerts
 
     def _write(self, conn: Connection, batch: Batch, now: datetime) -> int:
+        added = []
         if batch.predictions:
             added = self._rows.insert(conn, batch.predictions, now)
             count_windows(conn, self._insert, added)
+        candidates = batch.alerts
+        if batch.drift and self.drift is not None and added:
+            keep = None if len(added) == len(batch.predictions) else inserted_mask(conn, batch.predictions, now)
+            drifted = self.drift.add(conn, self._insert, batch, keep, now)
+            candidates = candidates + drifted if drifted else candidates
         if self.alert_gate:
             rows = batch.predictions
             events = [(r["kind"], r["grp"], event_time(r, now)) for r in rows]
-            kept = self.alert_gate.admit(conn, batch.alerts, events, rows[0]["model_version"] if rows else None)
+            kept = self.alert_gate.admit(conn, candidates, events, rows[0]["model_version"] if rows else None)
         else:
-            kept = batch.alerts
+            kept = candidates
         if kept:
             conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), kept)
         stored_alerts = len(kept)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamsense.streams.contracts import Processed
 from streamsense.streams.stages import Stages
@@ -67,6 +67,10 @@ class Metrics:
         """Time every `tokenize` and `infer` call of this model runtime (a streamsense.models.runtime.ModelRuntime)."""
         runtime.tokenize = _timed(self.tokenize_seconds, runtime.tokenize)
         runtime.infer = _timed(self.inference_seconds, runtime.infer)
+
+    def watch_drift(self, windows) -> None:
+        """Expose the last judged drift window of each model version and scope (streams/drift/windows.py)."""
+        self.registry.register(_DriftGauges(windows))
 
     def set_model(self, info: dict[str, str]) -> None:
         self.model.info(info)
@@ -146,3 +150,41 @@ class _StageSeconds:
         for name, seconds in sorted(self.stages.snapshot().items()):
             family.add_metric([name], seconds)
         yield family
+
+
+_DRIFT_LEVELS = {"stable": 0, "moderate": 1, "major": 2}
+
+
+class _DriftGauges:
+    """The last judged drift window per (model_version, scope): `streamsense_drift_value{quantity, method}` (PSI, rate
+    change, projection shift, estimated-accuracy drop), `streamsense_drift_level{quantity}` (0 stable, 1 moderate,
+    2 major), `streamsense_drift_estimated_accuracy{head}` (CBPE-style, calibrated heads),
+    `streamsense_drift_window_messages` and `streamsense_drift_window_start_seconds`. Read at scrape time: nothing on
+    the hot path."""
+
+    def __init__(self, windows):
+        self.windows = windows
+
+    def collect(self):
+        value = GaugeMetricFamily(f"{NAMESPACE}_drift_value", "Drift statistic of the last judged window per "
+                                  "quantity (method: psi, rate, projection, cbpe)",
+                                  labels=["model_version", "scope", "quantity", "method"])
+        level = GaugeMetricFamily(f"{NAMESPACE}_drift_level", "Drift level of the last judged window per quantity: "
+                                  "0 stable, 1 moderate, 2 major", labels=["model_version", "scope", "quantity"])
+        accuracy = GaugeMetricFamily(f"{NAMESPACE}_drift_estimated_accuracy", "Estimated accuracy without labels "
+                                     "(mean top probability of a calibrated head) in the last judged window",
+                                     labels=["model_version", "scope", "head"])
+        messages = GaugeMetricFamily(f"{NAMESPACE}_drift_window_messages", "Messages in the last judged drift window",
+                                     labels=["model_version", "scope", "status"])
+        started = GaugeMetricFamily(f"{NAMESPACE}_drift_window_start_seconds", "Start of the last judged drift "
+                                    "window (epoch seconds)", labels=["model_version", "scope"])
+        for (version, scope), (start, verdict) in sorted(self.windows.latest.items()):
+            messages.add_metric([version, scope, verdict["status"]], verdict["messages"])
+            started.add_metric([version, scope], start.timestamp())
+            for q in verdict["quantities"]:
+                value.add_metric([version, scope, q["name"], q["method"]], q["value"])
+                level.add_metric([version, scope, q["name"]], _DRIFT_LEVELS[q["level"]])
+            for head, e in verdict.get("estimated", {}).items():
+                if e.get("window") is not None:
+                    accuracy.add_metric([version, scope, head], e["window"])
+        yield from (value, level, accuracy, messages, started)

@@ -74,7 +74,23 @@ def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages 
     )
     return Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
                      publish_predictions=settings.publish_predictions,
-                     unsupported_language=settings.unsupported_language)
+                     unsupported_language=settings.unsupported_language, drift=drift_meter(settings))
+
+
+def drift_meter(settings: Settings):
+    """The pipeline's drift half (None with STREAMSENSE_DRIFT=off)."""
+    from streamsense.streams.drift.meter import DriftMeter
+    return DriftMeter(settings.drift_window_seconds) if settings.drift == "on" else None
+
+
+def drift_windows(settings: Settings):
+    """The store's drift half (None with STREAMSENSE_DRIFT=off)."""
+    from streamsense.streams.drift.reference import References
+    from streamsense.streams.drift.windows import DriftWindows
+    if settings.drift != "on":
+        return None
+    return DriftWindows(References(settings.model_registry), settings.drift_window_seconds,
+                        settings.drift_min_messages, settings.drift_by_topic)
 
 
 def startup_line(settings: Settings, classifier: Classifier | RoutedClassifier, idempotent: bool) -> str:
@@ -100,7 +116,7 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     from streamsense.streams.app import create_app
 
     alert_rules = AlertRules.load(settings.alert_rules)
-    store = Store(settings.database_url, settings.app_id, alert_rules)
+    store = Store(settings.database_url, settings.app_id, alert_rules, drift=drift_windows(settings))
     if migrate:
         store.migrate()
     stages = Stages()
@@ -113,6 +129,8 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     metrics.instrument(processor.classifier.runtime)
     model = model_labels(processor.classifier.runtime)
     metrics.set_model(model)
+    if store.drift is not None:
+        metrics.watch_drift(store.drift)
     health.model_loaded(model)
     app = create_app(settings, processor, store, metrics, health, idempotent, stages)
 

@@ -35,6 +35,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from streamsense import errors
+from streamsense.cli_drift import drift_app
 from streamsense.insights import alerts_tail, dashboard, print_alert, query
 from streamsense.settings import BENCH_POSTGRES_URL, Settings
 
@@ -113,6 +114,7 @@ console = Console(stderr=True)
 app.add_typer(alerts_app, name="alerts", rich_help_panel=INSPECT)
 app.add_typer(models_app, name="models", rich_help_panel=MODELS)
 app.add_typer(db_app, name="db", rich_help_panel=OPERATE)
+app.add_typer(drift_app, name="drift", rich_help_panel=MODELS)
 
 
 @app.callback()

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     # Alerts
     alert_rules: Path = STREAMS_DIR / "alert_rules.toml"
 
+    # Drift monitoring (streams/drift/, docs/operations.md "Drift"): per model version, windows of the live stream by
+    # Kafka timestamp, judged against the reference in the model's profile when the next window begins
+    drift: Literal["on", "off"] = "on"
+    drift_window_seconds: int = Field(3600, ge=60)
+    drift_min_messages: int = Field(500, ge=50, description="a window with fewer is reported too small to judge")
+    drift_by_topic: bool = False  # also a window per input topic (scope "topic:NAME"), beside the whole stream's
+
     log_format: Literal["text", "json"] = "text"
     # seconds between the worker's progress lines (results, rate, dead letters, lag per topic); 0 = none
     progress_interval: float = Field(30.0, ge=0)

@@ -250,6 +250,7 @@ def test_catalog_says_which_time_each_report_filters_on():
         "throughput": ("bucket_start (stored time)", True),
         "languages": (None, True),
         "top-terms": ("event_at (event time)", True),
+        "drift-windows": ("window_start (event time)", False),
         "offsets": (None, False),
         "totals": (None, False),
     }

@@ -388,6 +388,13 @@ function render(data) {
     add(tr, "td", {class: "num"}, String(l.n));
     add(tr, "td", {class: "num"}, `${Math.round(100 * (l.supported_share ?? 0))}%`);
   }, "no messages stored yet");
+  fillTable("drift-table", data.drift ?? [], (tr, d) => {
+    add(tr, "td", {class: "time"}, shortTime(d.window_start));
+    add(tr, "td", {}, `${d.model_version} ${d.scope}`);
+    add(tr, "td", {class: "num"}, String(d.messages));
+    add(tr, "td", {}, d.status ?? "open");
+    add(tr, "td", {}, d.summary ?? "");
+  }, "no drift windows yet");
   fillTable("offsets-table", data.offsets, (tr, o) => {
     add(tr, "td", {}, o.group_id);
     add(tr, "td", {}, o.topic);
