@@ -6,6 +6,8 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,11 +16,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from streamsense.streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
+from streamsense.models.risk import LEVELS
+from streamsense.streams.bi import (
+    REPORTS, Filters, catalog, connect, dead_letters_since, filter_options, jsonable, newest_minute, panel_alerts,
+    panel_languages, panel_risk, panel_sentiment, panel_throughput, panel_top_tickets, panel_totals, parse_since,
+    run_report,
+)
 from streamsense.streams.schema import predictions
 
 STATIC = Path(__file__).with_name("dashboard_static")
 ENGINE = web.AppKey("engine", Engine)
+SENTIMENTS = ("negative", "neutral", "positive")
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
 SERIES_LIMIT = 20000  # rows of a time series: buckets × groups
 HEADERS = {"Cache-Control": "no-store",
@@ -26,28 +34,79 @@ HEADERS = {"Cache-Control": "no-store",
            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
 
 
-def summary(engine, bucket: str, buckets: int) -> dict:
-    """Everything the page shows, in one response; time series end at the newest data, not at now."""
-    sentiment_report = f"sentiment-{bucket}"
-    last = newest(engine, sentiment_report)
-    last_stored = newest(engine, "throughput")
-
-    def records(name, since=None, limit=None):
-        return run_report(engine, name, limit=limit, since=since).records()
-
+def summary(engine, bucket: str, buckets: int, filters: Filters | None = None) -> dict:
+    """Everything the page shows, in one response, narrowed by `filters` (every panel but the offsets and lag).
+    Without a start, the time range is the last `buckets` buckets up to the newest data (not to now); throughput is
+    of stored time: the 60 minutes up to the newest stored row."""
+    f = filters or Filters()
+    if f.start is None:
+        last = newest_minute(engine)
+        if last is not None:
+            last = _floor(last, bucket)
+            f = replace(f, start=last - (buckets - 1) * BUCKETS[bucket])
+    last_stored = newest_minute(engine, stored=True)
+    stored_since = last_stored and last_stored - timedelta(minutes=59)
+    alerts, alert_total = panel_alerts(engine, f, 15)
+    totals = {"post": 0, "ticket": 0, **panel_totals(engine, f), "alert": alert_total}
+    if not f.narrowed:
+        totals["dead_letter"] = dead_letters_since(engine, stored_since)
     return {
         "generated_at": jsonable(datetime.now(timezone.utc)),
         "bucket": bucket,
-        "totals": {r["what"]: r["n"] for r in records("totals")},
-        "sentiment": records(sentiment_report, last and last - (buckets - 1) * BUCKETS[bucket], SERIES_LIMIT),
-        "risk": records("risk-by-product"),
-        "alerts": records("latest-alerts", limit=15),
-        "alert_counts": records("alerts-by-rule"),
-        "top_tickets": records("top-risky-tickets", limit=10),
-        "throughput": records("throughput", last_stored and last_stored - timedelta(minutes=59), SERIES_LIMIT),
-        "offsets": records("offsets"),
-        "languages": records("languages", limit=20),
+        "range": {"start": jsonable(f.start), "end": jsonable(f.end)},
+        "filters": {k: getattr(f, k) for k in FILTERS},
+        "totals": totals,
+        "sentiment": panel_sentiment(engine, f, bucket, SERIES_LIMIT),
+        "risk": panel_risk(engine, f),
+        "alerts": alerts,
+        "alert_counts": records_of(engine, "alerts-by-rule"),
+        "top_tickets": panel_top_tickets(engine, f, 10),
+        "throughput": panel_throughput(engine, f, stored_since, SERIES_LIMIT),
+        "offsets": records_of(engine, "offsets"),
+        "languages": panel_languages(engine, f, 20),
+        "options": filter_options(engine, f),
     }
+
+
+def records_of(engine, name: str) -> list[dict]:
+    return run_report(engine, name).records()
+
+
+FILTERS = ("grp", "lang", "sentiment", "risk_level")
+LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?$|^und$")
+
+
+def filters_from(query) -> Filters:
+    """The filters of a request (`from`, `to`: ISO 8601 or 30m/2h/7d; `grp`, `lang`, `sentiment`, `risk`),
+    validated: ValueError says what is wrong."""
+    values = {}
+    for param in ("from", "to"):
+        if query.get(param):
+            at = parse_since(query[param])  # whole minutes, as the counters count
+            values["start" if param == "from" else "end"] = at.replace(second=0, microsecond=0)
+    if "start" in values and "end" in values and values["end"] <= values["start"]:
+        raise ValueError("'to' must be after 'from'")
+    grp = query.get("grp")
+    if grp:
+        if len(grp) > 200:
+            raise ValueError("grp is at most 200 characters")
+        values["grp"] = grp
+    lang = query.get("lang")
+    if lang:
+        if not LANG.match(lang):
+            raise ValueError(f"lang {lang!r} is not a language code (e.g. en, zh, und)")
+        values["lang"] = lang
+    for param, name, allowed in (("sentiment", "sentiment", SENTIMENTS), ("risk", "risk_level", LEVELS)):
+        value = query.get(param)
+        if value:
+            if value not in allowed:
+                raise ValueError(f"{param} must be one of {', '.join(allowed)}")
+            values[name] = value
+    return Filters(**values)
+
+
+def _floor(at: datetime, bucket: str) -> datetime:
+    return at.replace(minute=0) if bucket == "hour" else at
 
 
 async def _query(request: web.Request, fn, *args) -> web.Response:
@@ -68,7 +127,11 @@ async def summary_view(request: web.Request) -> web.Response:
     if bucket not in BUCKETS:
         raise web.HTTPBadRequest(text=f"bucket must be one of {', '.join(BUCKETS)}")
     buckets = _int(request, "buckets", 60)
-    return await _query(request, summary, bucket, buckets)
+    try:
+        filters = filters_from(request.query)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return await _query(request, summary, bucket, buckets, filters)
 
 
 async def reports_view(request: web.Request) -> web.Response:
