@@ -6,6 +6,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import os
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -153,6 +154,59 @@ async def report_view(request: web.Request) -> web.Response:
     return await _query(request, run)
 
 
+METRICS = web.AppKey("metrics", tuple)
+LAG_METRIC = "streamsense_consumer_lag"
+LAG_TIMEOUT = 2.0  # seconds for each worker's /metrics
+
+
+def parse_lag(text: str) -> dict[tuple[str, int], float]:
+    """The consumer lag per (topic, partition) in a worker's Prometheus /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == LAG_METRIC:
+                out[(sample.labels["topic"], int(sample.labels["partition"]))] = sample.value
+    return out
+
+
+async def lag_view(request: web.Request) -> web.Response:
+    """Consumer lag per partition as the workers last saw it (their /metrics, STREAMSENSE_DASHBOARD_METRICS_URL:
+    one URL or several, comma-separated; a partition belongs to one worker at a time, so their readings add up)."""
+    import aiohttp
+
+    urls = request.app[METRICS]
+    if not urls:
+        return web.json_response({"configured": False, "lag": [], "sources": []}, headers=HEADERS)
+    lag: dict[tuple[str, int], float] = {}
+    sources = []
+    timeout = aiohttp.ClientTimeout(total=LAG_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for url in urls:
+            try:
+                async with session.get(url) as response:
+                    response.raise_for_status()
+                    found = parse_lag(await response.text())
+                for key, value in found.items():
+                    lag[key] = lag.get(key, 0) + value
+                sources.append({"url": url, "ok": True, "partitions": len(found)})
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                sources.append({"url": url, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]})
+    return web.json_response({"configured": True, "sources": sources,
+                              "lag": [{"topic": t, "partition": p, "lag": int(v)}
+                                      for (t, p), v in sorted(lag.items())]}, headers=HEADERS)
+
+
+def metrics_urls(value: str | None) -> tuple[str, ...]:
+    """STREAMSENSE_DASHBOARD_METRICS_URL's URLs (comma-separated); ValueError for one that is not http(s)."""
+    urls = tuple(u.strip() for u in (value or "").split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"STREAMSENSE_DASHBOARD_METRICS_URL: {url!r} is not an http(s) URL")
+    return urls
+
+
 WINDOW_LIMIT = 500  # messages of a window the page lists at most
 
 
@@ -247,9 +301,11 @@ def _require(token: str):
     return require_token
 
 
-def create_app(database_url: str, token: str | None = None) -> web.Application:
-    """The dashboard's application; with `token`, every path (page, static files, API) requires it."""
+def create_app(database_url: str, token: str | None = None, metrics: tuple[str, ...] = ()) -> web.Application:
+    """The dashboard's application; with `token`, every path (page, static files, API) requires it; `metrics`: the
+    workers' /metrics URLs the lag comes from."""
     app = web.Application(middlewares=[_require(token)] if token else [])
+    app[METRICS] = tuple(metrics)
 
     async def engine(app: web.Application):
         app[ENGINE] = connect(database_url)
@@ -262,13 +318,20 @@ def create_app(database_url: str, token: str | None = None) -> web.Application:
     app.router.add_get("/api/reports", reports_view)
     app.router.add_get("/api/reports/{name}", report_view)
     app.router.add_get("/api/window", window_view)
+    app.router.add_get("/api/lag", lag_view)
     app.router.add_static("/static", STATIC)
     return app
 
 
-def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print, token: str | None = None) -> None:
-    """Run until Ctrl-C. Raises DashboardAccessError before listening where `check_access` refuses."""
+def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print, token: str | None = None,
+          metrics: str | None = None) -> None:
+    """Run until Ctrl-C. Raises DashboardAccessError before listening where `check_access` refuses, or where the
+    metrics URLs (default: STREAMSENSE_DASHBOARD_METRICS_URL) are not http(s) URLs."""
     check_access(host, token)
+    try:
+        urls = metrics_urls(metrics if metrics is not None else os.environ.get("STREAMSENSE_DASHBOARD_METRICS_URL"))
+    except ValueError as exc:
+        raise DashboardAccessError(str(exc)) from None
     log(f"dashboard on http://{host}:{port}/ (read-only, {database_url.split('://')[0]} store"
         f"{', token required' if token else ', no authentication: loopback only'})")
-    web.run_app(create_app(database_url, token), host=host, port=port, print=None, access_log=None)
+    web.run_app(create_app(database_url, token, urls), host=host, port=port, print=None, access_log=None)
