@@ -5,9 +5,9 @@ rebuilt from the stored predictions by migration 0008. The dashboard's panels re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, DateTime, Float, Integer, String, Table, func, literal, select, text
+from sqlalchemy import Column, DateTime, Float, Integer, String, Table
 
-from streamsense.streams.schema import metadata, predictions
+from streamsense.streams.schema import metadata
 
 # What a counter row's bucket is: a minute of the messages' event time, an hour of it (so that a range of days reads
 # hours, not minutes), or a minute of when they were stored

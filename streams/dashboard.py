@@ -251,7 +251,8 @@ AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="streamsense dashboard", char
 
 
 class DashboardAccessError(ValueError):
-    """The dashboard would be reachable beyond loopback without authentication, or its token is too short."""
+    """The dashboard would be reachable beyond loopback without authentication, its token is too short, or a
+    metrics URL is not an http(s) URL."""
 
 
 def is_loopback(host: str) -> bool:

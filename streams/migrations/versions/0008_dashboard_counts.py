@@ -1,5 +1,6 @@
-"""Dashboard counters and time indexes: message counts per minute and hour of event time and per minute of stored time (streams/counters.py),
-backfilled from the stored predictions; indexes led by event time (predictions) and stored time (dead letters).
+"""Dashboard counters and time indexes: message counts per minute and hour of event time and per minute of stored
+time (streams/counters.py), backfilled from the stored predictions; indexes led by event time (predictions) and
+stored time (dead letters).
 
 Revision ID: 0008
 Revises: 0005
