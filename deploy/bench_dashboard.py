@@ -125,7 +125,7 @@ def main() -> None:
             "throughput": lambda: bi.panel_throughput(engine, f, stored_since, dashboard.SERIES_LIMIT),
             "top_tickets": lambda: bi.panel_top_tickets(engine, f, 10),
             "alerts": lambda: bi.panel_alerts(engine, f, 15),
-            "options": lambda: bi.filter_options(engine),
+            "options": lambda: bi.filter_options(engine),  # the menus over the whole store (the page: its range)
             "summary (all of the above)": lambda: dashboard.summary(engine, unit, 60 if unit == "minute" else 168, f),
         }
         out["ms"][name] = {panel: round(timed(fn)[0], 1) for panel, fn in panels.items()}
