@@ -60,6 +60,11 @@ def count(conn, insert, added: Iterable[tuple], stored_at: datetime) -> None:
              for key, (n, s, r) in sorted(counts.items())])
 
 
+def present(conn) -> bool:
+    """Whether the schema has the counters (migration 0008)."""
+    return conn.dialect.has_table(conn, "dashboard_counts")
+
+
 def rebuild_sql(dialect: str, bucket) -> list[str]:
     """SQL that replaces every counter with the aggregate of the stored predictions; `bucket(unit, expr, dialect)`
     is migration 0002's bucket expression, so the minutes are the views' minutes."""

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from streamsense.streams.alerting.gate import AlertGate, count_windows, register_window_lengths
 from streamsense.streams.contracts import Batch
 from streamsense.streams.counters import count as count_dashboard
+from streamsense.streams.counters import present as counters_present
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 
 #: The temporary table the PostgreSQL fast path copies a batch's predictions into: one per session, emptied at
@@ -30,6 +31,7 @@ class Store:
         self.alert_rules = alert_rules
         self.alert_gate = AlertGate(alert_rules) if alert_rules is not None else None
         self._lengths_registered = False
+        self._counters = False  # whether dashboard_counts exists (a schema before migration 0008 has none)
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
@@ -70,7 +72,10 @@ class Store:
         if batch.predictions:
             added = self._rows.insert(conn, batch.predictions, now)
             count_windows(conn, self._insert, (a[:4] for a in added))
-            count_dashboard(conn, self._insert, added, now)
+            if not self._counters:  # before migration 0008, whose backfill counts these rows: not here
+                self._counters = counters_present(conn)
+            if self._counters:
+                count_dashboard(conn, self._insert, added, now)
         if self.alert_gate:
             rows = batch.predictions
             events = [(r["kind"], r["grp"], event_time(r, now)) for r in rows]

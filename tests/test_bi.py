@@ -562,10 +562,13 @@ def test_counters_equal_the_rows_after_batches_replays_a_restart_and_the_backfil
     command.downgrade(cfg, "0008-1")
     assert "dashboard_counts" not in __import__("sqlalchemy").inspect(engine).get_table_names()
     restarted.dispose()
-    migrate_again = Store(database_url, "streamsense")
-    migrate_again.migrate()
-    assert counters(migrate_again.engine) == got
-    migrate_again.dispose()
+    old_schema = Store(database_url, "streamsense")  # a store on the schema before 0008 writes without counting
+    old_schema.write(Batch([prediction("post", "late", "acme", "negative", at(9))], [], [], {}))
+    old_schema.migrate()  # ... and the backfill counts what it wrote
+    assert counters(old_schema.engine) == counted_from_rows(old_schema.engine) != got
+    old_schema.write(Batch([prediction("post", "later", "acme", "negative", at(9))], [], [], {}))  # counted now
+    assert counters(old_schema.engine) == counted_from_rows(old_schema.engine)
+    old_schema.dispose()
 
 
 def bi_panel(engine, unit):
