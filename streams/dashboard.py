@@ -29,7 +29,8 @@ STATIC = Path(__file__).with_name("dashboard_static")
 ENGINE = web.AppKey("engine", Engine)
 SENTIMENTS = ("negative", "neutral", "positive")
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
-SERIES_LIMIT = 20000  # rows of a time series: buckets × groups
+SERIES_LIMIT = 20000
+MINUTE_SPAN = timedelta(hours=6)  # the longest range charted per minute  # rows of a time series: buckets × groups
 HEADERS = {"Cache-Control": "no-store",
            # Everything the page needs is served from here: no CDN, nothing inline.
            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
@@ -45,6 +46,10 @@ def summary(engine, bucket: str, buckets: int, filters: Filters | None = None) -
         if last is not None:
             last = _floor(last, bucket)
             f = replace(f, start=last - (buckets - 1) * BUCKETS[bucket])
+    wide = bucket == "minute" and f.start is not None and \
+        (f.end or datetime.now(timezone.utc)) - f.start > MINUTE_SPAN
+    if wide:  # a per-minute chart of days would read every minute: per hour instead, and the page says so
+        bucket = "hour"
     last_stored = newest_minute(engine, stored=True)
     stored_since = last_stored and last_stored - timedelta(minutes=59)
     alerts, alert_total = panel_alerts(engine, f, 15)
@@ -54,6 +59,7 @@ def summary(engine, bucket: str, buckets: int, filters: Filters | None = None) -
     return {
         "generated_at": jsonable(datetime.now(timezone.utc)),
         "bucket": bucket,
+        "bucket_note": f"per hour: the range is over {MINUTE_SPAN.seconds // 3600} h" if wide else None,
         "range": {"start": jsonable(f.start), "end": jsonable(f.end)},
         "filters": {k: getattr(f, k) for k in FILTERS},
         "totals": totals,

@@ -331,6 +331,13 @@ def test_filters_apply_to_every_panel(filled):
                     assert m and all(keep_field(m, k, v) for k, v in params.items() if k not in ("from", "to"))
                 elif "grp" in params:
                     assert a["key"].split(":", 1)[1] == params["grp"]
+        # days per minute would read every minute: the answer is per hour, and says so
+        wide = json.loads(get(f"{base}/api/summary?bucket=minute&from=2d")[2])
+        assert wide["bucket"] == "hour" and wide["bucket_note"] == "per hour: the range is over 6 h"
+        assert sum(r["n"] for r in wide["sentiment"]) == len(rows)
+        assert {datetime.fromisoformat(r["bucket_start"]).minute for r in wide["sentiment"]} == {0}
+        narrow = json.loads(get(f"{base}/api/summary?bucket=minute&from=1h")[2])
+        assert narrow["bucket"] == "minute" and narrow["bucket_note"] is None
         everything = json.loads(get(f"{base}/api/summary")[2])
         assert {g["grp"] for g in everything["options"]["groups"]} == {r["grp"] for r in rows}
         assert set(everything["options"]["languages"]) == {r["lang"] for r in rows}

@@ -412,7 +412,8 @@ function render(data) {
   filterOptions(data);
   const range = data.range || {};
   document.getElementById("range").textContent = range.start ?
-    `event time ${shortTime(range.start)} – ${range.end ? shortTime(range.end) : "now"} UTC` : "";
+    `event time ${shortTime(range.start)} – ${range.end ? shortTime(range.end) : "now"} UTC` +
+    (data.bucket_note ? ` · ${data.bucket_note}` : "") : "";
 }
 
 function offsetsTable(offsets, lag) {
