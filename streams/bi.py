@@ -16,7 +16,7 @@ explained by `empty_hint`.
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (
@@ -415,3 +415,244 @@ def utc(at: datetime) -> datetime:
 def jsonable(value):
     """Datetimes as ISO 8601 in UTC ("2026-01-31T12:00:00Z"); anything else unchanged."""
     return utc(value).isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
+
+
+# --- the dashboard's panels, over the per-minute counters (streams/counters.py) and indexed time ranges ------------
+
+@dataclass(frozen=True)
+class Filters:
+    """What every dashboard panel is narrowed to: a range of event time (`start` inclusive, `end` exclusive; None:
+    open), a group (channel/brand or product), the identified language, sentiment and risk level (None: any)."""
+    start: datetime | None = None
+    end: datetime | None = None
+    grp: str | None = None
+    lang: str | None = None
+    sentiment: str | None = None
+    risk_level: str | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything beyond time is filtered (dead letters, which have none of these, then show none)."""
+        return any(v is not None for v in (self.grp, self.lang, self.sentiment, self.risk_level))
+
+    def on_counts(self, t, time: bool = True) -> list:
+        where = [t.grp == self.grp] if self.grp is not None else []
+        where += [t.lang == self.lang] if self.lang is not None else []
+        where += [t.sentiment == self.sentiment] if self.sentiment is not None else []
+        where += [t.risk_level == self.risk_level] if self.risk_level is not None else []
+        if time and self.start is not None:
+            where.append(t.bucket_start >= self.start)
+        if time and self.end is not None:
+            where.append(t.bucket_start < self.end)
+        return where
+
+    def on_messages(self, c) -> list:
+        where = self.on_counts(c, time=False)
+        where += [c.event_at >= self.start] if self.start is not None else []
+        where += [c.event_at < self.end] if self.end is not None else []
+        return where
+
+
+def _counts():
+    from streamsense.streams.counters import dashboard_counts
+
+    return dashboard_counts
+
+
+def _counted(f: Filters):
+    """The counter rows that cover `f`'s range and filters, as a subquery: whole hours from the hourly counters, the
+    minutes at either edge from the per-minute ones (a range of days reads hours, not every minute)."""
+    from streamsense.streams.counters import EVENT, HOUR
+
+    t = _counts().c
+    cols = (t.kind, t.grp, t.lang, t.sentiment, t.risk_level, t.n, t.supported, t.risk_score_sum)
+    base = f.on_counts(t, time=False)
+    first = f.start and _hour(f.start + timedelta(minutes=59))
+    last = f.end and _hour(f.end)
+    if first and last and first >= last:  # within an hour or two: minutes
+        return select(*cols).where(t.basis == EVENT, *f.on_counts(t)).subquery()
+    parts = [select(*cols).where(t.basis == HOUR, *base, *([t.bucket_start >= first] if first else []),
+                                 *([t.bucket_start < last] if last else []))]
+    if f.start and first > f.start:
+        parts.append(select(*cols).where(t.basis == EVENT, *base, t.bucket_start >= f.start, t.bucket_start < first))
+    if f.end and last < f.end:
+        parts.append(select(*cols).where(t.basis == EVENT, *base, t.bucket_start >= last, t.bucket_start < f.end))
+    return (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+
+
+def _hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def newest_minute(engine: Engine, stored: bool = False) -> datetime | None:
+    """The newest minute with a counted message, of event time (or of stored time), as an aware UTC datetime."""
+    from streamsense.streams.counters import EVENT, STORED
+
+    t = _counts().c
+    with engine.connect() as conn:
+        at = conn.execute(select(func.max(t.bucket_start)).where(t.basis == (STORED if stored else EVENT))).scalar()
+    return None if at is None else utc(at)
+
+
+def _rows(engine: Engine, stmt) -> list[dict]:
+    with engine.connect() as conn:
+        result = conn.execute(stmt)
+        return Result(list(result.keys()), [tuple(r) for r in result]).records()
+
+
+def _none_if_blank(rows: list[dict], *names: str) -> list[dict]:
+    """The counters hold '' for a NULL group or language; the page gets None, as from the raw rows."""
+    for row in rows:
+        for name in names:
+            row[name] = row[name] or None
+    return rows
+
+
+def panel_sentiment(engine: Engine, f: Filters, unit: str, limit: int) -> list[dict]:
+    """Messages and sentiment counts per kind, group and minute or hour of event time, newest first (the columns of
+    the sentiment report)."""
+    from streamsense.streams.counters import EVENT, HOUR
+
+    t = _counts().c
+    start = t.bucket_start
+    if unit == "hour":  # the hours that hold the range's start and end
+        f = replace(f, start=f.start and _hour(f.start), end=f.end and _hour(f.end + timedelta(minutes=59)))
+    n = func.sum(t.n)
+
+    def of(sentiment):
+        return func.sum(case((t.sentiment == sentiment, t.n), else_=0))
+
+    stmt = (select(t.kind, t.grp, start.label("bucket_start"), n.label("n"), of("negative").label("negative"),
+                   of("neutral").label("neutral"), of("positive").label("positive"),
+                   (cast(of("negative"), Float) / n).label("negative_share"))
+            .where(t.basis == (EVENT if unit == "minute" else HOUR), *f.on_counts(t)).group_by(t.kind, t.grp, start))
+    stmt = stmt.order_by(stmt.selected_columns.bucket_start.desc(), t.kind, t.grp).limit(limit)
+    return _none_if_blank(_rows(engine, stmt), "grp")
+
+
+def panel_totals(engine: Engine, f: Filters) -> dict:
+    """Messages per kind in the filters."""
+    t = _counted(f).c
+    with engine.connect() as conn:
+        return {kind: int(n) for kind, n in conn.execute(select(t.kind, func.sum(t.n)).group_by(t.kind))}
+
+
+def panel_risk(engine: Engine, f: Filters) -> list[dict]:
+    """Tickets per product and risk level with the mean risk score (the risk-by-product report's columns)."""
+    t = _counted(f).c
+    n = func.sum(t.n)
+    stmt = (select(t.grp.label("product"), t.risk_level, n.label("n"), (func.sum(t.risk_score_sum) / n)
+                   .label("avg_risk_score"))
+            .where(t.kind == "ticket").group_by(t.grp, t.risk_level)
+            .order_by(t.grp, _level_rank(t.risk_level)))
+    return _none_if_blank(_rows(engine, stmt), "product")
+
+
+def panel_languages(engine: Engine, f: Filters, limit: int) -> list[dict]:
+    """Messages per kind and identified language, how many the model supports, and that share (the languages
+    report's columns and order)."""
+    t = _counted(f).c
+    n = func.sum(t.n)
+    stmt = (select(t.kind, t.lang, n.label("n"), func.sum(t.supported).label("supported"),
+                   (cast(func.sum(t.supported), Float) / n).label("supported_share"))
+            .group_by(t.kind, t.lang)
+            .order_by(n.desc(), t.kind, t.lang).limit(limit))
+    return _none_if_blank(_rows(engine, stmt), "lang")
+
+
+def panel_throughput(engine: Engine, f: Filters, since: datetime | None, limit: int) -> list[dict]:
+    """Rows stored per minute of stored time since `since`: predictions per kind in the filters (not their event
+    time range: this panel is of stored time), and dead letters unless a filter other than time is set."""
+    from streamsense.streams.counters import STORED
+
+    t = _counts().c
+    where = [t.basis == STORED, *f.on_counts(t, time=False)] + ([t.bucket_start >= since] if since else [])
+    stmt = select(t.kind, t.bucket_start, func.sum(t.n).label("n")).where(*where).group_by(t.kind, t.bucket_start)
+    if not f.narrowed:
+        minute = _bucket("minute", dead_letters.c.stored_at, engine.dialect.name)
+        dead = (select(literal("dead_letter").label("kind"), minute.label("bucket_start"), func.count().label("n"))
+                .where(*([dead_letters.c.stored_at >= since] if since else [])).group_by(minute))
+        stmt = union_all(stmt, dead).subquery()
+        stmt = select(stmt).order_by(stmt.c.bucket_start.desc(), stmt.c.kind)
+    else:
+        stmt = stmt.order_by(t.bucket_start.desc(), t.kind)
+    return _rows(engine, stmt.limit(limit))
+
+
+def dead_letters_since(engine: Engine, since: datetime | None) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(dead_letters)
+                            .where(*([dead_letters.c.stored_at >= since] if since else []))).scalar_one()
+
+
+def panel_top_tickets(engine: Engine, f: Filters, limit: int) -> list[dict]:
+    """The tickets with the highest risk score in the filters (the top-risky-tickets report's columns)."""
+    c = predictions.c
+    stmt = (select(c.message_id.label("ticket_id"), c.grp.label("product"), c.author.label("customer_id"),
+                   c.priority, c.risk_level, c.risk_score, c.risk_explanation, c.sentiment,
+                   func.substr(c.text, 1, 160).label("excerpt"), c.event_at.label("produced_at"))
+            .where(c.kind == "ticket", *f.on_messages(c)).order_by(c.risk_score.desc(), c.message_id).limit(limit))
+    return _rows(engine, stmt)
+
+
+ALERT_SCAN = 1000  # the newest alerts in the time range a narrowed page looks through
+
+
+def panel_alerts(engine: Engine, f: Filters, limit: int) -> tuple[list[dict], int]:
+    """The newest alerts in the time range (created_at), each per-message one with its message (text as stored,
+    every reason: explanation, labels, signals), and how many there are. With a group, language, sentiment or risk
+    level filter, a per-message alert is kept when its message matches, a windowed one when its group does (it is
+    about a group's window, not one message's language or sentiment), among the newest ALERT_SCAN."""
+    a, c = alerts.c, predictions.c
+    where = ([a.created_at >= f.start] if f.start is not None else []) + \
+        ([a.created_at < f.end] if f.end is not None else [])
+    stmt = (select(a.created_at, a.severity, a.rule, a.key, a.summary, a.evidence, a.window_start, a.window_end,
+                   a.model_version, a.id).where(*where).order_by(a.created_at.desc(), a.id))
+    with engine.connect() as conn:
+        if not f.narrowed:
+            total = conn.execute(select(func.count()).select_from(alerts).where(*where)).scalar_one()
+        found = Result(*_fetch(conn, stmt.limit(ALERT_SCAN if f.narrowed else limit))).records()
+        single = {tuple(r["key"].split(":", 1)) for r in found if r["window_start"] is None and ":" in r["key"]}
+        messages = {}
+        for kind in {k for k, _ in single}:
+            ids = [m for k, m in single if k == kind]
+            for i in range(0, len(ids), 500):
+                rows = conn.execute(select(c.kind, c.message_id, c.grp, c.author, c.text, c.event_at, c.sentiment,
+                                           c.lang, c.risk_level, c.risk_score, c.risk_explanation, c.risk_labels,
+                                           c.risk_signals).where(c.kind == kind, c.message_id.in_(ids[i:i + 500])))
+                for r in rows:
+                    messages[(r.kind, r.message_id)] = {k: jsonable(v) for k, v in r._mapping.items()}
+    kept = []
+    for r in found:
+        kind, _, rest = r["key"].partition(":")
+        if r["window_start"] is None:
+            r["message"] = messages.get((kind, rest))
+            if f.narrowed and not _matches(r["message"], f):
+                continue
+        elif f.grp is not None and rest != f.grp:
+            continue
+        kept.append(r)
+    return kept[:limit], (len(kept) if f.narrowed else total)
+
+
+def _fetch(conn, stmt):
+    result = conn.execute(stmt)
+    return list(result.keys()), [tuple(r) for r in result]
+
+
+def _matches(message: dict | None, f: Filters) -> bool:
+    return message is not None and all(
+        want is None or message[name] == want
+        for name, want in (("grp", f.grp), ("lang", f.lang), ("sentiment", f.sentiment), ("risk_level", f.risk_level)))
+
+
+def filter_options(engine: Engine, f: Filters | None = None) -> dict:
+    """The groups and languages of the time range (of `f`; its other filters are not applied), for the page's filter
+    menus."""
+    f = f or Filters()
+    t = _counted(Filters(start=f.start, end=f.end)).c
+    with engine.connect() as conn:
+        groups = conn.execute(select(t.kind, t.grp).distinct().where(t.grp != "").order_by(t.kind, t.grp)).all()
+        langs = conn.scalars(select(t.lang).distinct().where(t.lang != "").order_by(t.lang)).all()
+    return {"groups": [{"kind": k, "grp": g} for k, g in groups], "languages": list(langs),
+            "sentiments": ["negative", "neutral", "positive"], "risk_levels": list(LEVELS)}

@@ -6,6 +6,9 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import os
+import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,41 +17,104 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from streamsense.streams.bi import REPORTS, catalog, connect, jsonable, newest, parse_since, run_report
+from streamsense.models.risk import LEVELS
+from streamsense.streams.bi import (
+    REPORTS, Filters, catalog, connect, dead_letters_since, filter_options, jsonable, newest_minute, panel_alerts,
+    panel_languages, panel_risk, panel_sentiment, panel_throughput, panel_top_tickets, panel_totals, parse_since,
+    run_report,
+)
 from streamsense.streams.schema import predictions
 
 STATIC = Path(__file__).with_name("dashboard_static")
 ENGINE = web.AppKey("engine", Engine)
+SENTIMENTS = ("negative", "neutral", "positive")
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
-SERIES_LIMIT = 20000  # rows of a time series: buckets × groups
+SERIES_LIMIT = 20000
+MINUTE_SPAN = timedelta(hours=6)  # the longest range charted per minute  # rows of a time series: buckets × groups
 HEADERS = {"Cache-Control": "no-store",
            # Everything the page needs is served from here: no CDN, nothing inline.
            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
 
 
-def summary(engine, bucket: str, buckets: int) -> dict:
-    """Everything the page shows, in one response; time series end at the newest data, not at now."""
-    sentiment_report = f"sentiment-{bucket}"
-    last = newest(engine, sentiment_report)
-    last_stored = newest(engine, "throughput")
-
-    def records(name, since=None, limit=None):
-        return run_report(engine, name, limit=limit, since=since).records()
-
+def summary(engine, bucket: str, buckets: int, filters: Filters | None = None) -> dict:
+    """Everything the page shows, in one response, narrowed by `filters` (every panel but the offsets and lag).
+    Without a start, the time range is the last `buckets` buckets up to the newest data (not to now); throughput is
+    of stored time: the 60 minutes up to the newest stored row."""
+    f = filters or Filters()
+    if f.start is None:
+        last = newest_minute(engine)
+        if last is not None:
+            last = _floor(last, bucket)
+            f = replace(f, start=last - (buckets - 1) * BUCKETS[bucket])
+    wide = bucket == "minute" and f.start is not None and \
+        (f.end or datetime.now(timezone.utc)) - f.start > MINUTE_SPAN
+    if wide:  # a per-minute chart of days would read every minute: per hour instead, and the page says so
+        bucket = "hour"
+    last_stored = newest_minute(engine, stored=True)
+    stored_since = last_stored and last_stored - timedelta(minutes=59)
+    alerts, alert_total = panel_alerts(engine, f, 15)
+    totals = {"post": 0, "ticket": 0, **panel_totals(engine, f), "alert": alert_total}
+    if not f.narrowed:
+        totals["dead_letter"] = dead_letters_since(engine, stored_since)
     return {
         "generated_at": jsonable(datetime.now(timezone.utc)),
         "bucket": bucket,
-        "totals": {r["what"]: r["n"] for r in records("totals")},
-        "sentiment": records(sentiment_report, last and last - (buckets - 1) * BUCKETS[bucket], SERIES_LIMIT),
-        "risk": records("risk-by-product"),
-        "alerts": records("latest-alerts", limit=15),
-        "alert_counts": records("alerts-by-rule"),
-        "top_tickets": records("top-risky-tickets", limit=10),
-        "throughput": records("throughput", last_stored and last_stored - timedelta(minutes=59), SERIES_LIMIT),
-        "offsets": records("offsets"),
-        "languages": records("languages", limit=20),
-        "drift": records("drift-windows", limit=24),
+        "bucket_note": f"per hour: the range is over {MINUTE_SPAN.seconds // 3600} h" if wide else None,
+        "range": {"start": jsonable(f.start), "end": jsonable(f.end)},
+        "filters": {k: getattr(f, k) for k in FILTERS},
+        "totals": totals,
+        "sentiment": panel_sentiment(engine, f, bucket, SERIES_LIMIT),
+        "risk": panel_risk(engine, f),
+        "alerts": alerts,
+        "alert_counts": records_of(engine, "alerts-by-rule"),
+        "top_tickets": panel_top_tickets(engine, f, 10),
+        "throughput": panel_throughput(engine, f, stored_since, SERIES_LIMIT),
+        "offsets": records_of(engine, "offsets"),
+        "languages": panel_languages(engine, f, 20),
+        "options": filter_options(engine, f),
+        "drift": run_report(engine, "drift-windows", limit=24).records(),
     }
+
+
+def records_of(engine, name: str) -> list[dict]:
+    return run_report(engine, name).records()
+
+
+FILTERS = ("grp", "lang", "sentiment", "risk_level")
+LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?$|^und$")
+
+
+def filters_from(query) -> Filters:
+    """The filters of a request (`from`, `to`: ISO 8601 or 30m/2h/7d; `grp`, `lang`, `sentiment`, `risk`),
+    validated: ValueError says what is wrong."""
+    values = {}
+    for param in ("from", "to"):
+        if query.get(param):
+            at = parse_since(query[param])  # whole minutes, as the counters count
+            values["start" if param == "from" else "end"] = at.replace(second=0, microsecond=0)
+    if "start" in values and "end" in values and values["end"] <= values["start"]:
+        raise ValueError("'to' must be after 'from'")
+    grp = query.get("grp")
+    if grp:
+        if len(grp) > 200:
+            raise ValueError("grp is at most 200 characters")
+        values["grp"] = grp
+    lang = query.get("lang")
+    if lang:
+        if not LANG.match(lang):
+            raise ValueError(f"lang {lang!r} is not a language code (e.g. en, zh, und)")
+        values["lang"] = lang
+    for param, name, allowed in (("sentiment", "sentiment", SENTIMENTS), ("risk", "risk_level", LEVELS)):
+        value = query.get(param)
+        if value:
+            if value not in allowed:
+                raise ValueError(f"{param} must be one of {', '.join(allowed)}")
+            values[name] = value
+    return Filters(**values)
+
+
+def _floor(at: datetime, bucket: str) -> datetime:
+    return at.replace(minute=0) if bucket == "hour" else at
 
 
 async def _query(request: web.Request, fn, *args) -> web.Response:
@@ -69,7 +135,11 @@ async def summary_view(request: web.Request) -> web.Response:
     if bucket not in BUCKETS:
         raise web.HTTPBadRequest(text=f"bucket must be one of {', '.join(BUCKETS)}")
     buckets = _int(request, "buckets", 60)
-    return await _query(request, summary, bucket, buckets)
+    try:
+        filters = filters_from(request.query)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return await _query(request, summary, bucket, buckets, filters)
 
 
 async def reports_view(request: web.Request) -> web.Response:
@@ -89,6 +159,59 @@ async def report_view(request: web.Request) -> web.Response:
         return {"name": name, "columns": result.columns, "rows": result.records()}
 
     return await _query(request, run)
+
+
+METRICS = web.AppKey("metrics", tuple)
+LAG_METRIC = "streamsense_consumer_lag"
+LAG_TIMEOUT = 2.0  # seconds for each worker's /metrics
+
+
+def parse_lag(text: str) -> dict[tuple[str, int], float]:
+    """The consumer lag per (topic, partition) in a worker's Prometheus /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == LAG_METRIC:
+                out[(sample.labels["topic"], int(sample.labels["partition"]))] = sample.value
+    return out
+
+
+async def lag_view(request: web.Request) -> web.Response:
+    """Consumer lag per partition as the workers last saw it (their /metrics, STREAMSENSE_DASHBOARD_METRICS_URL:
+    one URL or several, comma-separated; a partition belongs to one worker at a time, so their readings add up)."""
+    import aiohttp
+
+    urls = request.app[METRICS]
+    if not urls:
+        return web.json_response({"configured": False, "lag": [], "sources": []}, headers=HEADERS)
+    lag: dict[tuple[str, int], float] = {}
+    sources = []
+    timeout = aiohttp.ClientTimeout(total=LAG_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for url in urls:
+            try:
+                async with session.get(url) as response:
+                    response.raise_for_status()
+                    found = parse_lag(await response.text())
+                for key, value in found.items():
+                    lag[key] = lag.get(key, 0) + value
+                sources.append({"url": url, "ok": True, "partitions": len(found)})
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                sources.append({"url": url, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]})
+    return web.json_response({"configured": True, "sources": sources,
+                              "lag": [{"topic": t, "partition": p, "lag": int(v)}
+                                      for (t, p), v in sorted(lag.items())]}, headers=HEADERS)
+
+
+def metrics_urls(value: str | None) -> tuple[str, ...]:
+    """STREAMSENSE_DASHBOARD_METRICS_URL's URLs (comma-separated); ValueError for one that is not http(s)."""
+    urls = tuple(u.strip() for u in (value or "").split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"STREAMSENSE_DASHBOARD_METRICS_URL: {url!r} is not an http(s) URL")
+    return urls
 
 
 WINDOW_LIMIT = 500  # messages of a window the page lists at most
@@ -135,7 +258,8 @@ AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="streamsense dashboard", char
 
 
 class DashboardAccessError(ValueError):
-    """The dashboard would be reachable beyond loopback without authentication, or its token is too short."""
+    """The dashboard would be reachable beyond loopback without authentication, its token is too short, or a
+    metrics URL is not an http(s) URL."""
 
 
 def is_loopback(host: str) -> bool:
@@ -185,9 +309,11 @@ def _require(token: str):
     return require_token
 
 
-def create_app(database_url: str, token: str | None = None) -> web.Application:
-    """The dashboard's application; with `token`, every path (page, static files, API) requires it."""
+def create_app(database_url: str, token: str | None = None, metrics: tuple[str, ...] = ()) -> web.Application:
+    """The dashboard's application; with `token`, every path (page, static files, API) requires it; `metrics`: the
+    workers' /metrics URLs the lag comes from."""
     app = web.Application(middlewares=[_require(token)] if token else [])
+    app[METRICS] = tuple(metrics)
 
     async def engine(app: web.Application):
         app[ENGINE] = connect(database_url)
@@ -200,13 +326,20 @@ def create_app(database_url: str, token: str | None = None) -> web.Application:
     app.router.add_get("/api/reports", reports_view)
     app.router.add_get("/api/reports/{name}", report_view)
     app.router.add_get("/api/window", window_view)
+    app.router.add_get("/api/lag", lag_view)
     app.router.add_static("/static", STATIC)
     return app
 
 
-def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print, token: str | None = None) -> None:
-    """Run until Ctrl-C. Raises DashboardAccessError before listening where `check_access` refuses."""
+def serve(database_url: str, host: str = "127.0.0.1", port: int = 8050, log=print, token: str | None = None,
+          metrics: str | None = None) -> None:
+    """Run until Ctrl-C. Raises DashboardAccessError before listening where `check_access` refuses, or where the
+    metrics URLs (default: STREAMSENSE_DASHBOARD_METRICS_URL) are not http(s) URLs."""
     check_access(host, token)
+    try:
+        urls = metrics_urls(metrics if metrics is not None else os.environ.get("STREAMSENSE_DASHBOARD_METRICS_URL"))
+    except ValueError as exc:
+        raise DashboardAccessError(str(exc)) from None
     log(f"dashboard on http://{host}:{port}/ (read-only, {database_url.split('://')[0]} store"
         f"{', token required' if token else ', no authentication: loopback only'})")
-    web.run_app(create_app(database_url, token), host=host, port=port, print=None, access_log=None)
+    web.run_app(create_app(database_url, token, urls), host=host, port=port, print=None, access_log=None)

@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from streamsense.streams.alerting.gate import AlertGate, count_windows, register_window_lengths
 from streamsense.streams.contracts import Batch
+from streamsense.streams.counters import count as count_dashboard
+from streamsense.streams.counters import present as counters_present
 from streamsense.streams.drift.windows import inserted_mask
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 
@@ -31,6 +33,7 @@ class Store:
         self.alert_rules = alert_rules
         self.alert_gate = AlertGate(alert_rules) if alert_rules is not None else None
         self._lengths_registered = False
+        self._counters = False  # whether dashboard_counts exists (a schema before migration 0008 has none)
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **_engine_options(url))
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
@@ -73,7 +76,11 @@ class Store:
         added = []
         if batch.predictions:
             added = self._rows.insert(conn, batch.predictions, now)
-            count_windows(conn, self._insert, added)
+            count_windows(conn, self._insert, (a[:4] for a in added))
+            if not self._counters:  # before migration 0008, whose backfill counts these rows: not here
+                self._counters = counters_present(conn)
+            if self._counters:
+                count_dashboard(conn, self._insert, added, now)
         candidates = batch.alerts
         if batch.drift and self.drift is not None and added:
             keep = None if len(added) == len(batch.predictions) else inserted_mask(conn, batch.predictions, now)
@@ -141,7 +148,8 @@ def event_time(row: dict, now: datetime) -> datetime:
 
 class _PredictionRows:
     """Inserts a batch's predictions if absent (first wins, in the batch's order too) and says which it inserted:
-    (kind, grp, sentiment, event_at) each, as the old SQLAlchemy executemany … RETURNING read them back.
+    (kind, grp, sentiment, event_at, lang, risk_level, risk_score, supported) each, as the old SQLAlchemy
+    executemany … RETURNING read them back.
 
     The values stored are the ones SQLAlchemy would bind: its own bind processors turn each value into what the
     DBAPI gets (SQLite: datetimes as "YYYY-MM-DD HH:MM:SS.ffffff" wall time, JSON as json.dumps text, booleans as
@@ -169,7 +177,8 @@ class _PredictionRows:
             self.copy = f"COPY {BATCH_TABLE} (ord, {listed}) FROM STDIN"
             self.copy_types = ["int4"] + [_pg_binary_type(c.type) for c in columns]
             self.sql = (f"INSERT INTO predictions ({listed}) SELECT {listed} FROM {BATCH_TABLE} ORDER BY ord "
-                        f"{conflict} RETURNING kind, grp, sentiment, event_at")
+                        f"{conflict} RETURNING kind, grp, sentiment, event_at, lang, risk_level, risk_score, "
+                        "supported")
         else:
             raise RuntimeError(f"unsupported database dialect {self.dialect}: use SQLite or PostgreSQL")
 
@@ -194,14 +203,16 @@ class _PredictionRows:
         result = conn.exec_driver_sql(self.sql, [tuple(v) for v in self._values(rows, now)])
         if result.rowcount == len(rows):  # all new: what was stored is what was given (event_at: the wall time
             # the text holds, as SQLAlchemy reads it back)
-            return [(r["kind"], r["grp"], r["sentiment"], event_time(r, now).replace(tzinfo=None)) for r in rows]
+            return [(r["kind"], r["grp"], r["sentiment"], event_time(r, now).replace(tzinfo=None), r["lang"],
+                     r["risk_level"], r["risk_score"], r["supported"]) for r in rows]
         if result.rowcount <= 0:
             return []
         # A replay, or a message twice in the batch: the rows inserted took the rowids just after the largest
         # (SQLite's rowid rule; the write lock keeps other writers out), so they are the last `rowcount` rowids.
         last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
         c = predictions.c
-        added = conn.execute(select(c.kind, c.grp, c.sentiment, c.event_at)
+        added = conn.execute(select(c.kind, c.grp, c.sentiment, c.event_at, c.lang, c.risk_level, c.risk_score,
+                                    c.supported)
                              .where(c.pk > last - result.rowcount, c.pk <= last).order_by(c.pk)).all()
         if len(added) != result.rowcount:
             raise RuntimeError(f"predictions: {result.rowcount} rows inserted, {len(added)} found by rowid")

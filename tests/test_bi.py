@@ -488,3 +488,126 @@ def test_alerts_tail_prints_alerts_from_the_topic(broker, unique, tmp_path):
     producer.join()
     assert result.exit_code == 0, result.output
     assert fresh["id"] in [json.loads(line)["id"] for line in result.stdout.splitlines()]
+
+
+# --- the dashboard counters (migration 0008, streams/counters.py) -------------------------------------------------
+
+def counters(engine) -> dict[tuple, tuple]:
+    from streamsense.streams.counters import dashboard_counts as t
+
+    with engine.connect() as conn:
+        return {(r.basis, utc_naive(r.bucket_start), r.kind, r.grp, r.lang, r.sentiment, r.risk_level):
+                (r.n, r.supported, round(r.risk_score_sum, 9)) for r in conn.execute(t.select())}
+
+
+def utc_naive(at: datetime) -> datetime:
+    return at.astimezone(timezone.utc).replace(tzinfo=None) if at.tzinfo else at
+
+
+def counted_from_rows(engine) -> dict[tuple, tuple]:
+    """What the counters must hold, computed here from the stored predictions themselves."""
+    c = predictions.c
+    out: dict[tuple, list] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(select_rows(c)):
+            minute = minute_floor(utc_naive(r.event_at))
+            for basis, at in (("e", minute), ("h", minute.replace(minute=0)),
+                              ("s", minute_floor(utc_naive(r.stored_at)))):
+                n = out.setdefault((basis, at, r.kind, r.grp or "", r.lang or "", r.sentiment, r.risk_level),
+                                   [0, 0, 0.0])
+                n[0] += 1
+                n[1] += bool(r.supported)
+                n[2] += r.risk_score
+    return {k: (n, s, round(score, 9)) for k, (n, s, score) in out.items()}
+
+
+def select_rows(c):
+    from sqlalchemy import select
+
+    return select(c.kind, c.grp, c.lang, c.sentiment, c.risk_level, c.risk_score, c.supported, c.event_at,
+                  c.stored_at)
+
+
+def test_counters_equal_the_rows_after_batches_replays_a_restart_and_the_backfill(database_url):
+    """Every batch adds what it inserted, once: a replayed batch (all duplicates), a batch half new, a message
+    twice in one batch, and a new Store on the same database (a restart) leave the counters equal to the aggregate
+    over the stored rows; migration 0008's backfill (down one revision from it and up again) rebuilds the same."""
+    from alembic import command
+    from alembic.config import Config
+
+    from streamsense.streams.counters import rebuild
+
+    store = Store(database_url, "streamsense")
+    store.migrate()
+    store.write(Batch(POSTS[:5] + TICKETS[:3], [], [], {("posts", 0): 6}))
+    store.write(Batch(POSTS[:5] + TICKETS[:3], [], [], {("posts", 0): 6}))  # a replay: nothing new
+    store.write(Batch(POSTS[3:7] + [POSTS[6]] + TICKETS[2:5], [], [], {("posts", 0): 8}))  # half new, one twice
+    store.dispose()
+    restarted = Store(database_url, "streamsense")
+    restarted.write(Batch(POSTS[5:] + TICKETS[4:], [], [], {("posts", 0): 9}))
+    engine = restarted.engine
+    got = counters(engine)
+    assert got == counted_from_rows(engine)
+    assert sum(n for (basis, *_), (n, _, _) in got.items() if basis == "e") == len(POSTS) + len(TICKETS)
+    # times with an offset and without a Kafka timestamp (p8: bucketed by when it was stored) counted as the views do
+    view = run_report(engine, "sentiment-minute").records()
+    assert sorted((r["kind"], r["grp"], r["bucket_start"], r["n"]) for r in view) == sorted(
+        (r["kind"], r["grp"] or None, r["bucket_start"], r["n"])
+        for r in bi_panel(engine, "minute"))
+    with engine.begin() as conn:
+        rebuild(conn)
+    assert counters(engine) == got
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "streams" / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.downgrade(cfg, "0008-1")
+    assert "dashboard_counts" not in __import__("sqlalchemy").inspect(engine).get_table_names()
+    restarted.dispose()
+    old_schema = Store(database_url, "streamsense")  # a store on the schema before 0008 writes without counting
+    old_schema.write(Batch([prediction("post", "late", "acme", "negative", at(9))], [], [], {}))
+    old_schema.migrate()  # ... and the backfill counts what it wrote
+    assert counters(old_schema.engine) == counted_from_rows(old_schema.engine) != got
+    old_schema.write(Batch([prediction("post", "later", "acme", "negative", at(9))], [], [], {}))  # counted now
+    assert counters(old_schema.engine) == counted_from_rows(old_schema.engine)
+    old_schema.dispose()
+
+
+def bi_panel(engine, unit):
+    from streamsense.streams.bi import Filters, panel_sentiment
+
+    return panel_sentiment(engine, Filters(), unit, 10000)
+
+
+def test_dashboard_panels_equal_the_views_over_every_filter(engine, filled):
+    """Each panel read from the counters equals the same aggregate over the raw rows, for a time range cut inside
+    an hour (hourly counters inside, per-minute ones at the edges) and each filter."""
+    from streamsense.streams.bi import Filters, panel_languages, panel_risk, panel_top_tickets, panel_totals
+
+    rows = POSTS + TICKETS
+    cases = [Filters(), Filters(start=at(0.5).replace(second=0), end=at(3)), Filters(start=at(1), end=at(76)),
+             Filters(grp="acme"), Filters(lang="zh"), Filters(sentiment="negative"), Filters(risk_level="high"),
+             Filters(start=at(2), grp="food", sentiment="negative")]
+    stored = {r.message_id: utc_naive(r.event_at)
+              for r in engine.connect().execute(__import__("sqlalchemy").select(predictions.c.message_id,
+                                                                                 predictions.c.event_at))}
+
+    def keep(r, f):
+        t = stored[r["message_id"]]
+        minute = minute_floor(t)
+        return ((f.start is None or minute >= utc_naive(f.start)) and (f.end is None or minute < utc_naive(f.end))
+                and all(v is None or r[k] == v for k, v in (("grp", f.grp), ("lang", f.lang),
+                                                             ("sentiment", f.sentiment),
+                                                             ("risk_level", f.risk_level))))
+
+    for f in cases:
+        kept = [r for r in rows if keep(r, f)]
+        assert panel_totals(engine, f) == {k: n for k in ("post", "ticket")
+                                           if (n := sum(r["kind"] == k for r in kept))}, f
+        assert {(r["product"], r["risk_level"]): r["n"] for r in panel_risk(engine, f)} == {
+            key: sum((r["grp"], r["risk_level"]) == key for r in kept if r["kind"] == "ticket")
+            for key in {(r["grp"], r["risk_level"]) for r in kept if r["kind"] == "ticket"}}, f
+        assert {(r["kind"], r["lang"]): r["n"] for r in panel_languages(engine, f, 100)} == {
+            key: sum((r["kind"], r["lang"]) == key for r in kept) for key in {(r["kind"], r["lang"]) for r in kept}}, f
+        top = [r["message_id"] for r in sorted((r for r in kept if r["kind"] == "ticket"),
+                                               key=lambda r: (-r["risk_score"], r["message_id"]))][:3]
+        assert [r["ticket_id"] for r in panel_top_tickets(engine, f, 3)] == top, f

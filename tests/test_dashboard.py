@@ -25,7 +25,9 @@ from streamsense.settings import PROJECT_ROOT
 from streamsense.brokers import free_port
 from streamsense.streams.alerting.gate import with_about
 from streamsense.streams.alerting.terms import explain
-from streamsense.streams.dashboard import DashboardAccessError, authorized, check_access, create_app, is_loopback
+from streamsense.streams.dashboard import (
+    DashboardAccessError, authorized, check_access, create_app, is_loopback, serve,
+)
 from streamsense.streams.produce import read_lines
 from streamsense.streams.contracts import Batch
 from streamsense.streams.store import Store
@@ -112,10 +114,17 @@ def fill(database_url: str) -> dict:
 
 
 @contextmanager
-def serving(database_url: str, token: str | None = None):
+def serving(database_url: str, token: str | None = None, metrics: tuple[str, ...] = ()):
     """The dashboard on a free port, in a thread of its own."""
+    with serving_app(create_app(database_url, token, metrics)) as base:
+        yield base
+
+
+@contextmanager
+def serving_app(app: web.Application):
+    """An aiohttp application on a free port, in a thread of its own."""
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(database_url, token))
+    runner = web.AppRunner(app)
     port = free_port()
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
@@ -286,6 +295,99 @@ def test_a_windowed_alert_opens_to_its_messages(filled):
         assert status == 400 and b"invalid time" in body
 
 
+def test_filters_apply_to_every_panel(filled):
+    """grp, lang, sentiment, risk and a time range narrow every panel to the rows they keep (counted here from what
+    was written); bad values are 400s that say what is allowed."""
+    url, written = filled
+    rows = written["rows"]
+    newest = max(r["produced_at"] for r in rows).replace(second=0, microsecond=0)
+    start = newest - timedelta(minutes=20)
+    cases = [({"grp": "acme-air"}, lambda r: r["grp"] == "acme-air"),
+             ({"lang": "zh"}, lambda r: r["lang"] == "zh"),
+             ({"sentiment": "negative", "risk": "high"}, lambda r: r["sentiment"] == "negative"
+              and r["risk_level"] == "high"),
+             ({"from": start.isoformat(), "to": newest.isoformat()},
+              lambda r: start <= r["produced_at"].replace(second=0, microsecond=0) < newest)]
+    with serving(url) as base:
+        for params, keep in cases:
+            status, _, body = get(f"{base}/api/summary?{urllib.parse.urlencode(params)}")
+            assert status == 200, body
+            data = json.loads(body)
+            kept = [r for r in rows if keep(r)]
+            assert kept, params
+            assert {k: data["totals"][k] for k in ("post", "ticket")} == {
+                k: sum(r["kind"] == k for r in kept) for k in ("post", "ticket")}, params
+            assert sum(r["n"] for r in data["sentiment"]) == len(kept), params
+            assert sum(r["n"] for r in data["risk"]) == sum(r["kind"] == "ticket" for r in kept), params
+            assert sum(r["n"] for r in data["languages"]) == len(kept), params
+            assert [t["ticket_id"] for t in data["top_tickets"]] == [r["message_id"] for r in sorted(
+                (r for r in kept if r["kind"] == "ticket"), key=lambda r: (-r["risk_score"], r["message_id"]))][:10]
+            # of stored time (all stored just now): the event time range leaves it whole, with the dead letters
+            assert sum(r["n"] for r in data["throughput"]) == (len(rows) + 3 if "from" in params else len(kept))
+            assert ("dead_letter" in data["totals"]) == ("from" in params)  # no group, language...: none then
+            for a in data["alerts"]:
+                m = a.get("message")
+                if a["window_start"] is None:  # a per-message alert: its message must match
+                    assert m and all(keep_field(m, k, v) for k, v in params.items() if k not in ("from", "to"))
+                elif "grp" in params:
+                    assert a["key"].split(":", 1)[1] == params["grp"]
+        # days per minute would read every minute: the answer is per hour, and says so
+        wide = json.loads(get(f"{base}/api/summary?bucket=minute&from=2d")[2])
+        assert wide["bucket"] == "hour" and wide["bucket_note"] == "per hour: the range is over 6 h"
+        assert sum(r["n"] for r in wide["sentiment"]) == len(rows)
+        assert {datetime.fromisoformat(r["bucket_start"]).minute for r in wide["sentiment"]} == {0}
+        narrow = json.loads(get(f"{base}/api/summary?bucket=minute&from=1h")[2])
+        assert narrow["bucket"] == "minute" and narrow["bucket_note"] is None
+        everything = json.loads(get(f"{base}/api/summary")[2])
+        assert {g["grp"] for g in everything["options"]["groups"]} == {r["grp"] for r in rows}
+        assert set(everything["options"]["languages"]) == {r["lang"] for r in rows}
+        for query, says in (("sentiment=angry", b"sentiment must be one of negative, neutral, positive"),
+                            ("risk=severe", b"risk must be one of low, medium, high, critical"),
+                            ("lang=english!", b"is not a language code"), ("from=yesterday", b"invalid time"),
+                            ("from=2026-01-02T00:00&to=2026-01-01T00:00", b"'to' must be after 'from'"),
+                            ("grp=" + "x" * 201, b"at most 200")):
+            status, _, body = get(f"{base}/api/summary?{query}")
+            assert status == 400 and says in body, (query, body)
+
+
+def keep_field(message: dict, param: str, value: str) -> bool:
+    return message[{"risk": "risk_level"}.get(param, param)] == value
+
+
+def test_a_per_message_alert_opens_to_its_message_and_every_reason(filled):
+    url, written = filled
+    rows = {r["message_id"]: r for r in written["rows"]}
+    with serving(url) as base:
+        data = json.loads(get(f"{base}/api/summary")[2])
+    single = [a for a in data["alerts"] if a["window_start"] is None]
+    assert single
+    for a in single:
+        m, row = a["message"], rows[a["key"].split(":", 1)[1]]
+        assert m["text"] == row["text"] and m["author"] == row["author"] and m["grp"] == row["grp"]
+        assert m["risk_explanation"] == row["risk_explanation"] and m["risk_labels"] == row["risk_labels"]
+        assert m["risk_level"] == row["risk_level"] and m["risk_signals"] == row["risk_signals"]
+
+
+def test_lag_per_partition_comes_from_the_workers_metrics(filled):
+    """/api/lag reads each worker's /metrics (Prometheus text as the worker's registry writes it) and adds up the
+    partitions; a worker that does not answer is named, not fatal; without a URL it says lag is not configured."""
+    url, _ = filled
+    with serving_app(lag_worker({("posts", 0): 12, ("posts", 1): 0})) as one, \
+            serving_app(lag_worker({("tickets", 0): 5})) as two:
+        dead = f"http://127.0.0.1:{free_port()}/metrics"
+        with serving(url, metrics=(f"{one}/metrics", f"{two}/metrics", dead)) as base:
+            status, _, body = get(f"{base}/api/lag")
+    assert status == 200
+    data = json.loads(body)
+    assert data["lag"] == [{"topic": "posts", "partition": 0, "lag": 12}, {"topic": "posts", "partition": 1, "lag": 0},
+                           {"topic": "tickets", "partition": 0, "lag": 5}]
+    assert [s["ok"] for s in data["sources"]] == [True, True, False] and data["sources"][2]["url"] == dead
+    with serving(url) as base:
+        assert json.loads(get(f"{base}/api/lag")[2]) == {"configured": False, "lag": [], "sources": []}
+    with pytest.raises(DashboardAccessError, match="not an http"):
+        serve(url, metrics="localhost:9100/metrics")
+
+
 def test_access_rules():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost", "LOCALHOST"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.7", "dashboard.example", ""))
@@ -345,11 +447,31 @@ def browser():
     browser.quit()
 
 
+def lag_worker(lag: dict[tuple[str, int], int]) -> web.Application:
+    """A worker's /metrics as its Prometheus registry writes it, with these consumer lags."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    gauge = Gauge("consumer_lag", "lag", ["topic", "partition"], namespace="streamsense", registry=registry)
+    for (topic, partition), value in lag.items():
+        gauge.labels(topic, str(partition)).set(value)
+
+    async def metrics(request):
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
 def test_page_in_chromium(filled, browser, artifacts):
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, written = filled
-    with serving(url) as base:
+    lag = {("posts", 0): 7, ("posts", 1): 0, ("tickets", 0): 3, ("tickets", 1): 1}
+    browser.get("about:blank")  # the previous test's page stops refreshing against its stopped server
+    browser.get_log("browser")  # ... and what it logged is not this page's
+    with serving_app(lag_worker(lag)) as worker, serving(url, metrics=(f"{worker}/metrics",)) as base:
         browser.get(base)
         WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
 
@@ -408,8 +530,18 @@ def test_page_in_chromium(filled, browser, artifacts):
         assert f"{len(window)} messages stored in the window" in first.text
         assert count("#tickets-table tbody tr") == 10
         assert count("#offsets-table tbody tr") == 4
+        # consumer lag per partition, from the worker's /metrics
+        cells = browser.execute_script("return [...document.querySelectorAll('#offsets-table tbody tr')]"
+                                       ".map(tr => [...tr.children].map(td => td.textContent))")
+        assert {(c[1], int(c[2])): int(c[4]) for c in cells} == lag
         assert count("#languages-table tbody tr") == len({(r["kind"], r["lang"]) for r in written["rows"]}) == 4
-        assert "unreliable" in browser.find_element("css selector", ".note").text
+        # a per-message alert opens to its message as stored, with its risk explanation
+        single = browser.find_elements("css selector", "#alerts-table tr.alert details.message")
+        assert single
+        single[0].find_element("css selector", "summary").click()
+        message_id = single[0].find_element("css selector", "summary").text.split()[-1].rstrip(")")
+        row = next(r for r in written["rows"] if r["message_id"] == message_id)
+        assert " ".join(row["text"].split()) in single[0].text and row["risk_explanation"] in single[0].text
 
         # the whole page in one shot: a window as tall as the page plus the browser's own frame
         height = browser.execute_script("return document.documentElement.scrollHeight + window.outerHeight"
@@ -417,6 +549,35 @@ def test_page_in_chromium(filled, browser, artifacts):
         browser.set_window_size(1400, height)
         name = "dashboard.png" if url.startswith("sqlite") else "dashboard-postgresql.png"
         assert browser.save_screenshot(str(artifacts / name))
+        if url.startswith("sqlite"):  # docs/images/dashboard.png is this one: the page's top (filters, cards, charts,
+            # the newest alert opened) 900 px wide in 128 colours, < 300 KB
+            from PIL import Image
+
+            shot = Image.open(artifacts / name).convert("RGB")
+            shot = shot.crop((0, 0, shot.width, min(shot.height, shot.width * 9 // 7)))
+            small = shot.resize((900, round(shot.height * 900 / shot.width)), Image.LANCZOS).quantize(128)
+            small.save(artifacts / "dashboard-docs.png", optimize=True)
+            assert (artifacts / "dashboard-docs.png").stat().st_size < 300_000
+
+        # filters narrow every panel: one brand, then its negative posts only
+        from selenium.webdriver.support.ui import Select
+
+        def card(label: str) -> int:
+            return int(browser.execute_script(
+                "return [...document.querySelectorAll('#totals .card')].find(c => c.querySelector('.label')"
+                f".textContent === {label!r}).querySelector('.value').textContent"))
+
+        acme = [r for r in written["rows"] if r["grp"] == "acme-air"]
+        Select(browser.find_element("css selector", "#filters [name=grp]")).select_by_value("acme-air")
+        WebDriverWait(browser, 30).until(lambda b: card("posts") == len(acme))
+        assert count("#sentiment-chart svg path.series") == 1 and card("tickets") == 0
+        assert count("#tickets-table tbody tr.empty, #tickets-table tbody td.empty") == 1
+        Select(browser.find_element("css selector", "#filters [name=sentiment]")).select_by_value("negative")
+        negative = sum(r["sentiment"] == "negative" for r in acme)
+        WebDriverWait(browser, 30).until(lambda b: card("posts") == negative)
+        assert browser.find_element("css selector", "#filters [name=grp]").get_attribute("value") == "acme-air"
+        browser.find_element("id", "clear-filters").click()
+        WebDriverWait(browser, 30).until(lambda b: card("posts") == sum(r["kind"] == "post" for r in written["rows"]))
 
         browser.find_element("css selector", "#kind-toggle [data-kind=ticket]").click()
         browser.find_element("css selector", "#bucket-toggle [data-bucket=hour]").click()
@@ -424,4 +585,5 @@ def test_page_in_chromium(filled, browser, artifacts):
         WebDriverWait(browser, 30).until(lambda b: "product" in b.find_element("id", "group-word").text)
         WebDriverWait(browser, 30).until(lambda b: count("#sentiment-chart svg path.series") == 6)
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        browser.get("about:blank")  # no refresh against this server once it stops
         assert errors == []

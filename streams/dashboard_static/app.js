@@ -13,7 +13,8 @@ const REFRESH_MS = 10e3;
 const WIDE = 900, HALF = 520;  // viewBox widths of full-width and half-width charts
 const SMOOTH = {minute: 5, hour: 1};  // negative share over this many trailing buckets
 const MIN_POINT = 20;  // a share of fewer messages is not drawn (the negative_share rule's min_messages)
-const state = {kind: "post", bucket: "minute"};
+const state = {kind: "post", bucket: "minute", filters: {}};
+const FILTERS = ["from", "grp", "lang", "sentiment", "risk"];
 
 const cssVar = name => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 const colours = names => Object.fromEntries(names.map(n => [n, cssVar("--" + n)]));
@@ -252,6 +253,7 @@ function alertsTable(rows) {
     } else if (items.length) {
       evidenceList(cell, items);
     }
+    if (a.message) messageDetails(cell, a.message);
   }, "no alerts");
 }
 
@@ -265,6 +267,24 @@ function evidenceList(parent, items) {
     for (const r of Array.isArray(e.reasons) ? e.reasons : []) {  // a per-message alert: every rule's reason
       add(add(li, "div", {class: "reason"}), "span", {}, `${r.rule} (${r.severity}): ${r.reason}`);
     }
+  }
+}
+
+// A per-message alert opens to its message as stored, with every reason the store has for its risk level.
+function messageDetails(parent, m) {
+  const details = add(parent, "details", {class: "message"});
+  add(details, "summary", {}, `the message (${m.kind} ${m.message_id})`);
+  const list = add(details, "dl");
+  const labels = m.risk_labels && typeof m.risk_labels === "object" ? Object.entries(m.risk_labels)
+    .sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${Number(v).toFixed(2)}`).join(", ") : "";
+  const signals = Array.isArray(m.risk_signals) ? m.risk_signals.map(s => typeof s === "string" ? s :
+    JSON.stringify(s)).join(", ") : "";
+  for (const [term, value] of [["time", shortTime(m.event_at)], ["group", m.grp ?? ""], ["author", m.author ?? ""],
+    ["language", m.lang ?? "none"], ["sentiment", m.sentiment], ["risk", `${m.risk_level} (${Number(m.risk_score)
+      .toFixed(2)}): ${m.risk_explanation}`], ["risk labels", labels || "–"], ["risk signals", signals || "none"],
+    ["text", m.text ?? "(text not stored)"]]) {
+    add(list, "dt", {}, term);
+    add(list, "dd", {}, value);
   }
 }
 
@@ -395,21 +415,74 @@ function render(data) {
     add(tr, "td", {}, d.status ?? "open");
     add(tr, "td", {}, d.summary ?? "");
   }, "no drift windows yet");
-  fillTable("offsets-table", data.offsets, (tr, o) => {
+  offsetsTable(data.offsets);
+  filterOptions(data);
+  const range = data.range || {};
+  document.getElementById("range").textContent = range.start ?
+    `event time ${shortTime(range.start)} – ${range.end ? shortTime(range.end) : "now"} UTC` +
+    (data.bucket_note ? ` · ${data.bucket_note}` : "") : "";
+}
+
+function offsetsTable(offsets, lag) {
+  const byPartition = new Map((lag && lag.lag || []).map(l => [`${l.topic}/${l.partition}`, l.lag]));
+  fillTable("offsets-table", offsets, (tr, o) => {
     add(tr, "td", {}, o.group_id);
     add(tr, "td", {}, o.topic);
     add(tr, "td", {class: "num"}, String(o.partition));
     add(tr, "td", {class: "num"}, String(o.next_offset));
+    const value = byPartition.get(`${o.topic}/${o.partition}`);
+    add(tr, "td", {class: "num lag"}, value === undefined ? "–" : String(value));
   }, "no offsets stored yet");
+  if (lag) {
+    const failed = (lag.sources || []).filter(s => !s.ok);
+    document.getElementById("lag-note").dataset.state = !lag.configured ? "off" : failed.length ? "error" : "ok";
+    if (!lag.configured) {
+      document.getElementById("lag-note").textContent = "Lag: set STREAMSENSE_DASHBOARD_METRICS_URL to the " +
+        "workers' /metrics URLs to show it (the broker's high-water mark minus the next offset, per partition).";
+    } else if (failed.length) {
+      document.getElementById("lag-note").textContent = `Lag: could not read ${failed.map(s => `${s.url} ` +
+        `(${s.error})`).join(", ")}`;
+    }
+  }
+}
+
+// The filter menus: groups of the kind shown and the languages of the time range; a chosen value stays listed.
+function filterOptions(data) {
+  const options = data.options || {};
+  const form = document.getElementById("filters");
+  const fillSelect = (name, values) => {
+    const select = form.elements[name];
+    const chosen = state.filters[name] || "";
+    const all = [...new Set([...values, ...(chosen ? [chosen] : [])])];
+    select.replaceChildren();
+    add(select, "option", {value: ""}, "all");
+    for (const v of all) add(select, "option", {value: v}, v);
+    select.value = chosen;
+  };
+  fillSelect("grp", (options.groups || []).filter(g => g.kind === state.kind).map(g => g.grp));
+  fillSelect("lang", options.languages || []);
+  document.getElementById("group-label").textContent = state.kind === "post" ? "brand" : "product";
+}
+
+async function loadLag(offsets) {
+  try {
+    const response = await fetch("/api/lag", {cache: "no-store"});
+    if (response.ok) offsetsTable(offsets, await response.json());
+  } catch (exc) { /* the offsets stay; the note says nothing new */ }
 }
 
 async function load() {
   const error = document.getElementById("error");
   try {
-    const response = await fetch(`/api/summary?bucket=${state.bucket}`, {cache: "no-store"});
-    const data = await response.json();
+    const query = new URLSearchParams({bucket: state.bucket});
+    for (const [k, v] of Object.entries(state.filters)) if (v) query.set(k, v);
+    const response = await fetch(`/api/summary?${query}`, {cache: "no-store"});
+    const text = await response.text();
+    let data;
+    try { data = JSON.parse(text); } catch (exc) { throw new Error(text || response.statusText); }
     if (!response.ok) throw new Error(data.error || response.statusText);
     render(data);
+    await loadLag(data.offsets);
     error.hidden = true;
     document.getElementById("updated").textContent = `updated ${clock(Date.parse(data.generated_at))}:` +
       `${pad2(new Date(data.generated_at).getUTCSeconds())} UTC · every ${REFRESH_MS / 1000} s`;
@@ -429,6 +502,16 @@ function toggle(id, key) {
     load();
   });
 }
+
+document.getElementById("filters").addEventListener("change", event => {
+  state.filters[event.target.name] = event.target.value;
+  load();
+});
+document.getElementById("clear-filters").addEventListener("click", () => {
+  state.filters = {};
+  for (const select of document.querySelectorAll("#filters select")) select.value = "";
+  load();
+});
 
 toggle("kind-toggle", "kind");
 toggle("bucket-toggle", "bucket");
