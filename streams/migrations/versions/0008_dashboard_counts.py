@@ -3,7 +3,7 @@ time (streams/counters.py), backfilled from the stored predictions; indexes led 
 stored time (dead letters).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 
 The dashboard's panels aggregated every stored prediction before filtering on time (the 0002 views), 6-11 s each at
 a million rows; the counters hold at most one row per minute, kind, group, language, sentiment and risk level, and
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
