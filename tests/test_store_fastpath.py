@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import and_, case, event, func, select
 
 import streamsense.streams.store as store_module
-from streamsense.streams.alerting.gate import count_windows, register_window_lengths
+from streamsense.streams.alerting.gate import _explain, count_windows, register_window_lengths
 from streamsense.streams.alerting.rules import (
     EVIDENCE_MAX, AlertRules, Counts, _alert, _evidence, _Windowed, alert_id, window_index,
 )
@@ -157,6 +157,8 @@ class LegacyGate:
                         .order_by(case((predictions.c.sentiment == "negative", 0), else_=1), predictions.c.risk_score.desc())
                         .limit(EVIDENCE_MAX)).all()
                     alert["evidence"] = [_evidence(r.message_id, kind, r.text or "", r.risk_score) for r in worst]
+                    # what the window is about: the same explanation the gate adds (streams/alerting/terms.py)
+                    _explain(conn, alert, rule, kind, group, start, start + size)
                     out.append(alert)
         return out
 
