@@ -26,6 +26,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ColumnElement, Select
 
 from streamsense.models.risk import LEVELS
+from streamsense.streams.feedback import quality
+from streamsense.streams.feedback.schema import feedback
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 from streamsense.streams.store import Store
 
@@ -90,6 +92,8 @@ class Report:
     # How `stored_since` applies: fn(stmt, at, dialect) -> stmt; None: the report has no stored time to filter on.
     stored_filter: Callable[[Select, datetime, str], Select] | None = None
     sources: tuple[Source, ...] = field(default=())  # what an empty result is explained with
+    # columns and rows computed from the query's (e.g. confidence intervals): fn(columns, rows) -> (columns, rows)
+    compute: Callable[[list[str], list[tuple]], tuple[list[str], list[tuple]]] | None = None
 
     @property
     def time(self) -> str | None:
@@ -183,6 +187,16 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            "identification), with how many and what share the model supports",
            _languages_query(), stored_filter=lambda stmt, at, dialect: _languages_query(predictions.c.stored_at >= at),
            sources=(Source(predictions, "messages"),)),
+    # people's verdicts (streams/feedback/, docs/bi.md "Feedback")
+    Report("feedback-labels", "verdicts collected per kind, head, source and verdict: how many carry a label, from "
+           "how many people, the newest", quality.labels_query(),
+           sources=(Source(feedback, "verdicts", event="created_at", stored="updated_at"),)),
+    Report("feedback-precision", "precision of each head's predicted label and each alert rule from people's "
+           "verdicts, with 95 % Wilson intervals; *_random: from the review queue's random share only (unbiased)",
+           quality.precision_query(), table=("scope", "name", "predicted", "model_version", "n", "precision", "low",
+                                             "high", "n_random", "precision_random"),
+           compute=quality.with_intervals,
+           sources=(Source(feedback, "verdicts", event="created_at", stored="updated_at"),)),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),
@@ -228,7 +242,8 @@ def run_report(engine: Engine, name: str, limit: int | None = None, since: datet
         stmt = stmt.limit(limit)
     with engine.connect() as conn:
         result = conn.execute(stmt)
-        return Result(list(result.keys()), [tuple(row) for row in result])
+        columns, rows = list(result.keys()), [tuple(row) for row in result]
+    return Result(*report.compute(columns, rows)) if report.compute else Result(columns, rows)
 
 
 def newest(engine: Engine, name: str) -> datetime | None:
