@@ -238,6 +238,27 @@ def feedback_queue(
                   "`feedback export --queue N` for Argilla / Label Studio)", markup=False)
 
 
+@feedback_app.command("consume")
+def feedback_consume():
+    """Read verdicts from the feedback topic (STREAMSENSE_TOPIC_FEEDBACK) until Ctrl-C: stored with their offsets in
+    SQL; malformed ones, or ones naming nothing stored, go to the dead letters with the reason."""
+    import logging.config
+
+    from streamsense.logs import logging_config
+    from streamsense.streams.feedback.consumer import run
+
+    settings = Settings()
+    config = logging_config(settings.log_format, "info")
+    if config:
+        logging.config.dictConfig(config)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"reading verdicts from {settings.topic_feedback} on {settings.kafka_bootstrap_servers}",
+                  markup=False)
+    totals = run(settings)
+    console.print(f"stopped; verdicts: {totals.summary()}", markup=False)
+
+
 # --- models: aliases, promotion, rollback ----------------------------------------------------------------------
 
 def _name_version(ref: str) -> tuple[str, int]:

@@ -64,7 +64,7 @@ def test_a_verdict_twice_counts_once_and_a_changed_one_replaces_it(db):
     url, engine, _ = db
     v = Verdict("post", "p0", "sentiment", "alice", label="negative")  # p0 was predicted negative
     first = record(engine, [v, v])  # repeated within one call too
-    assert (first.added, first.unchanged, first.replaced) == (1, 0, 0)
+    assert (first.added, first.unchanged, first.replaced) == (1, 1, 0)
     again = record(engine, [v])
     assert (again.added, again.unchanged) == (0, 1)
     changed = record(engine, [Verdict("post", "p0", "sentiment", "alice", label="neutral")])

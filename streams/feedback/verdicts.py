@@ -177,13 +177,13 @@ def _targets(conn: Connection, verdicts: list[Verdict]) -> tuple[dict, dict]:
     return found, found_alerts
 
 
-def resolve(conn: Connection, verdicts: list[Verdict]) -> tuple[list[dict], list[tuple[str, str]], int]:
-    """Rows for the feedback table, the rejected verdicts with their reasons, and how many rows name a message
-    stored without text."""
+def resolve(conn: Connection, verdicts: list[Verdict]) -> tuple[list[dict], list[tuple[int, str, str]], int]:
+    """Rows for the feedback table, the rejected verdicts (their index in `verdicts`, what, why), and how many rows
+    name a message stored without text."""
     found, found_alerts = _targets(conn, verdicts)
     rows, rejected, without_text = [], [], 0
     now = datetime.now(timezone.utc)
-    for v in verdicts:
+    for i, v in enumerate(verdicts):
         try:
             if v.kind == "alert":
                 alert = found_alerts.get(v.message_id)
@@ -201,7 +201,7 @@ def resolve(conn: Connection, verdicts: list[Verdict]) -> tuple[list[dict], list
                 (labels, predicted), version, text = judged, row.model_version, row.text
             verdict, label = complete(v, labels, predicted)
         except VerdictError as exc:
-            rejected.append((f"{v.ref} {v.head} by {v.by}", str(exc)))
+            rejected.append((i, f"{v.ref} {v.head} by {v.by}", str(exc)))
             continue
         without_text += text is None
         rows.append({"kind": v.kind, "message_id": v.message_id, "head": v.head, "by": v.by, "verdict": verdict,
@@ -225,7 +225,15 @@ SAID = ("verdict", "label", "sample")  # what makes a verdict the same or a chan
 def write(conn: Connection, rows: list[dict], outcome: Outcome) -> None:
     """Store `rows` in the caller's transaction: a new key is added, the same verdict again changes nothing, a
     changed one replaces the earlier (its created_at too: the latest word counts)."""
-    for row in _last_per_key(rows):
+    last = {}
+    for row in rows:  # within one call the last verdict per key counts; the earlier ones count as if stored first
+        key = tuple(row[c] for c in KEY)
+        if key in last:
+            same = all(last[key][c] == row[c] for c in SAID)
+            outcome.unchanged += same
+            outcome.replaced += not same
+        last[key] = row
+    for row in last.values():
         inserted = _insert(conn).on_conflict_do_nothing(index_elements=list(KEY)).returning(feedback.c.pk)
         if conn.execute(inserted, row).first() is not None:
             outcome.added += 1
@@ -239,18 +247,14 @@ def write(conn: Connection, rows: list[dict], outcome: Outcome) -> None:
             outcome.replaced += 1
 
 
-def _last_per_key(rows: list[dict]) -> list[dict]:
-    """Within one call the last verdict per key counts (a file that repeats a line counts it once)."""
-    return list({tuple(r[c] for c in KEY): r for r in rows}.values())
-
-
 def record(engine: Engine, verdicts: Iterable[Verdict]) -> Outcome:
     """Check `verdicts` against the store and keep the good ones, in one transaction; the rest are rejected with
     their reasons (nothing is half-stored)."""
     verdicts = list(verdicts)
     outcome = Outcome()
     with engine.begin() as conn:
-        rows, outcome.rejected, outcome.without_text = resolve(conn, verdicts)
+        rows, rejected, outcome.without_text = resolve(conn, verdicts)
+        outcome.rejected = [(what, why) for _, what, why in rejected]
         write(conn, rows, outcome)
     return outcome
 
