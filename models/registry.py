@@ -231,19 +231,25 @@ def rollback_target(root: Path, name: str) -> int:
 
 
 def init_registry(target: Path, source: Path, copy: bool = False) -> list[Path]:
-    """A writable registry at `target` holding every version of `source` (the shipped models): each version
-    linked (a symbolic link: no space taken; it follows the installed package) or, with `copy`, copied. Versions
-    already there are kept. Returns the version directories made."""
+    """A writable registry at `target` holding every version of `source` (the shipped models). Each version is a
+    directory of its own: its card, tokenizer and other small files copied (so recording metrics, a calibration or a
+    profile changes this registry, never the installed package), its ONNX files linked (symbolic links: no space
+    taken) or, with `copy`, copied. Versions already there are kept. Returns the version directories made."""
     made = []
     for info in list_models(source):
         dest = Path(target) / info.name / str(info.version)
         if dest.exists() or dest.is_symlink():
             continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if copy:
-            shutil.copytree(info.path, dest)
-        else:
-            dest.symlink_to(info.path.resolve(), target_is_directory=True)
+        tmp = dest.with_name(f".{info.version}.init")  # complete before it is listed (as publish does)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for item in sorted(info.path.iterdir()):
+            if item.is_file() and item.suffix == ".onnx" and not copy:
+                (tmp / item.name).symlink_to(item.resolve())
+            elif item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        verify(tmp)
+        tmp.rename(dest)
         made.append(dest)
     return made
 

@@ -238,6 +238,49 @@ def feedback_queue(
                   "`feedback export --queue N` for Argilla / Label Studio)", markup=False)
 
 
+@feedback_app.command("quality")
+def feedback_quality(
+    model: Optional[str] = typer.Argument(None, help="NAME[:VERSION or alias] (default: STREAMSENSE_MODEL)."),
+    record_it: bool = typer.Option(False, "--record", help="Write it as the `quality` section of the model's "
+                                                           "profile (profile.json)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """A model's accuracy per head on people's labels (held out: stored after the model was made), with 95 %
+    Wilson intervals; the model is run on the stored texts."""
+    from streamsense.models.profile import write_section
+    from streamsense.models.registry import read_card, resolve
+    from streamsense.streams.feedback.evidence import quality
+
+    settings = Settings()
+    path = resolve(settings.model_registry, model or settings.model)
+    engine = _engine(settings)
+    try:
+        report = quality(engine, path)
+    finally:
+        engine.dispose()
+    card = read_card(path)
+    if as_json:
+        print(json.dumps(report, indent=1))
+    else:
+        table = Table(title=f"{card['name']}:{card['version']} on {report['verdicts']} labelled verdicts "
+                            f"(stored after {report['stored_after']})")
+        for col in ("head", "n", "right", "accuracy", "95 % interval"):
+            table.add_column(col)
+        for head, h in sorted(report["heads"].items()):
+            table.add_row(head, str(h["n"]), str(h["right"]), f"{h['accuracy']:.3f}",
+                          f"{h['low']:.3f} … {h['high']:.3f}")
+        out.print(table)
+    if report["without_text"]:
+        console.print(f"{report['without_text']} labelled verdicts name messages stored without text "
+                      "(STREAMSENSE_STORE_TEXT=hash): left out", markup=False)
+    if record_it:
+        if not report["verdicts"]:
+            _fail("no labelled verdicts to record", "label some first (`streamsense feedback queue`)")
+        write_section(path, "quality", report, {"verdicts": report["verdicts"], "judged": "labelled verdicts stored "
+                                                f"after {report['stored_after']}"})
+        console.print(f"recorded as the quality section of {path / 'profile.json'}", markup=False)
+
+
 @feedback_app.command("consume")
 def feedback_consume():
     """Read verdicts from the feedback topic (STREAMSENSE_TOPIC_FEEDBACK) until Ctrl-C: stored with their offsets in
@@ -270,8 +313,10 @@ def _name_version(ref: str) -> tuple[str, int]:
 
 def models_promote(
     model: str = typer.Argument(..., help="NAME:VERSION to make champion."),
-    evidence: Optional[Path] = typer.Option(None, help="A JSON file of gate evidence (docs/models.md); default: "
-                                                       "alert verdicts gathered from STREAMSENSE_DATABASE_URL."),
+    evidence: Optional[Path] = typer.Option(None, help="A JSON file of gate evidence (docs/models.md); what it "
+                                                       "lacks is gathered from STREAMSENSE_DATABASE_URL: both "
+                                                       "models run on the held-out labelled verdicts, and the "
+                                                       "verdicts on each version's alerts."),
     by: Optional[str] = typer.Option(None, "--by", help="Who promotes (recorded in the aliases' history)."),
 ):
     """Promote a version to champion through the gate; refused, with each failed check's reason, unless every
@@ -286,15 +331,22 @@ def models_promote(
     resolve(root, model)  # an unknown model fails here with the registry's message
     gathered = load_evidence(evidence) if evidence else {}
     sqlite = errors.sqlite_path(settings.database_url)
-    if "alert_precision" not in gathered and (sqlite is None or sqlite.is_file()):
+    wanted = {"verdicts", "alert_precision"} - set(gathered)
+    if wanted and (sqlite is None or sqlite.is_file()):  # what the file does not give, from the store
         from streamsense.models.registry import read_card
+        from streamsense.streams.feedback.evidence import paired
 
+        dirs = {"champion": resolve(root, f"{name}:{alias_version(root, name, CHAMPION)}"),
+                "challenger": resolve(root, model)}
         engine = _engine(settings)
         try:
-            cards = {"champion": read_card(resolve(root, f"{name}:{alias_version(root, name, CHAMPION)}")),
-                     "challenger": read_card(resolve(root, model))}
-            gathered["alert_precision"] = {role: alert_counts(engine, f"{card['name']}:{card['version']}")
-                                           for role, card in cards.items()}
+            if "verdicts" in wanted:
+                console.print("running both models on the held-out labelled verdicts…", markup=False)
+                gathered.update(paired(engine, dirs["champion"], dirs["challenger"]))
+            if "alert_precision" in wanted:
+                cards = {role: read_card(path) for role, path in dirs.items()}
+                gathered["alert_precision"] = {role: alert_counts(engine, f"{card['name']}:{card['version']}")
+                                               for role, card in cards.items()}
         finally:
             engine.dispose()
     try:

@@ -102,7 +102,8 @@ def test_malformed_verdicts_say_why():
                         ({"target": "post:1", "head": "sentiment", "by": "a"}, "give a label or a verdict"),
                         ({"target": "post:1", "label": "x"}, "'head'"),
                         ({"target": "post:1", "head": "sentiment", "label": "x"}, "'by'"),
-                        ({"target": "post:1", "head": "hate", "label": "x", "by": "a", "colour": 1}, "unknown field colour"),
+                        ({"target": "post:1", "head": "hate", "label": "x", "by": "a", "colour": 1},
+                         "unknown field colour"),
                         ({"target": "post:1", "head": "hate", "verdict": "maybe", "by": "a"}, "not right or wrong"),
                         ({"target": "post:1", "head": "hate", "label": "x", "by": "a", "at": "yesterday"}, "ISO 8601"),
                         ([1, 2], "JSON object")]:
@@ -133,8 +134,8 @@ def test_cli_one_bulk_and_a_false_alarm(db, tmp_path):
              {"target": "post:p3", "head": "complaint", "verdict": "right", "by": "bob"},
              {"target": "post:p3", "head": "complaint", "verdict": "right", "by": "bob"}]
     bulk_file = tmp_path / "v.jsonl"
-    bulk_file.write_text("\n".join(map(json.dumps, lines)) + "\n{not json\n" + json.dumps({"target": "post:zz", "head": "sentiment",
-                         "label": "negative", "by": "bob"}) + "\n")
+    unknown = {"target": "post:zz", "head": "sentiment", "label": "negative", "by": "bob"}
+    bulk_file.write_text("\n".join(map(json.dumps, lines)) + "\n{not json\n" + json.dumps(unknown) + "\n")
     bulk = invoke(["feedback", "import", str(bulk_file)], url)
     assert bulk.exit_code == 0, bulk.output
     assert "malformed line 4: not JSON" in bulk.output and "rejected post:zz" in bulk.output

@@ -6,16 +6,23 @@ import math
 import shutil
 
 import pytest
+from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
 from streamsense.cli import app
 from streamsense.models import gate
+from streamsense.models.profile import section
 from streamsense.models.registry import (
-    ModelNotFoundError, alias_version, init_registry, list_models, read_aliases, read_card, resolve, set_alias, write_card,
+    ModelNotFoundError, alias_version, init_registry, list_models, read_aliases, read_card, resolve, set_alias,
+    write_card,
 )
 from streamsense.settings import SHIPPED_MODELS, Settings
+from streamsense.streams.feedback.evidence import quality
 from streamsense.streams.feedback.gate_checks import mcnemar_exact
+from streamsense.streams.feedback.verdicts import Verdict, record
 from streamsense.streams.worker import load_classifier
+from tests.bi_rows import prediction
+from tests.test_feedback import T0, _store
 
 NAME = "streamsense-minilm"
 SHIPPED = SHIPPED_MODELS / NAME / "3"
@@ -158,9 +165,12 @@ def test_registry_init_links_the_shipped_models(tmp_path):
     made = init_registry(tmp_path / "r", SHIPPED_MODELS)
     assert {p.relative_to(tmp_path / "r").as_posix() for p in made} == {
         f"{m.name}/{m.version}" for m in list_models(SHIPPED_MODELS)}
-    assert all(p.is_symlink() for p in made)
+    for path in made:  # the small files copied (a recorded profile stays in this registry), the ONNX files linked
+        assert not path.is_symlink() and not (path / "model.json").is_symlink()
+        assert all((path / f).is_symlink() for f in read_card(path)["files"] if f.endswith(".onnx"))
     assert init_registry(tmp_path / "r", SHIPPED_MODELS) == []  # kept
-    assert resolve(tmp_path / "r", f"{NAME}:champion").resolve() == SHIPPED.resolve()
+    assert resolve(tmp_path / "r", f"{NAME}:champion") == tmp_path / "r" / NAME / "3"
+    assert not (tmp_path / "r" / NAME / ".3.init").exists()
 
 
 def test_the_worker_loads_the_champion_and_follows_a_promotion(tmp_path):
@@ -172,3 +182,62 @@ def test_the_worker_loads_the_champion_and_follows_a_promotion(tmp_path):
     assert load_classifier(settings).model_version == f"{NAME}:3"
     assert gate.promote(root, NAME, 4, GOOD).passed
     assert load_classifier(settings).model_version == f"{NAME}:4"  # what reload_model (SIGHUP) calls
+
+
+TEXTS = {"pos1": ("I love this phone, it is wonderful!", "positive"),
+         "pos2": ("Great service today, thank you so much, amazing team", "positive"),
+         "pos3": ("Best coffee I have ever had, absolutely delighted", "positive"),
+         "neg1": ("This is terrible, I hate it, worst purchase ever", "negative"),
+         "neg2": ("Awful support, my order is broken and nobody answers", "negative"),
+         "neg3": ("Disgusting food, rude staff, never again", "negative")}
+
+
+def _reversed(root, version: int):
+    """A version whose sentiment labels are in reverse order: the same network, so it calls negative what the
+    shipped model calls positive (a challenger worse than the champion, made without training)."""
+    path = _version(root, version, link_onnx=True)
+    card = read_card(path)
+    sentiment = next(t for t in card["tasks"] if t["name"] == "sentiment")
+    sentiment["labels"] = sentiment["labels"][::-1]
+    write_card(path, card | {"created_at": "2026-01-01T00:00:00+00:00"})
+    return path
+
+
+def test_promote_gathers_the_verdict_evidence_by_running_both_models(tmp_path):
+    root = tmp_path / "r"
+    _version(root, 3, link_onnx=True)
+    _reversed(root, 4)
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    rows = [prediction("post", ident, "b", label, T0, text=text, offset=i) | {"model_version": f"{NAME}:3"}
+            for i, (ident, (text, label)) in enumerate(TEXTS.items())]
+    rows.append(prediction("post", "hashed", "b", "negative", T0, offset=9) | {"text": None,
+                                                                                "model_version": f"{NAME}:3"})
+    _store(url, rows)
+    engine = create_engine(url)
+    record(engine, [Verdict("post", ident, "sentiment", "ann", label=label) for ident, (_, label) in TEXTS.items()]
+           + [Verdict("post", "hashed", "sentiment", "ann", label="negative")])
+    env = {"STREAMSENSE_MODEL_REGISTRY": str(root), "STREAMSENSE_DATABASE_URL": url, "COLUMNS": "200"}
+    runner = CliRunner()
+    # the reversed version as challenger: the champion is right on all six, the challenger on none
+    set_alias(root, NAME, "champion", 3, "promote")
+    refused = runner.invoke(app, ["models", "promote", f"{NAME}:4"], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "on 6 held-out verdicts: challenger 0.000 vs champion 1.000; right only by the challenger 0, only by " \
+           "the champion 6" in refused.output
+    # the other way round: six discordant pairs all for the challenger, p = 1/64
+    set_alias(root, NAME, "champion", 4, "promote")
+    evidence = tmp_path / "alerts.json"
+    evidence.write_text(json.dumps({"alert_precision": GOOD["alert_precision"]}))
+    passed = runner.invoke(app, ["models", "promote", f"{NAME}:3", "--evidence", str(evidence)], env=env)
+    assert passed.exit_code == 0, passed.output
+    assert "p = 0.0156 < 0.05" in passed.output
+    assert alias_version(root, NAME, "champion") == 3
+
+    report = quality(engine, root / NAME / "3")
+    assert report["heads"] == {"sentiment": {"n": 6, "right": 6, "accuracy": 1.0, "low": 0.6097, "high": 1.0}}
+    assert report["without_text"] == 1
+    shown = runner.invoke(app, ["feedback", "quality", f"{NAME}:3", "--record"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "1 labelled verdicts name messages stored without text" in shown.output
+    assert section(root / NAME / "3", "quality")["heads"]["sentiment"]["accuracy"] == 1.0
+    engine.dispose()
