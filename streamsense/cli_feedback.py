@@ -26,6 +26,7 @@ def register(app: typer.Typer, models_app: typer.Typer, panel: str) -> None:
     models_app.command("aliases")(models_aliases)
     models_app.command("challenger")(models_challenger)
     models_app.command("registry-init")(models_registry_init)
+    models_app.command("adapt")(models_adapt)
 
 
 def _fail(what: str, fix: str, code: int = errors.USAGE):
@@ -420,3 +421,63 @@ def models_registry_init(
         console.print(f"{'copied' if copy else 'linked'} {path}", markup=False)
     console.print(f"{len(made)} version{'s' if len(made) != 1 else ''} added; now set "
                   f"STREAMSENSE_MODEL_REGISTRY={directory.resolve()}", markup=False)
+
+
+def models_adapt(
+    model: Optional[str] = typer.Option(None, "--model", help="The model to adapt (default: STREAMSENSE_MODEL)."),
+    from_file: Optional[Path] = typer.Option(None, "--from-file", help='Labels, one {"text", "task", "label", '
+                                                                      '"lang"?} per line.'),
+    from_feedback: bool = typer.Option(False, "--from-feedback", help="People's labelled verdicts in "
+                                                                      "STREAMSENSE_DATABASE_URL (messages stored "
+                                                                      "with text)."),
+    anchor: float = typer.Option(0.01, min=0, help="Pull towards the replaced head's weights (larger: closer to "
+                                                   "the base model)."),
+):
+    """Make a challenger from labels: the encoder frozen, each labelled head refitted, exported and parity-checked,
+    published as the next version and named challenger (needs the `train` extra; about a minute on 2 CPU cores)."""
+    from streamsense.models.adapt import AdaptError, LabelRow, adapt_and_export, read_labels
+    from streamsense.models.registry import CHALLENGER, read_card, resolve, set_alias
+    from streamsense.settings import SHIPPED_MODELS
+
+    if bool(from_file) == from_feedback:
+        raise typer.BadParameter("give one of --from-file FILE or --from-feedback")
+    settings = Settings()
+    root = settings.model_registry
+    if Path(root).resolve() == SHIPPED_MODELS.resolve():
+        _fail("the registry is the installed package's shipped models, which adaptation must not change",
+              "make a writable one: `streamsense models registry-init DIR`, then STREAMSENSE_MODEL_REGISTRY=DIR")
+    base = resolve(root, model or settings.model)
+    card = read_card(base)
+    if from_file:
+        rows, bad = read_labels(from_file)
+        for n, why in bad[:20]:
+            console.print(f"malformed line {n}: {why}", markup=False)
+        source = f"file {from_file.name} ({len(rows)} labels)"
+    else:
+        from streamsense.streams.feedback.evidence import labelled
+
+        engine = _engine(settings)
+        try:
+            items, without_text = labelled(engine, card["name"])
+        finally:
+            engine.dispose()
+        if without_text:
+            console.print(f"{without_text} labelled verdicts name messages stored without text "
+                          "(STREAMSENSE_STORE_TEXT=hash): they cannot train", markup=False)
+        rows = [LabelRow(i.text, i.head, i.label) for i in items]
+        source = f"feedback: {len(rows)} labelled verdicts"
+    try:
+        target, new = adapt_and_export(base, rows, root, source, anchor)
+    except AdaptError as exc:
+        _fail(str(exc), "see docs/models.md \"Adapting to your domain\"")
+    set_alias(root, new["name"], CHALLENGER, new["version"], "adapt", None, source)
+    table = Table(title=f"{new['name']}:{new['version']} adapted from {card['name']}:{card['version']}")
+    for col in ("head", "labels", "held out", "accuracy before", "after"):
+        table.add_column(col)
+    for head, h in new["training"]["adaptation"]["heads"].items():
+        table.add_row(head, str(h["labels"]), str(h.get("held_out", 0)),
+                      str(h.get("held_out_accuracy_before", "–")), str(h.get("held_out_accuracy_after", "–")))
+    out.print(table)
+    console.print(f"published {target}, named {new['name']}:{CHALLENGER}; next: `streamsense models eval --model "
+                  f"{new['name']}:{new['version']} --record`, then `streamsense models promote "
+                  f"{new['name']}:{new['version']}`", markup=False)
