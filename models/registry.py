@@ -173,7 +173,8 @@ def read_aliases(root: Path, name: str) -> dict:
 
 def alias_version(root: Path, name: str, alias: str, versions: list[int] | None = None) -> int:
     """The version `alias` points at. Without an aliases file the champion is the latest version (a registry that
-    never promoted anything serves what it always served); any other alias must have been set."""
+    never promoted anything serves what it always served; `models adapt` and `models challenger` pin it first, so a
+    new version never becomes the champion by being newest); any other alias must have been set."""
     versions = _versions(root, name) if versions is None else versions
     aliases = read_aliases(root, name)["aliases"]
     if alias not in aliases:
@@ -213,6 +214,17 @@ def set_alias(root: Path, name: str, alias: str, version: int | None, action: st
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return entry
+
+
+def pin_champion(root: Path, name: str, version: int, by: str | None = None) -> int:
+    """Make the implicit champion explicit (before a new version or a challenger appears, which would otherwise make
+    the newest version the champion unvetted): point `champion` at `version` if no champion was ever set. Returns
+    the champion."""
+    aliases = read_aliases(root, name)["aliases"]
+    if CHAMPION in aliases:
+        return int(aliases[CHAMPION])
+    set_alias(root, name, CHAMPION, version, "pin", by, "the champion before a new version or challenger")
+    return version
 
 
 def rollback_target(root: Path, name: str) -> int:

@@ -382,10 +382,15 @@ def models_rollback(name: str = typer.Argument(..., help="The model name."),
 def models_challenger(model: str = typer.Argument(..., help="NAME:VERSION to name challenger."),
                       by: Optional[str] = typer.Option(None, "--by")):
     """Name a version the challenger (no gate: a challenger serves nothing until it is promoted)."""
-    from streamsense.models.registry import CHALLENGER, set_alias
+    from streamsense.models.registry import ALIASES, CHALLENGER, _versions, pin_champion, resolve, set_alias
 
     name, version = _name_version(model)
-    set_alias(Settings().model_registry, name, CHALLENGER, version, "set", by)
+    root = Settings().model_registry
+    resolve(root, model)
+    others = [v for v in _versions(root, name) if v != version]
+    if others and not (Path(root) / name / ALIASES).is_file():  # the implicit champion: the newest other version
+        pin_champion(root, name, others[-1], by)
+    set_alias(root, name, CHALLENGER, version, "set", by)
     console.print(f"{name}:{CHALLENGER} is now version {version}", markup=False)
 
 
@@ -436,7 +441,9 @@ def models_adapt(
     """Make a challenger from labels: the encoder frozen, each labelled head refitted, exported and parity-checked,
     published as the next version and named challenger (needs the `train` extra; about a minute on 2 CPU cores)."""
     from streamsense.models.adapt import AdaptError, LabelRow, adapt_and_export, read_labels
-    from streamsense.models.registry import CHALLENGER, read_card, resolve, set_alias
+    from streamsense.models.registry import (
+        CHALLENGER, CHAMPION, alias_version, pin_champion, read_card, resolve, set_alias,
+    )
     from streamsense.settings import SHIPPED_MODELS
 
     if bool(from_file) == from_feedback:
@@ -466,6 +473,7 @@ def models_adapt(
                           "(STREAMSENSE_STORE_TEXT=hash): they cannot train", markup=False)
         rows = [LabelRow(i.text, i.head, i.label) for i in items]
         source = f"feedback: {len(rows)} labelled verdicts"
+    pin_champion(root, card["name"], alias_version(root, card["name"], CHAMPION))  # before v+1 is the newest
     try:
         target, new = adapt_and_export(base, rows, root, source, anchor)
     except AdaptError as exc:

@@ -67,6 +67,7 @@ def test_adapt_from_feedback_makes_a_challenger(tmp_path):
         "STREAMSENSE_MODEL_REGISTRY": str(root), "STREAMSENSE_DATABASE_URL": url, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert alias_version(root, NAME, "challenger") == 4
+    assert alias_version(root, NAME, "champion") == 3  # pinned before version 4 became the newest
     card = read_card(root / NAME / "4")
     adaptation = card["training"]["adaptation"]
     assert adaptation["from"] == f"{NAME}:3" and adaptation["source"] == "feedback: 24 labelled verdicts"

@@ -161,6 +161,13 @@ def test_cli_promote_refuses_with_the_reasons_then_passes(registry, tmp_path):
     assert bad.exit_code == 2 and "no version '7'" in bad.output
 
 
+def test_naming_a_challenger_pins_the_implicit_champion(registry):
+    env = {"STREAMSENSE_MODEL_REGISTRY": str(registry)}
+    result = CliRunner().invoke(app, ["models", "challenger", f"{NAME}:3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert read_aliases(registry, NAME)["aliases"] == {"champion": 2, "challenger": 3}  # not 3, the newest
+
+
 def test_registry_init_links_the_shipped_models(tmp_path):
     made = init_registry(tmp_path / "r", SHIPPED_MODELS)
     assert {p.relative_to(tmp_path / "r").as_posix() for p in made} == {
