@@ -180,8 +180,9 @@ def alias_version(root: Path, name: str, alias: str, versions: list[int] | None 
     if alias not in aliases:
         if alias == CHAMPION and not (Path(root) / name / ALIASES).is_file() and versions:
             return versions[-1]
-        raise ModelNotFoundError(f"model {name!r} has no alias {alias!r} in {root}; aliases: "
-                                 f"{sorted(aliases) or 'none'} (set one with `streamsense models promote`)")
+        raise ModelNotFoundError(f"model {name!r} has no version or alias {alias!r} in {root}; versions: {versions}, "
+                                 f"aliases: {sorted(aliases) or 'none'} (`streamsense models promote` and `models "
+                                 "challenger` set them)")
     version = int(aliases[alias])
     if version not in versions:
         raise ModelIntegrityError(f"{Path(root) / name / ALIASES}: {alias} points at version {version}, which is "

@@ -249,6 +249,8 @@ def test_catalog_says_which_time_each_report_filters_on():
         "latest-alerts": ("created_at (event time)", False),
         "throughput": ("bucket_start (stored time)", True),
         "languages": (None, True),
+        "feedback-labels": (None, False),
+        "feedback-precision": (None, False),
         "offsets": (None, False),
         "totals": (None, False),
     }

@@ -76,7 +76,7 @@ def test_mcnemar_against_a_hand_computation():
 
 def test_aliases_resolve_and_the_implicit_champion(registry):
     assert alias_version(registry, NAME, "champion") == 3  # no aliases file: the champion is the latest version
-    with pytest.raises(ModelNotFoundError, match="no alias 'challenger'"):
+    with pytest.raises(ModelNotFoundError, match="no version or alias 'challenger'"):
         resolve(registry, f"{NAME}:challenger")
     set_alias(registry, NAME, "champion", 1, "promote")
     set_alias(registry, NAME, "challenger", 2, "set")
