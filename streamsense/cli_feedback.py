@@ -435,7 +435,7 @@ def models_adapt(
     from_feedback: bool = typer.Option(False, "--from-feedback", help="People's labelled verdicts in "
                                                                       "STREAMSENSE_DATABASE_URL (messages stored "
                                                                       "with text)."),
-    anchor: float = typer.Option(0.01, min=0, help="Pull towards the replaced head's weights (larger: closer to "
+    anchor: float = typer.Option(0.3, min=0, help="Pull towards the replaced head's weights (larger: closer to "
                                                    "the base model)."),
 ):
     """Make a challenger from labels: the encoder frozen, each labelled head refitted, exported and parity-checked,
