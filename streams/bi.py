@@ -92,8 +92,9 @@ class Report:
     # How `stored_since` applies: fn(stmt, at, dialect) -> stmt; None: the report has no stored time to filter on.
     stored_filter: Callable[[Select, datetime, str], Select] | None = None
     sources: tuple[Source, ...] = field(default=())  # what an empty result is explained with
-    # columns and rows computed from the query's (e.g. confidence intervals): fn(columns, rows) -> (columns, rows)
-    compute: Callable[[list[str], list[tuple]], tuple[list[str], list[tuple]]] | None = None
+    # Computed in Python over `query`'s rows (then `limit` caps its output, not the rows read): fn(rows) -> (columns,
+    # rows); None: the report is the query itself.
+    compute: Callable[[list[tuple]], tuple[list[str], list[tuple]]] | None = None
 
     @property
     def time(self) -> str | None:
@@ -238,12 +239,15 @@ def run_report(engine: Engine, name: str, limit: int | None = None, since: datet
             raise ValueError(f"report {name!r} takes no 'since'")
         stmt = stmt.where(stmt.selected_columns[report.time_column] >= utc(since))
     limit = limit or report.limit
+    if report.compute is not None:
+        with engine.connect() as conn:
+            columns, rows = report.compute([tuple(row) for row in conn.execute(stmt)])
+        return Result(columns, rows[:limit] if limit else rows)
     if limit:
         stmt = stmt.limit(limit)
     with engine.connect() as conn:
         result = conn.execute(stmt)
-        columns, rows = list(result.keys()), [tuple(row) for row in result]
-    return Result(*report.compute(columns, rows)) if report.compute else Result(columns, rows)
+        return Result(list(result.keys()), [tuple(row) for row in result])
 
 
 def newest(engine: Engine, name: str) -> datetime | None:

@@ -50,8 +50,10 @@ def precision_query() -> Select:
 PRECISION_COLUMNS = ("precision", "low", "high", "precision_random", "low_random", "high_random")
 
 
-def with_intervals(columns: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple]]:
-    """Add precision and its 95 % Wilson interval, for all verdicts and for the random share (None: no verdicts)."""
+def with_intervals(rows: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """`precision_query`'s rows with precision and its 95 % Wilson interval added, for all verdicts and for the random
+    share (None: no verdicts)."""
+    columns = list(precision_query().selected_columns.keys())
     at = {c: i for i, c in enumerate(columns)}
     out = []
     for row in rows:
