@@ -27,6 +27,7 @@ def register(app: typer.Typer, models_app: typer.Typer, panel: str) -> None:
     models_app.command("challenger")(models_challenger)
     models_app.command("registry-init")(models_registry_init)
     models_app.command("adapt")(models_adapt)
+    models_app.command("compare")(models_compare)
 
 
 def _fail(what: str, fix: str, code: int = errors.USAGE):
@@ -489,3 +490,37 @@ def models_adapt(
     console.print(f"published {target}, named {new['name']}:{CHALLENGER}; next: `streamsense models eval --model "
                   f"{new['name']}:{new['version']} --record`, then `streamsense models promote "
                   f"{new['name']}:{new['version']}`", markup=False)
+
+
+def models_compare(
+    champion: str = typer.Argument(..., help="NAME[:VERSION or alias], e.g. streamsense-minilm:champion."),
+    challenger: str = typer.Argument(..., help="NAME[:VERSION or alias], e.g. streamsense-minilm:challenger."),
+    sample: int = typer.Option(500, min=1, help="How many of the newest stored texts to compare the heads on."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Two versions side by side, offline (both run on stored texts): each head's agreement, and accuracy on the
+    labelled verdicts held out from the challenger with the gate's paired test."""
+    from streamsense.models.registry import read_card, resolve
+    from streamsense.streams.feedback.evidence import compare
+
+    settings = Settings()
+    dirs = [resolve(settings.model_registry, ref) for ref in (champion, challenger)]
+    engine = _engine(settings)
+    try:
+        report = compare(engine, *dirs, sample=sample)
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    names = [f"{c['name']}:{c['version']}" for c in map(read_card, dirs)]
+    table = Table(title=f"{names[0]} (champion) vs {names[1]} (challenger)")
+    for col in ("head", f"agreement on {report['texts']} texts", "held-out verdicts", "champion right",
+                "challenger right"):
+        table.add_column(col)
+    for head in sorted(set(report["agreement"]) | set(report["verdicts"])):
+        v = report["verdicts"].get(head, {})
+        table.add_row(head, str(report["agreement"].get(head, "–")), str(v.get("n", 0)), str(v.get("champion", "–")),
+                      str(v.get("challenger", "–")))
+    out.print(table)
+    console.print(f"paired test: {report['paired_test']}", markup=False)

@@ -240,6 +240,13 @@ def test_promote_gathers_the_verdict_evidence_by_running_both_models(tmp_path):
     assert "p = 0.0156 < 0.05" in passed.output
     assert alias_version(root, NAME, "champion") == 3
 
+    compared = json.loads(runner.invoke(app, ["models", "compare", f"{NAME}:4", f"{NAME}:3", "--json"],
+                                        env=env).stdout)
+    assert compared["texts"] == 6  # the hashed one has no text to run on
+    assert compared["agreement"]["sentiment"] == 0.0  # reversed labels: never the same sentiment
+    assert compared["agreement"]["offensive"] == compared["agreement"]["complaint"] == 1.0  # the same network
+    assert compared["verdicts"] == {"sentiment": {"n": 6, "champion": 0, "challenger": 6}} and compared["better"]
+
     report = quality(engine, root / NAME / "3")
     assert report["heads"] == {"sentiment": {"n": 6, "right": 6, "accuracy": 1.0, "low": 0.6097, "high": 1.0}}
     assert report["without_text"] == 1

@@ -73,14 +73,16 @@ def created(card: dict) -> datetime | None:
 
 
 def paired(engine: Engine, champion_dir: Path, challenger_dir: Path) -> dict:
-    """The gate's `verdicts` evidence: on each held-out labelled verdict, whether each model's label matches."""
+    """The gate's `verdicts` evidence: on each held-out labelled verdict, whether each model's label matches (and
+    the head it is about)."""
     card = read_card(challenger_dir)
     items, without_text = labelled(engine, card["name"], created(card))
     if not items:
         return {"verdicts": [], "held_out": {"stored_after": card.get("created_at"), "without_text": without_text}}
     old = predicted_labels(champion_dir, items)
     new = predicted_labels(challenger_dir, items)
-    return {"verdicts": [{"champion": a == i.label, "challenger": b == i.label} for i, a, b in zip(items, old, new)],
+    return {"verdicts": [{"champion": a == i.label, "challenger": b == i.label, "head": i.head}
+                         for i, a, b in zip(items, old, new)],
             "held_out": {"stored_after": card.get("created_at"), "n": len(items), "without_text": without_text}}
 
 
@@ -101,3 +103,43 @@ def quality(engine: Engine, model_dir: Path) -> dict:
         h.update(accuracy=round(h["right"] / h["n"], 4), low=round(low, 4), high=round(high, 4))
     return {"heads": heads, "verdicts": len(items), "without_text": without_text,
             "stored_after": card.get("created_at")}
+
+
+def head_labels_of(model_dir: Path, texts: list[str], batch_size: int = 64) -> dict[str, list[str]]:
+    """Every head's label for each text."""
+    from streamsense.models.runtime import ModelRuntime
+
+    runtime = ModelRuntime(model_dir, "cpu")
+    labels = {t.name: t.labels for t in runtime.tasks}
+    out: dict[str, list[str]] = {name: [] for name in labels}
+    for start in range(0, len(texts), batch_size):
+        probs, _ = runtime.predict_proba(texts[start:start + batch_size])
+        for name, p in probs.items():
+            out[name] += [labels[name][i] for i in p.argmax(1)]
+    return out
+
+
+def compare(engine: Engine, champion_dir: Path, challenger_dir: Path, sample: int = 500) -> dict:
+    """The two versions side by side, offline: on the newest `sample` stored texts, how often each head agrees; on
+    the labelled verdicts held out from the challenger, each one's accuracy per head and the gate's paired test."""
+    from streamsense.streams.feedback.gate_checks import better_on_verdicts
+
+    with engine.connect() as conn:
+        texts = list(conn.execute(select(predictions.c.text).where(predictions.c.text.is_not(None),
+                                                                   predictions.c.text != "")
+                                  .order_by(predictions.c.pk.desc()).limit(sample)).scalars())
+    agreement = {}
+    if texts:
+        a, b = head_labels_of(champion_dir, texts), head_labels_of(challenger_dir, texts)
+        agreement = {head: round(sum(x == y for x, y in zip(a[head], b[head])) / len(texts), 4)
+                     for head in a if head in b}
+    evidence = paired(engine, champion_dir, challenger_dir)
+    per_head: dict[str, dict] = {}
+    for pair in evidence["verdicts"]:
+        h = per_head.setdefault(pair["head"], {"n": 0, "champion": 0, "challenger": 0})
+        h["n"] += 1
+        h["champion"] += pair["champion"]
+        h["challenger"] += pair["challenger"]
+    test = better_on_verdicts(champion_dir, challenger_dir, evidence)
+    return {"texts": len(texts), "agreement": agreement, "verdicts": per_head, "paired_test": test.reason,
+            "better": test.passed}
