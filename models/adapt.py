@@ -138,6 +138,8 @@ def adapt(base_dir: Path, rows: list[LabelRow], trained_out: Path, source: str, 
     if card.get("pooling", "mean") != "mean" or "en" not in card.get("languages", ["en"]):
         raise AdaptError(f"{card['name']}: adapting this model is not built yet (English mean-pooled models only)")
     by_task, left_out = usable(card, rows)
+    if SOURCE_VARIANT not in card["variants"]:
+        raise AdaptError(f"{base_dir} has no {SOURCE_VARIANT} variant to read its weights from")
     tasks = [task_views(t)[0] for t in card["tasks"]]
     config, state = read_weights(base_dir / card["variants"][SOURCE_VARIANT]["file"], [t.name for t in tasks])
     model = MultiTaskModel(BertModel(config, add_pooling_layer=True), tasks)

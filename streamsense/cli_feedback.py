@@ -474,6 +474,9 @@ def models_adapt(
                           "(STREAMSENSE_STORE_TEXT=hash): they cannot train", markup=False)
         rows = [LabelRow(i.text, i.head, i.label) for i in items]
         source = f"feedback: {len(rows)} labelled verdicts"
+    if not rows:
+        _fail(f"no labels to adapt from ({source})", "label messages first (`streamsense feedback queue`), or give "
+              "--from-file")
     pin_champion(root, card["name"], alias_version(root, card["name"], CHAMPION))  # before v+1 is the newest
     try:
         target, new = adapt_and_export(base, rows, root, source, anchor)

@@ -3,7 +3,8 @@
 Only the random share estimates quality without bias: the least-sure items are, by construction, where the model is
 wrong most often, and the alerts are what it flagged; precision measured on those alone is lower than on the
 stream. The BI report (`streamsense query feedback-precision`) shows both estimates. Items reviewed already (any
-verdict on that message or alert) are left out.
+verdict on that message or alert) are left out. The random share is drawn from every unreviewed stored prediction
+(their ids are read, one integer each); the least-sure part looks at the newest `scan` of them.
 
 Order of a queue of `limit` items: `round(limit * random_share)` random ones (uniform over unreviewed stored
 predictions), spread evenly through the queue; of the other slots, at most half go to unreviewed alerts (newest
