@@ -116,6 +116,7 @@ class Batch:
     alerts: list[AlertCandidate]
     dead_letters: list[DeadLetterRow]
     offsets: Offsets
+    shadow: list[dict] = field(default_factory=list)  # a shadowed challenger's rows (streams/feedback/shadow.py)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)
+from streamsense.streams.feedback.shadow import shadow_rows
 from streamsense.streams.stages import NoStages, Stages
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class Processor:
         if unsupported_language not in ("flag", "dead_letter"):
             raise ValueError(f"unsupported_language must be 'flag' or 'dead_letter', not {unsupported_language!r}")
         self.unsupported_language = unsupported_language
+        self.shadow: Classifier | None = None  # a challenger run beside the model (streams/feedback/shadow.py)
+        self.shadow_share = 1.0
 
     def process(self, messages: list[Incoming]) -> Processed:
         return self.finish(self.prepare(messages))
@@ -167,7 +170,14 @@ class Processor:
         """Stages 3 and 4, infer + decide, then stage 5, shape: the batch's rows, messages and alert candidates."""
         parts = self._decide(prepared)
         with self.stages("shape"):
-            return self._shape(prepared, parts)
+            processed = self._shape(prepared, parts)
+        shadow = self.shadow  # as the batch's model, the shadow of its start serves it whole across a reload
+        if shadow is None or not processed.batch.predictions:
+            return processed
+        with self.stages("shadow"):
+            stored = {(row["kind"], row["message_id"]) for row in processed.batch.predictions}
+            rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules)
+        return replace(processed, batch=replace(processed.batch, shadow=rows))
 
     def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:
         """Stages 3 and 4 as one `Prediction` (or the error) per valid message; `finish` uses the columns instead."""

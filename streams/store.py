@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from streamsense.streams.alerting.gate import AlertGate, count_windows, register_window_lengths
 from streamsense.streams.contracts import Batch
+from streamsense.streams.feedback.schema import shadow_predictions
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 
 #: The temporary table the PostgreSQL fast path copies a batch's predictions into: one per session, emptied at
@@ -78,6 +79,9 @@ class Store:
         if kept:
             conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), kept)
         stored_alerts = len(kept)
+        if batch.shadow:  # a shadowed challenger's rows (streams/feedback/shadow.py): first write wins, like results
+            conn.execute(self._insert(shadow_predictions).on_conflict_do_nothing(
+                index_elements=["kind", "message_id", "model_version"]), batch.shadow)
         if batch.dead_letters:
             conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
                 index_elements=["source_topic", "source_partition", "source_offset"]), batch.dead_letters)

@@ -501,8 +501,8 @@ def models_compare(
     sample: int = typer.Option(500, min=1, help="How many of the newest stored texts to compare the heads on."),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Two versions side by side, offline (both run on stored texts): each head's agreement, and accuracy on the
-    labelled verdicts held out from the challenger with the gate's paired test."""
+    """Two versions side by side: each head's agreement on stored texts and accuracy on the labelled verdicts held
+    out from the challenger with the gate's paired test (both run offline), and what shadowing stored live."""
     from streamsense.models.registry import read_card, resolve
     from streamsense.streams.feedback.evidence import compare
 
@@ -527,3 +527,8 @@ def models_compare(
                       str(v.get("challenger", "–")))
     out.print(table)
     console.print(f"paired test: {report['paired_test']}", markup=False)
+    live = report["shadow"]
+    console.print(f"shadowed live: {live['messages']} messages" + (
+        f"; sentiment agrees on {live['sentiment_agreement']:.1%}, risk level on {live['risk_level_agreement']:.1%}; "
+        f"the challenger would have alerted on {live['challenger_alerts']}" if live["messages"] else
+        " (run a worker with STREAMSENSE_SHADOW_MODEL set to the challenger)"), markup=False)

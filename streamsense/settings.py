@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     topic_feedback: str = "feedback"
     # the share of the review queue drawn at random (only random labels estimate quality without bias)
     feedback_random_share: float = Field(0.2, ge=0, le=1)
+    # a challenger run beside the model on the same batches, its results stored apart, never published or alerting
+    # (e.g. "streamsense-minilm:challenger"; "" = none), and the share of messages it sees (by a hash of kind and id)
+    shadow_model: str = ""
+    shadow_share: float = Field(1.0, ge=0, le=1)
     # --- end feedback ---
 
     # Worker HTTP endpoints /metrics, /health, /live (streams/web.py): off unless a port is set

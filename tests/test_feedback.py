@@ -55,8 +55,10 @@ def test_migration_up_and_down(database_url):
     columns = {c["name"] for c in inspect(engine).get_columns("feedback")}
     assert {"kind", "message_id", "head", "by", "verdict", "label", "predicted", "model_version", "sample",
             "created_at"} <= columns
+    assert {"model_version", "sentiment", "alerts"} <= {c["name"] for c in inspect(engine).get_columns(
+        "shadow_predictions")}
     command.downgrade(_alembic(database_url), "0005")
-    assert "feedback" not in inspect(create_engine(database_url)).get_table_names()
+    assert not {"feedback", "shadow_predictions"} & set(inspect(create_engine(database_url)).get_table_names())
     engine.dispose()
 
 

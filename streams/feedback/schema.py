@@ -1,6 +1,7 @@
-"""The feedback table (migration 0006): one row per (target, head, person), on the store's shared metadata."""
+"""The feedback tables (migration 0006), on the store's shared metadata: `feedback`, one row per (target, head,
+person); `shadow_predictions`, a challenger's results beside the champion's (streams/feedback/shadow.py)."""
 
-from sqlalchemy import Column, DateTime, Index, Integer, String, Table, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Float, Index, Integer, String, Table, UniqueConstraint
 
 from streamsense.streams.schema import metadata
 
@@ -29,4 +30,24 @@ feedback = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),  # when it was stored or last replaced
     UniqueConstraint("kind", "message_id", "head", "by", name="uq_feedback_target_head_by"),
     Index("ix_feedback_head", "head", "model_version"),
+)
+
+#: What a shadowed challenger said about a stored message: one row per (kind, message_id, model_version); `alerts`
+#: names the rules it would have raised (never raised: no alert row, no alerts topic message).
+shadow_predictions = Table(
+    "shadow_predictions", metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("message_id", String(200), nullable=False),
+    Column("model_version", String(100), nullable=False),
+    Column("sentiment", String(16), nullable=False),
+    Column("p_negative", Float, nullable=False),
+    Column("p_neutral", Float),
+    Column("p_positive", Float, nullable=False),
+    Column("risk_level", String(16), nullable=False),
+    Column("risk_score", Float, nullable=False),
+    Column("risk_labels", JSON, nullable=False),
+    Column("alerts", JSON, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kind", "message_id", "model_version", name="uq_shadow_kind_message_version"),
 )
