@@ -176,7 +176,8 @@ class Processor:
             return processed
         with self.stages("shadow"):
             stored = {(row["kind"], row["message_id"]) for row in processed.batch.predictions}
-            rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules)
+            rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules, prepared.encoded,
+                               prepared.classifier)
         return replace(processed, batch=replace(processed.batch, shadow=rows))
 
     def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:

@@ -1,12 +1,18 @@
 """Shadowing in the worker (streams/feedback/shadow.py): a challenger beside the champion on the same batches, its
 results stored apart, never published, never alerting."""
 
+import json
+
 from sqlalchemy import select
 
 from streamsense.models.registry import set_alias
 from streamsense.streams.feedback.evidence import shadowed
 from streamsense.streams.feedback.schema import shadow_predictions
-from streamsense.streams.feedback.shadow import sampled
+from streamsense.settings import Settings
+from streamsense.streams.alerting.rules import AlertRules
+from streamsense.streams.feedback.shadow import sampled, same_tokens, shadow_rows
+from streamsense.streams.records import decode
+from streamsense.streams.worker import load_classifier
 from streamsense.streams.schema import alerts, predictions
 from streamsense.streams.store import Store
 from tests.helpers import as_lines, consume_all, produce, settings_for, wait_until, worker
@@ -57,3 +63,19 @@ def test_a_challenger_shadows_the_champion(broker, tmp_path, unique):
     assert report["messages"] == len(shadow) and report["sentiment_agreement"] == 0.0  # TEXTS: none neutral
     assert report["risk_level_agreement"] == 1.0  # the same risk heads
     store.dispose()
+
+
+def test_the_champions_tokens_serve_a_challenger_that_tokenizes_alike():
+    model = load_classifier(Settings(device="cpu", language_models=""))
+    assert same_tokens(model, model)
+    records = [decode("post", json.dumps({"id": f"p{i}", "text": text, "channel": "acme"}).encode())
+               for i, (text, _) in enumerate(TEXTS.values())]
+    valid = [(None, r) for r in records]
+    stored = {("post", r.id) for r in records}
+    encoded = model.tokenize([r.model_text for r in records])
+    rules = AlertRules.load()
+    reused = shadow_rows(model, valid, stored, 0.6, rules, encoded, model)
+    own = shadow_rows(model, valid, stored, 0.6, rules)
+    assert [r["message_id"] for r in reused] == [r.id for r in records if sampled("post", r.id, 0.6)]
+    assert [{k: v for k, v in r.items() if k != "stored_at"} for r in reused] == [
+        {k: v for k, v in r.items() if k != "stored_at"} for r in own]
