@@ -38,6 +38,11 @@ def _preds(n: int = 4) -> list[dict]:
                        risk_score=0.9 if i == 0 else 0.1, offset=i) for i in range(n)]
 
 
+def _alert_id(engine) -> str:
+    with engine.connect() as conn:  # closed at once: an open one would hold PostgreSQL's schema drop
+        return conn.execute(select(alerts.c.id)).scalar_one()
+
+
 @pytest.fixture
 def db(database_url):
     preds = _preds()
@@ -142,7 +147,7 @@ def test_cli_one_bulk_and_a_false_alarm(db, tmp_path):
     assert bulk.exit_code == 0, bulk.output
     assert "malformed line 4: not JSON" in bulk.output and "rejected post:zz" in bulk.output
     assert "2 added" in bulk.output
-    alert_id = engine.connect().execute(select(alerts.c.id)).scalar_one()
+    alert_id = _alert_id(engine)
     fa = invoke(["feedback", "alert", alert_id, "--false-alarm", "--by", "bob"], url)
     assert fa.exit_code == 0, fa.output
     rows = {(r["kind"], r["message_id"], r["head"]): r for r in stored(engine)}
@@ -170,7 +175,7 @@ def test_export_import_round_trip(fmt, tmp_path):
     for url in urls:
         _store(url, preds, [alert("high_risk_message", "high", [preds[0]], T0)])
     a, b = (create_engine(u) for u in urls)
-    alert_id = a.connect().execute(select(alerts.c.id)).scalar_one()
+    alert_id = _alert_id(a)
     at = T0 + timedelta(hours=1)
     record(a, [Verdict("post", "p0", "sentiment", "alice", label="neutral", created_at=at, sample="random"),
                Verdict("post", "p0", "complaint", "alice", verdict="right", created_at=at + timedelta(minutes=1)),
@@ -277,7 +282,7 @@ def test_wilson_against_a_hand_computation():
 
 def test_precision_report_per_head_and_alert_rule(db):
     url, engine, _ = db
-    alert_id = engine.connect().execute(select(alerts.c.id)).scalar_one()
+    alert_id = _alert_id(engine)
     # sentiment predicted negative on p0 and p3: three right, one wrong (one of the right ones from the random share)
     record(engine, [Verdict("post", "p0", "sentiment", "a", verdict="right", sample="random"),
                     Verdict("post", "p0", "sentiment", "b", verdict="right"),
