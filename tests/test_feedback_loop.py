@@ -3,6 +3,7 @@ challenger is adapted from them, refused by the gate with the reason, promoted o
 hot-reloaded, and the next messages carry its version. (Shadowing is not built yet: the challenger's alert
 precision and test splits come as hand-built evidence.)"""
 
+import importlib.util
 import json
 import signal
 
@@ -89,6 +90,9 @@ def test_feedback_to_a_promoted_model(broker, tmp_path, unique):
         evidence.write_text(json.dumps({"test_splits": {"champion": test, "challenger": test},
                                         "alert_precision": {"champion": {"n": 4, "right": 2},
                                                             "challenger": {"n": 4, "right": 3}}}))
+        if importlib.util.find_spec("streamsense.models.bias") is not None:  # the gate's bias check reads both
+            made = runner.invoke(app, ["models", "bias", "--model", f"{NAME}:4", "--record"], env=env)  # profiles
+            assert made.exit_code == 0, made.output
         promoted = runner.invoke(app, ["models", "promote", f"{NAME}:4", "--evidence", str(evidence)], env=env)
         assert promoted.exit_code == 0, promoted.output
         print(promoted.output)
