@@ -70,5 +70,42 @@ def run_gate(champion_dir: Path, challenger_dir: Path, evidence: dict | None = N
     return GateResult(ref(Path(champion_dir)), ref(Path(challenger_dir)), results)
 
 
+#: Modules that register checks with @gate_check, imported by `load_checks` (a module not installed is left out).
+CHECK_MODULES = ("streamsense.streams.feedback.gate_checks", "streamsense.models.bias",
+                 "streamsense.streams.drift.promotion")
+
+
+def load_checks() -> dict[str, Check]:
+    """Import every module in CHECK_MODULES so their checks are registered; returns the registered checks."""
+    import importlib
+
+    for module in CHECK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module is there but something it imports is not: that is a failure
+                raise
+    return CHECKS
+
+
+def promote(root: Path, name: str, version: int, evidence: dict | None = None, by: str | None = None,
+            only: list[str] | None = None) -> GateResult:
+    """Run the gate between the champion of `name` and `version`; only when it passes, point `champion` at
+    `version` (and drop `challenger` if it named it). The worker picks the move up on its next reload (SIGHUP)
+    where STREAMSENSE_MODEL names `name:champion`."""
+    from streamsense.models.registry import CHALLENGER, CHAMPION, alias_version, read_aliases, resolve, set_alias
+
+    load_checks()
+    champion = alias_version(root, name, CHAMPION)
+    if champion == version:
+        raise ValueError(f"{name}:{version} is the champion already")
+    result = run_gate(resolve(root, f"{name}:{champion}"), resolve(root, f"{name}:{version}"), evidence, only)
+    if result.passed:
+        set_alias(root, name, CHAMPION, version, "promote", by, "; ".join(result.reasons()))
+        if read_aliases(root, name)["aliases"].get(CHALLENGER) == version:
+            set_alias(root, name, CHALLENGER, None, "promote", by, f"promoted to {CHAMPION}")
+    return result
+
+
 # The checks register themselves on import: import their modules here, so every caller of run_gate has them.
 import streamsense.models.bias  # noqa: E402,F401  the `bias` check

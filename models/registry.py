@@ -1,13 +1,16 @@
-"""Model registry: `<root>/<name>/<version>/` directories of exported models, each described by its model.json.
+"""Model registry: `<root>/<name>/<version>/` directories of exported models, each described by its model.json, and
+per name the aliases that point at versions (`<root>/<name>/aliases.json`: champion, challenger).
 
 Runtime side: standard library only (no torch, transformers or onnx).
 """
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 FORMAT = 1  # model.json layout version
@@ -134,7 +137,8 @@ def list_models(root: Path) -> list[ModelInfo]:
 
 
 def resolve(root: Path, ref: str) -> Path:
-    """The directory for `name`, `name:latest`, `name:<version>` or a path to a model directory."""
+    """The directory for `name`, `name:latest`, `name:<version>`, `name:<alias>` (champion, challenger: see
+    `aliases`) or a path to a model directory."""
     path = Path(ref)
     if (path / CARD).is_file():
         return path
@@ -147,9 +151,126 @@ def resolve(root: Path, ref: str) -> Path:
         raise ModelNotFoundError(f"no model named {name!r} in {root}; available: {known or 'none'}")
     if version in ("", "latest"):
         return Path(root) / name / str(versions[-1])
+    if _ALIAS.fullmatch(version):
+        return Path(root) / name / str(alias_version(root, name, version, versions))
     if not version.isdigit() or int(version) not in versions:
         raise ModelNotFoundError(f"model {name!r} has no version {version!r} in {root}; versions: {versions}")
     return Path(root) / name / str(int(version))
+
+
+# --- aliases: names that move (MLflow-style), not copies -------------------------------------------------------
+
+ALIASES = "aliases.json"
+CHAMPION, CHALLENGER = "champion", "challenger"
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def read_aliases(root: Path, name: str) -> dict:
+    """`<root>/<name>/aliases.json`: {"aliases": {alias: version}, "history": [{alias, version, previous, action, at,
+    by, reason}]}; an empty one where none was written."""
+    path = Path(root) / name / ALIASES
+    if not path.is_file():
+        return {"format": FORMAT, "aliases": {}, "history": []}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != FORMAT or not isinstance(data.get("aliases"), dict):
+        raise ModelIntegrityError(f"{path}: not an aliases file of format {FORMAT}")
+    return data
+
+
+def alias_version(root: Path, name: str, alias: str, versions: list[int] | None = None) -> int:
+    """The version `alias` points at. Without an aliases file the champion is the latest version (a registry that
+    never promoted anything serves what it always served; `models adapt` and `models challenger` pin it first, so a
+    new version never becomes the champion by being newest); any other alias must have been set."""
+    versions = _versions(root, name) if versions is None else versions
+    aliases = read_aliases(root, name)["aliases"]
+    if alias not in aliases:
+        if alias == CHAMPION and not (Path(root) / name / ALIASES).is_file() and versions:
+            return versions[-1]
+        raise ModelNotFoundError(f"model {name!r} has no version or alias {alias!r} in {root}; versions: {versions}, "
+                                 f"aliases: {sorted(aliases) or 'none'} (`streamsense models promote` and `models "
+                                 "challenger` set them)")
+    version = int(aliases[alias])
+    if version not in versions:
+        raise ModelIntegrityError(f"{Path(root) / name / ALIASES}: {alias} points at version {version}, which is "
+                                  f"not in the registry (versions: {versions})")
+    return version
+
+
+def set_alias(root: Path, name: str, alias: str, version: int | None, action: str, by: str | None = None,
+              reason: str | None = None) -> dict:
+    """Point `alias` at `version` (None: remove it), recording the move in the history; the file is replaced
+    atomically, so a worker reading it mid-write sees the old or the new one. Returns the history entry."""
+    if not _ALIAS.fullmatch(alias) or alias == "latest":
+        raise ValueError(f"alias {alias!r}: lower-case letters, digits, '_' or '-', starting with a letter; "
+                         "not 'latest'")
+    if version is not None and version not in _versions(root, name):
+        raise ModelNotFoundError(f"model {name!r} has no version {version} in {root}")
+    data = read_aliases(root, name)
+    previous = data["aliases"].get(alias)
+    if previous is None and alias == CHAMPION and not (Path(root) / name / ALIASES).is_file():
+        previous = _versions(root, name)[-1]  # the implicit champion (latest) is what a rollback returns to
+    if version is None:
+        data["aliases"].pop(alias, None)
+    else:
+        data["aliases"][alias] = version
+    entry = {"alias": alias, "version": version, "previous": previous, "action": action,
+             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "by": by, "reason": reason}
+    data["history"].append(entry)
+    path = Path(root) / name / ALIASES
+    tmp = path.with_name(f".{ALIASES}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return entry
+
+
+def pin_champion(root: Path, name: str, version: int, by: str | None = None) -> int:
+    """Make the implicit champion explicit (before a new version or a challenger appears, which would otherwise make
+    the newest version the champion unvetted): point `champion` at `version` if no champion was ever set. Returns
+    the champion."""
+    aliases = read_aliases(root, name)["aliases"]
+    if CHAMPION in aliases:
+        return int(aliases[CHAMPION])
+    set_alias(root, name, CHAMPION, version, "pin", by, "the champion before a new version or challenger")
+    return version
+
+
+def rollback_target(root: Path, name: str) -> int:
+    """The version the champion held before the promotion that made the current one champion (each rollback goes
+    one promotion further back)."""
+    data = read_aliases(root, name)
+    current = data["aliases"].get(CHAMPION)
+    if current is None:
+        raise ModelNotFoundError(f"model {name!r} has no champion alias in {root}: nothing to roll back")
+    for entry in reversed(data["history"]):
+        if entry["alias"] == CHAMPION and entry["action"] == "promote" and entry["version"] == current:
+            if entry["previous"] is None or entry["previous"] == current:
+                break
+            return int(entry["previous"])
+    raise ModelNotFoundError(f"model {name!r}: no earlier champion than version {current} in {root}")
+
+
+def init_registry(target: Path, source: Path, copy: bool = False) -> list[Path]:
+    """A writable registry at `target` holding every version of `source` (the shipped models). Each version is a
+    directory of its own: its card, tokenizer and other small files copied (so recording metrics, a calibration or a
+    profile changes this registry, never the installed package), its ONNX files linked (symbolic links: no space
+    taken) or, with `copy`, copied. Versions already there are kept. Returns the version directories made."""
+    made = []
+    for info in list_models(source):
+        dest = Path(target) / info.name / str(info.version)
+        if dest.exists() or dest.is_symlink():
+            continue
+        tmp = dest.with_name(f".{info.version}.init")  # complete before it is listed (as publish does)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for item in sorted(info.path.iterdir()):
+            if item.is_file() and item.suffix == ".onnx" and not copy:
+                (tmp / item.name).symlink_to(item.resolve())
+            elif item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        verify(tmp)
+        tmp.rename(dest)
+        made.append(dest)
+    return made
 
 
 def publish(exported_dir: Path, root: Path, name: str) -> Path:

@@ -27,6 +27,8 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from streamsense.models.risk import LEVELS
 from streamsense.streams.drift.windows import drift_windows
+from streamsense.streams.feedback import quality
+from streamsense.streams.feedback.schema import feedback
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 from streamsense.streams.store import Store
 
@@ -218,6 +220,16 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            "window_start", 100, ("window_start", "model_version", "scope", "messages", "status", "summary"),
            time_base=EVENT,
            sources=(Source(drift_windows, "drift windows", event="window_start", stored="updated_at"),)),
+    # people's verdicts (streams/feedback/, docs/bi.md "Feedback")
+    Report("feedback-labels", "verdicts collected per kind, head, source and verdict: how many carry a label, from "
+           "how many people, the newest", quality.labels_query(),
+           sources=(Source(feedback, "verdicts", event="created_at", stored="updated_at"),)),
+    Report("feedback-precision", "precision of each head's predicted label and each alert rule from people's "
+           "verdicts, with 95 % Wilson intervals; *_random: from the review queue's random share only (unbiased)",
+           quality.precision_query(), table=("scope", "name", "predicted", "model_version", "n", "precision", "low",
+                                             "high", "n_random", "precision_random"),
+           compute=quality.with_intervals,
+           sources=(Source(feedback, "verdicts", event="created_at", stored="updated_at"),)),
     Report("offsets", "next offset to read per consumer group and partition, as stored with each batch",
            select(consumer_offsets).order_by(consumer_offsets.c.group_id, consumer_offsets.c.topic,
                                              consumer_offsets.c.partition)),

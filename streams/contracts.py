@@ -134,6 +134,7 @@ class Batch:
     dead_letters: list[DeadLetterRow]
     offsets: Offsets
     drift: list[DriftSums] = field(default_factory=list)  # per model version; empty with drift monitoring off
+    shadow: list[dict] = field(default_factory=list)  # a shadowed challenger's rows (streams/feedback/shadow.py)
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,9 @@ def worker_topics(settings: Settings) -> list[str]:
             settings.topic_dead_letter]
 
 
-def ensure_topics(settings: Settings) -> list[str]:
-    """Create the worker's input and output topics that do not exist yet, with the configured partitions.
+def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
+    """Create the worker's input and output topics (or `topics`) that do not exist yet, with the configured
+    partitions.
 
     Faust declares only its internal topics; a topic that a producer auto-creates gets the cluster's default
     partition count instead (`num.partitions`, 1 on a stock Apache Kafka). Returns the topics created."""
@@ -116,7 +117,7 @@ def ensure_topics(settings: Settings) -> list[str]:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [t for t in dict.fromkeys(worker_topics(settings)) if t not in existing]
+            missing = [t for t in dict.fromkeys(topics or worker_topics(settings)) if t not in existing]
             if not missing:
                 return []
             response = await admin.create_topics([NewTopic(t, settings.topic_partitions,

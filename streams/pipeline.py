@@ -27,6 +27,7 @@ from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)
+from streamsense.streams.feedback.shadow import shadow_rows
 from streamsense.streams.stages import NoStages, Stages
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class Processor:
             raise ValueError(f"unsupported_language must be 'flag' or 'dead_letter', not {unsupported_language!r}")
         self.unsupported_language = unsupported_language
         self.drift = drift  # streams/drift/meter.py DriftMeter: the batch's drift sums ride in Batch.drift (None: off)
+        self.shadow: Classifier | None = None  # a challenger run beside the model (streams/feedback/shadow.py)
+        self.shadow_share = 1.0
 
     def process(self, messages: list[Incoming]) -> Processed:
         return self.finish(self.prepare(messages))
@@ -174,7 +177,14 @@ class Processor:
         if probs:  # the one-pass path: a batch split to find a failing message adds nothing to the drift windows
             with self.stages("drift"):
                 processed = self.drift.attach(processed, prepared, probs[0])
-        return processed
+        shadow = self.shadow  # as the batch's model, the shadow of its start serves it whole across a reload
+        if shadow is None or not processed.batch.predictions:
+            return processed
+        with self.stages("shadow"):
+            stored = {(row["kind"], row["message_id"]) for row in processed.batch.predictions}
+            rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules, prepared.encoded,
+                               prepared.classifier)
+        return replace(processed, batch=replace(processed.batch, shadow=rows))
 
     def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:
         """Stages 3 and 4 as one `Prediction` (or the error) per valid message; `finish` uses the columns instead."""

@@ -18,6 +18,7 @@ from streamsense.streams.contracts import Batch
 from streamsense.streams.counters import count as count_dashboard
 from streamsense.streams.counters import present as counters_present
 from streamsense.streams.drift.windows import inserted_mask
+from streamsense.streams.feedback.schema import shadow_predictions
 from streamsense.streams.schema import alerts, consumer_offsets, dead_letters, predictions
 
 #: The temporary table the PostgreSQL fast path copies a batch's predictions into: one per session, emptied at
@@ -95,6 +96,9 @@ class Store:
         if kept:
             conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), kept)
         stored_alerts = len(kept)
+        if batch.shadow:  # a shadowed challenger's rows (streams/feedback/shadow.py): first write wins, like results
+            conn.execute(self._insert(shadow_predictions).on_conflict_do_nothing(
+                index_elements=["kind", "message_id", "model_version"]), batch.shadow)
         if batch.dead_letters:
             conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
                 index_elements=["source_topic", "source_partition", "source_offset"]), batch.dead_letters)

@@ -38,7 +38,8 @@ def load_classifier(settings: Settings) -> Classifier | RoutedClassifier:
     loaded: dict[str, Classifier] = {}
 
     routes_wanted = language_models(settings.language_models)
-    spinning = settings.intra_op_spinning == "on" or (settings.intra_op_spinning == "auto" and not routes_wanted)
+    spinning = settings.intra_op_spinning == "on" or (settings.intra_op_spinning == "auto" and not routes_wanted
+                                                      and not settings.shadow_model)  # one session per core's work
 
     def load(ref: str) -> Classifier:
         if ref not in loaded:
@@ -72,9 +73,11 @@ def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages 
         alerts=settings.topic_alerts,
         dead_letter=settings.topic_dead_letter,
     )
-    return Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
-                     publish_predictions=settings.publish_predictions,
-                     unsupported_language=settings.unsupported_language, drift=drift_meter(settings))
+    processor = Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
+                          publish_predictions=settings.publish_predictions,
+                          unsupported_language=settings.unsupported_language, drift=drift_meter(settings))
+    processor.shadow, processor.shadow_share = load_shadow(settings), settings.shadow_share
+    return processor
 
 
 def drift_meter(settings: Settings):
@@ -108,6 +111,14 @@ def startup_line(settings: Settings, classifier: Classifier | RoutedClassifier, 
             f"{languages}; database {hide_password(settings.database_url)}; producer idempotence "
             f"{'on' if idempotent else 'off'}; batches of up to {settings.batch_size} within "
             f"{settings.batch_max_wait:.2f} s")
+
+
+def load_shadow(settings: Settings) -> Classifier | None:
+    """The challenger STREAMSENSE_SHADOW_MODEL names, run beside the model on the same batches (streams/feedback/
+    shadow.py), or None."""
+    if not settings.shadow_model:
+        return None
+    return load_classifier(settings.model_copy(update={"model": settings.shadow_model, "language_models": ""}))
 
 
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
@@ -161,10 +172,19 @@ def reload_model(processor: Processor, metrics: Metrics, health: Health) -> bool
     except Exception as exc:  # keep serving with the current model
         log.error("model reload failed, keeping %s: %s", processor.classifier.model_version, exc)
         return False
+    try:
+        settings = Settings()
+        shadow, share = load_shadow(settings), settings.shadow_share
+    except Exception as exc:  # the challenger's failure keeps the shadow it had; the model still reloads
+        log.error("shadow model reload failed, keeping %s: %s",
+                  processor.shadow.model_version if processor.shadow else "none", exc)
+        shadow, share = processor.shadow, processor.shadow_share
     metrics.instrument(classifier.runtime)
     processor.classifier = classifier
+    processor.shadow, processor.shadow_share = shadow, share
     labels = model_labels(classifier.runtime)
     metrics.set_model(labels)
     health.model_loaded(labels)
-    log.info("model reloaded: now %s", classifier.model_version)
+    log.info("model reloaded: now %s%s", classifier.model_version,
+             f" (shadow {shadow.model_version})" if shadow is not None else "")
     return True

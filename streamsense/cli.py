@@ -36,13 +36,14 @@ from typer.core import TyperGroup
 
 from streamsense import errors
 from streamsense.cli_drift import drift_app
+from streamsense import cli_feedback, errors
 from streamsense.insights import alerts_tail, dashboard, print_alert, query
 from streamsense.settings import BENCH_POSTGRES_URL, Settings
 
 # The order `streamsense --help` lists commands in: the order a newcomer needs them, under these panels.
 START, RUN, INSPECT, MODELS, OPERATE = "Start here", "Run", "Inspect", "Models", "Operate"
 ORDER = ("demo", "broker", "worker", "produce", "classify", "query", "alerts", "dashboard",
-         "models", "train", "export", "bench", "db")
+         "feedback", "models", "train", "export", "bench", "db")
 
 #: What the running command uses where it is not STREAMSENSE_* (e.g. `bench --postgres-url`): for messages.
 _USING: dict[str, str] = {}
@@ -115,6 +116,7 @@ app.add_typer(alerts_app, name="alerts", rich_help_panel=INSPECT)
 app.add_typer(models_app, name="models", rich_help_panel=MODELS)
 app.add_typer(db_app, name="db", rich_help_panel=OPERATE)
 app.add_typer(drift_app, name="drift", rich_help_panel=MODELS)
+cli_feedback.register(app, models_app, MODELS)  # `feedback …`; `models promote / rollback / aliases …`
 
 
 @app.callback()

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
     # seconds between the worker's progress lines (results, rate, dead letters, lag per topic); 0 = none
     progress_interval: float = Field(30.0, ge=0)
 
+    # --- feedback (streams/feedback/, docs/models.md "Adapting to your domain") ---
+    # the topic other tools write verdicts to, one JSON object per message (`streamsense feedback consume` reads it)
+    topic_feedback: str = "feedback"
+    # the share of the review queue drawn at random (only random labels estimate quality without bias)
+    feedback_random_share: float = Field(0.2, ge=0, le=1)
+    # a challenger run beside the model on the same batches, its results stored apart, never published or alerting
+    # (e.g. "streamsense-minilm:challenger"; "" = none), and the share of messages it sees (by a hash of kind and id)
+    shadow_model: str = ""
+    shadow_share: float = Field(1.0, ge=0, le=1)
+    # --- end feedback ---
+
     # Worker HTTP endpoints /metrics, /health, /live (streams/web.py): off unless a port is set
     web_port: int | None = None
     web_host: str = "127.0.0.1"

@@ -251,6 +251,8 @@ def test_catalog_says_which_time_each_report_filters_on():
         "languages": (None, True),
         "top-terms": ("event_at (event time)", True),
         "drift-windows": ("window_start (event time)", False),
+        "feedback-labels": (None, False),
+        "feedback-precision": (None, False),
         "offsets": (None, False),
         "totals": (None, False),
     }

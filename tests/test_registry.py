@@ -81,7 +81,7 @@ def test_resolve(registry, exported):
     [
         ("unknown", r"no model named 'unknown' in .*; available: \['streamsense-minilm'\]"),
         (f"{NAME}:7", r"has no version '7' .*versions: \[1, 2\]"),
-        (f"{NAME}:new", r"has no version 'new'"),
+        (f"{NAME}:new", r"has no version or alias 'new' .*versions: \[1, 2\], aliases: none"),
         ("/no/such/dir", "neither a model directory"),
     ],
 )

@@ -1,7 +1,7 @@
 """Drift windows: running drift sums per (model version, scope, window start), judged when the window closes.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 Written in the batch's transaction with its results and offsets (streams/drift/windows.py), so a window's state
 follows the stored offsets. `sums` is the window's drift vector (float64, streams/drift/features.py); `verdict` is
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

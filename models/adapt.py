@@ -1,0 +1,237 @@
+"""Adaptation to a domain: a new model version from people's labels, the encoder frozen and each labelled head refitted
+on its sentence vectors, anchored to the head it replaces; exported and parity-checked like every model (needs the
+`train` extra; `streamsense models adapt`).
+
+Head-only on purpose: it runs on a 2-core CPU in about a minute (one encoder pass over the labels, then a few
+hundred steps of a linear model), it cannot move what the other heads say (they read the same frozen vectors), and
+with a few hundred labels a pull towards the old weights (`anchor`) keeps the original test splits close — which the
+promotion gate then checks. Labels: `{"text", "task", "label", "lang"?}` per line (a file), or people's labelled
+verdicts on stored messages (streams/feedback/evidence.py `labelled`).
+"""
+
+import json
+import random
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamsense.models.registry import read_card, text_options, verify
+from streamsense.models.tasks import canonical_label, task_views
+from streamsense.models.text import normalize
+
+HOLDOUT = 0.2  # share of each task's labels held out to report before / after (then the final fit takes them all)
+ANCHOR = 0.3  # weight of the squared distance to the replaced head's weights in the loss (docs/models.md: measured)
+STEPS = 300
+
+
+class AdaptError(ValueError):
+    """Labels that cannot make a challenger: none, or none for any head of the model."""
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    text: str
+    task: str
+    label: str
+    lang: str | None = None
+
+
+def read_labels(path: Path) -> tuple[list[LabelRow], list[tuple[int, str]]]:
+    """Rows of a labels file and its malformed lines (line number, why)."""
+    rows, bad = [], []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((n, f"not JSON: {exc.msg}"))
+            continue
+        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) and obj[k] for k in ("text", "task",
+                                                                                              "label")):
+            bad.append((n, 'needs "text", "task" and "label" (non-empty strings)'))
+            continue
+        rows.append(LabelRow(obj["text"], obj["task"], canonical_label(obj["label"]), obj.get("lang")))
+    return rows, bad
+
+
+def usable(card: dict, rows: list[LabelRow]) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
+    """{task: [(text, label index)]} for the model's heads, and why each other row was left out."""
+    labels = {t["name"]: task_views(t)[0].labels for t in card["tasks"]}
+    by_task, left_out = defaultdict(list), []
+    for row in rows:
+        if row.task not in labels:
+            left_out.append(f"{row.task}: not a head of this model ({', '.join(labels)})")
+        elif row.label not in labels[row.task]:
+            left_out.append(f"{row.task}: label {row.label!r} is not one of {', '.join(labels[row.task])}")
+        else:
+            by_task[row.task].append((row.text, labels[row.task].index(row.label)))
+    if not by_task:
+        raise AdaptError("no label fits a head of the model" + (f" (e.g. {left_out[0]})" if left_out else ""))
+    return dict(by_task), left_out
+
+
+def _features(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            out.append(model.pooled(enc["input_ids"], enc["attention_mask"]).float().numpy())
+    return np.concatenate(out)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, anchor: float = ANCHOR,
+             steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
+    """A linear head on vectors `x`: cross-entropy on the labels `y` plus `anchor` × the squared distance to the
+    replaced head (w0, b0), from which it starts; full-batch L-BFGS."""
+    import torch
+
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    w = torch.tensor(w0, requires_grad=True)
+    b = torch.tensor(b0, requires_grad=True)
+    w0t, b0t = torch.tensor(w0), torch.tensor(b0)
+    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt)
+        loss = loss + anchor * (((w - w0t) ** 2).sum() + ((b - b0t) ** 2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), b.detach().numpy()
+
+
+def _accuracy(x, y, w, b) -> float:
+    return round(float(np.mean((x @ w.T + b).argmax(1) == y)), 4)
+
+
+def _split(n: int, seed: int) -> tuple[list[int], list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    k = int(n * HOLDOUT) if n >= 10 else 0  # too few to hold any out: reported as such
+    return order[k:], order[:k]
+
+
+def adapt(base_dir: Path, rows: list[LabelRow], trained_out: Path, source: str, anchor: float = ANCHOR,
+          seed: int = 0) -> dict:
+    """Write a trained directory (models/network.py layout) whose labelled heads are refitted; returns its
+    training.json, with `adaptation`: per head the labels used, and the held-out accuracy before and after."""
+    import torch
+    from transformers import BertModel, PreTrainedTokenizerFast
+
+    from streamsense.exporters.recover import SOURCE_VARIANT, read_weights
+    from streamsense.models.network import MultiTaskModel, save_trained
+
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    base_dir = Path(base_dir)
+    card = verify(base_dir)
+    if card.get("pooling", "mean") != "mean" or "en" not in card.get("languages", ["en"]):
+        raise AdaptError(f"{card['name']}: adapting this model is not built yet (English mean-pooled models only)")
+    by_task, left_out = usable(card, rows)
+    if SOURCE_VARIANT not in card["variants"]:
+        raise AdaptError(f"{base_dir} has no {SOURCE_VARIANT} variant to read its weights from")
+    tasks = [task_views(t)[0] for t in card["tasks"]]
+    config, state = read_weights(base_dir / card["variants"][SOURCE_VARIANT]["file"], [t.name for t in tasks])
+    model = MultiTaskModel(BertModel(config, add_pooling_layer=True), tasks)
+    model.load_state_dict(state)
+    model.eval()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(base_dir / "tokenizer.json"))
+    emoji = text_options(card)["emoji"]
+    report = {}
+    for task, pairs in by_task.items():
+        texts = [normalize(text, emoji) for text, _ in pairs]
+        x = _features(model, tokenizer, texts, card["max_length"])
+        y = np.array([label for _, label in pairs])
+        head = model.heads[task]
+        w0, b0 = head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()
+        train, held = _split(len(y), seed)
+        entry = {"labels": len(y), "per_label": {tasks[[t.name for t in tasks].index(task)].labels[i]: int(c)
+                                                for i, c in enumerate(np.bincount(y, minlength=len(w0)))}}
+        if held:
+            w, b = fit_head(x[train], y[train], w0, b0, anchor)
+            entry |= {"held_out": len(held), "held_out_accuracy_before": _accuracy(x[held], y[held], w0, b0),
+                      "held_out_accuracy_after": _accuracy(x[held], y[held], w, b)}
+        w, b = fit_head(x, y, w0, b0, anchor)  # the final head learns from every label
+        entry["train_accuracy_before"], entry["train_accuracy_after"] = _accuracy(x, y, w0, b0), _accuracy(x, y, w, b)
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(w))
+            head.bias.copy_(torch.from_numpy(b))
+        report[task] = entry
+    training = card["training"]
+    summary = {
+        "base_model": card["base_model"], "torch": torch.__version__, "device": "cpu",
+        "minutes": round((time.monotonic() - started) / 60, 2), "steps": STEPS * 2 * len(by_task),
+        "train_examples": {task: len(pairs) for task, pairs in by_task.items()},
+        "config": {**training.get("config", {}), "emoji": emoji, "max_length": card["max_length"]},
+        # the unchanged heads keep their validation metrics; the refitted ones' are the base model's until
+        # `streamsense models eval --record` measures the test splits (the gate reads those)
+        "validation": card["metrics"]["validation"],
+        "history": [],
+        "tasks": card["tasks"],
+        "languages": card.get("languages", ["en"]),
+        "adaptation": {"from": f"{card['name']}:{card['version']}", "source": source, "anchor": anchor,
+                       "heads": report, "left_out": len(left_out), "frozen": "encoder and every other head"},
+    }
+    save_trained(Path(trained_out), model, tokenizer, summary)
+    return summary
+
+
+def parity_datasets(card: dict, by_task: dict[str, list[tuple[str, int]]], root: Path, limit: int = 200) -> None:
+    """Validation files of the adaptation texts under `root`, one per task's dataset name, so the export's parity
+    check runs on the domain the challenger is for (every head on every text; a head without labels is scored
+    against the base model's labels, which only the report's metric reads)."""
+    texts = [(text, task, label) for task, pairs in by_task.items() for text, label in pairs][:limit]
+    for t in card["tasks"]:
+        view = task_views(t)[0]
+        folder = root / view.dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "validation.jsonl").open("w", encoding="utf-8") as f:
+            for text, task, label in texts:
+                value = view.labels[label] if task == t["name"] else view.labels[0]
+                f.write(json.dumps({"text": text, "label": value}) + "\n")
+
+
+def adapt_and_export(base_dir: Path, rows: list[LabelRow], registry: Path, source: str, anchor: float = ANCHOR,
+                     name: str | None = None) -> tuple[Path, dict]:
+    """Adapt, export with parity on the adaptation texts, publish as the next version of the base's name (or
+    `name`). Returns the new version's directory and its card."""
+    from streamsense.exporters.onnx import export
+    from streamsense.models.registry import publish, write_card
+
+    card = read_card(base_dir)
+    by_task, _ = usable(card, rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        summary = adapt(base_dir, rows, tmp / "trained", source, anchor)
+        parity_datasets(card, by_task, tmp / "datasets")
+        exported = export(tmp / "trained", tmp / "exported", tmp / "datasets", parity_limit=200,
+                          name=name or card["name"])
+        exported["training"]["adaptation"] = summary["adaptation"]
+        exported["parity"]["texts_from"] = "the adaptation labels' texts"
+        calibration = _calibration_kept(card, set(by_task))
+        if calibration:
+            exported["calibration"] = calibration
+        write_card(tmp / "exported", exported)
+        target = publish(tmp / "exported", registry, name or card["name"])
+    return target, read_card(target)
+
+
+def _calibration_kept(card: dict, refitted: set[str]) -> dict | None:
+    """The base card's calibration for the heads left as they were (their logits are the base's); a refitted head's
+    temperature no longer applies (`streamsense models calibrate` fits it again)."""
+    section = card.get("calibration")
+    kept = {h: t for h, t in ((section or {}).get("temperature") or {}).items() if h not in refitted}
+    if not kept:
+        return None
+    return {key: ({h: v for h, v in value.items() if h in kept} if isinstance(value, dict) else value)
+            for key, value in section.items()}

@@ -1,0 +1,73 @@
+"""Shadowing: a challenger model run beside the champion on the same batches in the worker, its results stored apart
+(`shadow_predictions`), never published, never alerting (the alerts it would have raised are kept as rule names).
+
+A share of the messages (STREAMSENSE_SHADOW_SHARE), chosen by a hash of kind and id so a replay shadows the same
+ones. The challenger runs after the champion's results are shaped, in the same stage thread, on the champion's token
+ids where both tokenize alike (an adapted challenger and its base do), else on its own tokenization of the same
+texts; a challenger failure costs its rows for that batch, never the champion's.
+"""
+
+import hashlib
+import logging
+from datetime import datetime, timezone
+
+from streamsense.models.classifier import Classifier
+from streamsense.models.runtime import Encoded
+
+log = logging.getLogger(__name__)
+
+# Pure: no database or Kafka client here (the pipeline imports it); the store writes the rows (`shadow_predictions`,
+# streams/feedback/schema.py).
+
+
+def sampled(kind: str, ident: str, share: float) -> bool:
+    """Whether a message is in the shadowed share: the first 8 bytes of sha256("kind:id") below share × 2^64."""
+    if share >= 1:
+        return True
+    digest = hashlib.sha256(f"{kind}:{ident}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2 ** 64
+
+
+def same_tokens(champion, shadow) -> bool:
+    """Whether the two models turn text into the same token ids (one tokenizer file, length and emoji handling, as
+    an adapted challenger and the model it came from do), so the champion's tokens can serve the challenger."""
+    if not (isinstance(champion, Classifier) and isinstance(shadow, Classifier)):
+        return False  # a routed champion tokenizes per language
+    a, b = champion.runtime, shadow.runtime
+    files = (a.card["files"].get("tokenizer.json"), b.card["files"].get("tokenizer.json"))
+    return (files[0] is not None and files[0]["sha256"] == (files[1] or {}).get("sha256")
+            and (a.max_length, a.emoji) == (b.max_length, b.emoji))
+
+
+def shadow_rows(shadow, valid: list, stored_ids: set, share: float, alert_rules, encoded: Encoded | None = None,
+                champion=None) -> list[dict]:
+    """The challenger's rows for the batch's messages that the champion stored (`stored_ids`: (kind, id)) and the
+    share samples. `encoded`: the champion's tokens of `valid`, reused where both tokenize alike."""
+    picked = [i for i, (_, record) in enumerate(valid)
+              if (record.kind, record.id) in stored_ids and sampled(record.kind, record.id, share)]
+    if not picked:
+        return []
+    chosen = [valid[i][1] for i in picked]
+    texts = [record.model_text for record in chosen]
+    try:
+        if encoded is not None and len(encoded) == len(valid) and same_tokens(champion, shadow):
+            tokens = Encoded([encoded.ids[i] for i in picked], [encoded.truncated[i] for i in picked])
+        else:
+            tokens = shadow.tokenize(texts)
+        result = shadow.decide(texts, tokens)
+    except Exception as exc:  # the challenger's failure costs its own rows only
+        log.warning("shadow model %s failed on a batch of %d (%s: %s): no shadow rows for it",
+                    shadow.model_version, len(texts), type(exc).__name__, exc)
+        return []
+    now = datetime.now(timezone.utc)
+    version = shadow.model_version
+    rows = []
+    for i, (record, label, scores, risk) in enumerate(zip(chosen, result.labels, result.scores, result.risks)):
+        would = alert_rules.per_message(record.kind, record.id, record.group, "", result.prediction(i), version,
+                                        record.created_at or now) if alert_rules.may_fire(record.group, risk,
+                                                                                          scores) else []
+        rows.append({"kind": record.kind, "message_id": record.id, "model_version": version, "sentiment": label,
+                     "p_negative": scores["negative"], "p_neutral": scores.get("neutral"),
+                     "p_positive": scores["positive"], "risk_level": risk.level, "risk_score": risk.score,
+                     "risk_labels": risk.labels, "alerts": sorted({a["rule"] for a in would}), "stored_at": now})
+    return rows
