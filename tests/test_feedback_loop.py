@@ -3,7 +3,6 @@ challenger is adapted from them, refused by the gate with the reason, promoted o
 hot-reloaded, and the next messages carry its version. (Shadowing is not built yet: the challenger's alert
 precision and test splits come as hand-built evidence.)"""
 
-import importlib.util
 import json
 import signal
 
@@ -90,9 +89,13 @@ def test_feedback_to_a_promoted_model(broker, tmp_path, unique):
         evidence.write_text(json.dumps({"test_splits": {"champion": test, "challenger": test},
                                         "alert_precision": {"champion": {"n": 4, "right": 2},
                                                             "challenger": {"n": 4, "right": 3}}}))
-        if importlib.util.find_spec("streamsense.models.bias") is not None:  # the gate's bias check reads both
-            made = runner.invoke(app, ["models", "bias", "--model", f"{NAME}:4", "--record"], env=env)  # profiles
-            assert made.exit_code == 0, made.output
+        # the gate's bias check reads both models' bias reports, and its drift check wants the challenger's own
+        # drift reference: made from the validation fixtures (240 texts: a smaller window minimum than the default)
+        made = runner.invoke(app, ["models", "bias", "--model", f"{NAME}:4", "--record"], env=env)
+        assert made.exit_code == 0, made.output
+        made = runner.invoke(app, ["drift", "reference", "--model", f"{NAME}:4"],
+                             env={**env, "STREAMSENSE_DRIFT_MIN_MESSAGES": "100"})
+        assert made.exit_code == 0, made.output
         promoted = runner.invoke(app, ["models", "promote", f"{NAME}:4", "--evidence", str(evidence)], env=env)
         assert promoted.exit_code == 0, promoted.output
         print(promoted.output)
