@@ -9,6 +9,7 @@ the two field by field).
 
 import json
 import re
+import sys
 from datetime import datetime, timezone
 from typing import Annotated, ClassVar, Literal
 
@@ -121,6 +122,12 @@ _fromisoformat = datetime.fromisoformat
 _UTC = timezone.utc
 
 
+def odd_json(raw: bytes) -> bool:
+    """Whether `raw` might nest deeper than 256 or hold an integer over 640 digits: where json.loads and msgspec may
+    disagree, so the checked parser (parse_json) must read it."""
+    return len(raw) > _SHORT_MESSAGE and (raw.count(b"[") + raw.count(b"{") > 256 or _LONG_NUMBER.search(raw) is not None)
+
+
 def _fast(kind: str, raw: bytes) -> Record | None:
     """The record, or None where the checked path has to decide. `raw` is bytes within MAX_MESSAGE_BYTES; None for
     anything odd, never an exception for bad input."""
@@ -131,8 +138,8 @@ def _fast(kind: str, raw: bytes) -> Record | None:
         except UnicodeDecodeError:
             return None
     if len(raw) > _SHORT_MESSAGE and (raw.count(b"[") + raw.count(b"{") > 256 or _LONG_NUMBER.search(raw)):
-        # json.loads fails on deep nesting (RecursionError) and on integers over sys.get_int_max_str_digits()
-        # (at least 640) a little before msgspec does: let the checked path meet them as it always has.
+        # json.loads fails on deep nesting and on integers over sys.get_int_max_str_digits() (at least 640) a
+        # little before msgspec does: let the checked path refuse them with its reason (odd_json, inlined).
         return None
     try:
         if kind == "post":
@@ -242,20 +249,35 @@ def _std_zone(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone(value.utcoffset()))
 
 
-def _checked(kind: str, raw: bytes | None) -> Record:
-    """The original decoder: a record, or DecodeError with its one-line reason."""
+def check_size(raw: bytes | None) -> bytes:
+    """`raw`, or DecodeError for a message with no value or one over MAX_MESSAGE_BYTES."""
     if raw is None:
         raise DecodeError("empty message (no value)")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise DecodeError(f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} byte limit")
+    return raw
+
+
+def parse_json(raw: bytes):
+    """UTF-8 JSON text → its value (json.loads), or DecodeError with a one-line reason: invalid UTF-8, invalid
+    JSON, nesting past the interpreter's recursion limit, an integer over its digit limit."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
+    except ValueError:  # the only other ValueError json.loads raises
+        raise DecodeError(f"invalid JSON: an integer over {sys.get_int_max_str_digits()} digits") from None
+
+
+def _checked(kind: str, raw: bytes | None) -> Record:
+    """The original decoder: a record, or DecodeError with its one-line reason."""
+    data = parse_json(check_size(raw))
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
     try:
