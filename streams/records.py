@@ -112,6 +112,22 @@ class _TicketWire(msgspec.Struct, frozen=True, gc=False):
     kind: Literal["ticket"] = "ticket"
 
 
+# Twitter's created_at, "Wed Oct 10 20:19:24 +0000 2018": rewritten to RFC 3339 before either path reads it.
+_TWITTER_TIME = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                           r"([0-9]{1,2}) ([0-9]{2}:[0-9]{2}:[0-9]{2}) ([+-][0-9]{2})([0-9]{2}) ([0-9]{4})")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+def rfc3339(value):
+    """A time in Twitter's form as RFC 3339 text; any other value as it is."""
+    if type(value) is str:
+        m = _TWITTER_TIME.fullmatch(value)
+        if m is not None:
+            month, day, clock, zone_h, zone_m, year = m.groups()
+            return f"{year}-{_MONTHS[month]:02d}-{int(day):02d}T{clock}{zone_h}:{zone_m}"
+    return value
+
+
 _post_wire = msgspec.json.Decoder(_PostWire).decode
 _ticket_wire = msgspec.json.Decoder(_TicketWire).decode
 # A message this short can neither nest deeper than 256 nor hold an integer over 640 digits (see _fast).
@@ -144,14 +160,21 @@ def _fast(kind: str, raw: bytes) -> Record | None:
     try:
         if kind == "post":
             w = _post_wire(raw)
-            text, a, b, c = w.text, w.author, w.channel, w.lang
         elif kind == "ticket":
             w = _ticket_wire(raw)
-            text, a, b, c = w.body, w.subject, w.customer_id, w.product
         else:
             return None  # an unknown kind: the checked path raises as it always has
     except (msgspec.DecodeError, RecursionError):  # msgspec.ValidationError is a DecodeError
         return None
+    return _from_wire(kind, w)
+
+
+def _from_wire(kind: str, w: "_PostWire | _TicketWire") -> Record | None:
+    """The record from the fast path's wire struct, or None where the checked path has to decide."""
+    if kind == "post":
+        text, a, b, c = w.text, w.author, w.channel, w.lang
+    else:
+        text, a, b, c = w.body, w.subject, w.customer_id, w.product
     # The checked path strips NUL (JSON "\u0000") from the known fields, then checks lengths and emptiness: leave
     # any NUL to it. (Looking for it here, in the decoded strings, is 4x cheaper than searching the raw bytes.)
     # `not text or text.isspace()` is `not text.strip()` without the copy: both use str.isspace's whitespace.
@@ -192,6 +215,11 @@ class _RecordCheck(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         return value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _twitter_time(cls, value):
+        return rfc3339(value)
 
     @field_validator("created_at", mode="after")
     @classmethod
@@ -280,6 +308,10 @@ def _checked(kind: str, raw: bytes | None) -> Record:
     data = parse_json(check_size(raw))
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+    return _validated(kind, data)
+
+
+def _validated(kind: str, data: dict) -> Record:
     try:
         checked = _CHECKS[kind].model_validate(data)
     except ValidationError as exc:
@@ -299,3 +331,26 @@ def decode(kind: str, raw: bytes | None) -> Record:
         if record is not None:
             return record
     return _checked(kind, raw)
+
+
+_CONVERT_WIRE = {"post": _PostWire, "ticket": _TicketWire}
+_convert = msgspec.convert
+
+
+def from_fields(kind: str, fields: dict) -> Record:
+    """A record from its fields (what a declared input's mapping yields: streams/inputs/mapping.py), with the checks
+    decode() applies to a message's JSON object, or DecodeError with the reason. created_at may also be a datetime."""
+    at = fields.get("created_at")
+    if at is not None:
+        if type(at) is str:
+            if _stamp_form(at) is None:
+                fields = {**fields, "created_at": rfc3339(at)}
+        elif isinstance(at, datetime):
+            fields = {**fields, "created_at": at.isoformat()}
+    try:
+        record = _from_wire(kind, _convert(fields, _CONVERT_WIRE[kind]))
+    except (msgspec.ValidationError, KeyError):
+        record = None
+    if record is not None:
+        return record
+    return _validated(kind, fields)
