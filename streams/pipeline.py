@@ -13,7 +13,7 @@ dead letters instead, reason "unsupported language: zh", without being classifie
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 from datetime import datetime, timezone
 
@@ -24,6 +24,7 @@ from streamsense.models.language import DEFAULT_LANGUAGES, identify, is_supporte
 from streamsense.models.risk import Risk
 from streamsense.models.runtime import Encoded
 from streamsense.streams.alerting.rules import AlertRules
+from streamsense.streams.inputs.formats import Skip
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)
@@ -43,6 +44,7 @@ class Prepared:
     classifier: Classifier  # the model that tokenized it finishes it, even if a reload happens in between
     langs: list[str]  # the language identified in each valid message's text, in order
     languages: Counter  # messages per identified language, those dead-lettered as unsupported included (metrics)
+    skipped: Counter = field(default_factory=Counter)  # (topic, why) → messages passed over (Processed.skipped)
 
 
 #: (start, stop, outcome) over a batch's valid messages, in order: decisions for the run, or the error of one message.
@@ -89,6 +91,11 @@ def flag_unsupported(risk: Risk, lang: str, languages: tuple[str, ...]) -> Risk:
     return replace(risk, signals=[*risk.signals, UNSUPPORTED_SIGNAL], explanation=explanation)
 
 
+class InputStopped(RuntimeError):
+    """A message of an input declared with on_error = "stop" did not decode: the worker stops (one-line reason);
+    nothing after the stored offsets is lost, and the restart reads that message again."""
+
+
 class Processor:
     """`prepare` (decode, tokenize) then `finish` (infer, decide, shape) a batch; each stage's wall time goes to
     `stages` once per batch (streams/stages.py)."""
@@ -111,8 +118,9 @@ class Processor:
     def prepare(self, messages: list[Incoming]) -> Prepared:
         """Stages 1 and 2, CPU work that overlaps the previous batch's inference: decode, identify the language
         (and in "dead_letter" mode set aside what the model does not read), then tokenize."""
-        with self.stages("decode"):
-            valid, failed = self.decode(messages)
+        skipped: Counter = Counter()
+        with self.stages("decode"):  # decode + the declared input's mapping
+            valid, failed = self.decode(messages, skipped)
         classifier = self.classifier  # the model that tokenizes a batch also infers it, even across a reload
         with self.stages("language"):
             langs = identify([record.model_text for _, record in valid])
@@ -121,7 +129,7 @@ class Processor:
                 valid, langs, failed = self.divert(valid, langs, failed, model_languages_of(classifier))
         with self.stages("tokenize"):
             encoded = self.tokenize(classifier, valid, langs)
-        return Prepared(messages, valid, failed, encoded, classifier, langs, languages)
+        return Prepared(messages, valid, failed, encoded, classifier, langs, languages, skipped)
 
     @staticmethod
     def divert(valid: list[tuple[Incoming, Record]], langs: list[str], failed: list[tuple[Incoming, str]],
@@ -139,16 +147,36 @@ class Processor:
                 failed.append((item[0], UNSUPPORTED_REASON + lang))
         return kept, kept_langs, failed
 
-    def decode(self, messages: list[Incoming]) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
-        """Stage 1: bytes → validated records; the rest with a one-line reason (they become dead letters)."""
+    def decode(self, messages: list[Incoming], skipped: Counter | None = None
+               ) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
+        """Stage 1: bytes → validated records (through the topic's declared input, if it has one: format, envelope,
+        field mapping); the rest with a one-line reason (they become dead letters), except those passed over
+        (a Skip, or a DecodeError on an input with on_error = "skip"), counted in `skipped` by (topic, why). An
+        input with on_error = "stop" raises InputStopped on its first DecodeError."""
         valid: list[tuple[Incoming, Record]] = []
         failed: list[tuple[Incoming, str]] = []
-        kinds = self.topics.kinds
+        kinds, inputs = self.topics.kinds, self.topics.inputs
         for msg in messages:
+            reader = inputs.get(msg.topic)
             try:
-                valid.append((msg, decode(kinds[msg.topic], msg.value)))
+                if reader is None or reader.fixed:
+                    valid.append((msg, decode(kinds[msg.topic], msg.value)))
+                else:
+                    valid.append((msg, reader.read(msg)))
             except DecodeError as exc:
-                failed.append((msg, exc.reason))
+                policy = "dead_letter" if reader is None else reader.on_error
+                if policy == "dead_letter":
+                    failed.append((msg, exc.reason))
+                elif policy == "skip":
+                    log.debug("skipped %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc.reason)
+                    if skipped is not None:
+                        skipped[(msg.topic, "error")] += 1
+                else:
+                    raise InputStopped(f"input {msg.topic!r} stops the worker (on_error = \"stop\"): "
+                                       f"{msg.topic}[{msg.partition}]@{msg.offset}: {exc.reason}") from None
+            except Skip as exc:
+                if skipped is not None:
+                    skipped[(msg.topic, exc.kind)] += 1
         return valid, failed
 
     @staticmethod
@@ -290,4 +318,4 @@ class Processor:
         for msg in prepared.messages:
             tp = (msg.topic, msg.partition)
             offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
-        return Processed(Batch(rows, alerts, dead, offsets), out, prepared.languages)
+        return Processed(Batch(rows, alerts, dead, offsets), out, prepared.languages, prepared.skipped)

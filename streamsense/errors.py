@@ -118,7 +118,7 @@ def explain(exc: BaseException, database_url: str | None = None, bootstrap_serve
 
 
 def _explain_one(exc: BaseException, database_url: str | None, bootstrap_servers: str | None) -> Failure | None:
-    for explainer in (_settings, _no_database, _sql, _kafka, _models, _rules, _files, _missing_package):
+    for explainer in (_settings, _no_database, _sql, _kafka, _models, _rules, _inputs, _files, _missing_package):
         failure = explainer(exc, database_url, bootstrap_servers)
         if failure is not None:
             return failure
@@ -287,6 +287,16 @@ def _rules(exc, _db, _kafka) -> Failure | None:
                        "to a valid one", USAGE)
     if isinstance(exc, RulesError):
         return Failure(f"invalid {exc}", "fix the file or set STREAMSENSE_RISK_RULES to a valid one", USAGE)
+    return None
+
+
+def _inputs(exc, _db, _kafka) -> Failure | None:
+    from streamsense.streams.inputs.declare import InputsError
+
+    if isinstance(exc, InputsError):
+        return Failure(f"invalid input declaration: {exc}",
+                       "fix the file (`streamsense inputs check` lists every problem; docs/inputs.md has examples) "
+                       "or unset STREAMSENSE_INPUTS", USAGE)
     return None
 
 

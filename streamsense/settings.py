@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     topic_predictions: str = "predictions"
     topic_alerts: str = "alerts"
     topic_dead_letter: str = "dead-letter"
+    # a TOML file declaring the input topics (streams/inputs/declare.py, docs/inputs.md): each topic's kind, format,
+    # envelope and field mapping; unset: topic_posts and topic_tickets in the built-in JSON shape
+    inputs: Path | None = None
     topic_partitions: int = 4
     topic_replication_factor: int = 1
     kafka_session_timeout: float = 10.0

@@ -35,11 +35,12 @@ __all__ = ["DecodeError", "FORMATS", "FormatConfigError", "NoRegistry", "PLUGINS
 
 
 class Skip(Exception):
-    """A message to pass over and count (a delete, a tombstone): no row, no dead letter; `reason` is one line."""
+    """A message to pass over and count (a delete, a tombstone): no row, no dead letter; `reason` is one line,
+    `kind` a short word for the count's label (delete, truncate, tombstone; a small fixed set)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, kind: str = "skip"):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.kind = reason, kind
 
 
 class FormatConfigError(ValueError):
