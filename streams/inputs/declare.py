@@ -52,7 +52,7 @@ class InputSpec:
     @property
     def fixed(self) -> bool:
         """The built-in shape read by records.decode (its msgspec fast path), as without a declaration file."""
-        return self.format == "json" and self.envelope == "none" and self.fields is None
+        return self.format == "json" and self.envelope == "none" and self.fields is None and not self.options
 
 
 class Input:
