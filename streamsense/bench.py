@@ -238,22 +238,50 @@ def bench_database(kind: str, db_path: Path, admin_url: str):
 
 def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
                workers: int = 1, producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-               postgres_url: str = BENCH_POSTGRES_URL) -> dict:
+               postgres_url: str = BENCH_POSTGRES_URL, shape: str = "fixed") -> dict:
     """The real broker → `workers` worker processes (one group) → SQL, every message counted; produced as fast as
-    possible by `producers` processes, or paced at `rate` per second. Latency is produce time (Kafka timestamp) →
-    SQL commit."""
+    possible by `producers` processes, or paced at `rate` per second, in `shape` (SHAPES). Latency is produce time
+    (Kafka timestamp) → SQL commit."""
     with bench_database(database, db_path, postgres_url) as url:
-        return _end_to_end(settings, texts, db_path, timeout, rate, workers, producers, broker, url)
+        return _end_to_end(settings, texts, db_path, timeout, rate, workers, producers, broker, url, shape)
+
+
+#: the input shapes `bench --inputs` measures: the built-in one (records.decode's fast path), and Twitter API v2
+#: messages read through a declared JSON mapping (streams/inputs/): the same texts, ids and channels either way
+SHAPES = ("fixed", "twitter-v2")
+TWITTER_V2_DECLARATION = """
+[[input]]
+topic = "{topic}"
+kind = "post"
+[input.fields]
+id = "data.id"
+text = "data.text"
+author = "data.author_id"
+channel = "includes.users.0.username"
+"""
+
+
+def shaped(shape: str, ident: str, text: str, channel: str) -> bytes:
+    """One bench message in `shape`."""
+    if shape == "fixed":
+        return json.dumps({"id": ident, "text": text, "channel": channel}).encode()
+    return json.dumps({"data": {"id": ident, "text": text, "author_id": "2244994945", "edit_history_tweet_ids": [ident]},
+                       "includes": {"users": [{"id": "2244994945", "username": channel}]}}).encode()
 
 
 def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
-                workers: int, producers: int, broker: str, database_url: str) -> dict:
+                workers: int, producers: int, broker: str, database_url: str, shape: str = "fixed") -> dict:
     run = uuid.uuid4().hex[:8]
-    lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
+    lines = [shaped(shape, f"b{i}", t, f"brand-{i % 20}") for i, t in enumerate(texts)]
+    overrides = {}
+    if shape != "fixed":
+        declaration = db_path.with_suffix(".inputs.toml")
+        declaration.write_text(TWITTER_V2_DECLARATION.format(topic=f"bench-posts-{run}"))
+        overrides["inputs"] = declaration
     with local_stack(settings, db_path, workers, broker, web=True, app_id=f"bench-{run}",
                      topic_posts=f"bench-posts-{run}", database_url=database_url,
-                     topic_partitions=max(settings.topic_partitions, workers)) as (settings, store, procs):
-        wait_for_group(store, settings, procs)
+                     topic_partitions=max(settings.topic_partitions, workers), **overrides) as (settings, store, procs):
+        wait_for_group(store, settings, procs, shape=shape)
         options = client_options(settings)
         share = None if rate is None else rate / producers
         parts = [lines[i::producers] for i in range(producers)]
@@ -356,11 +384,11 @@ WARM_UP_ID = "bench-warm-up"
 GROUP_SETTLE_S = 15.0
 
 
-def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float = 120) -> None:
+def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float = 120, shape: str = "fixed") -> None:
     """Before timing starts: every worker has loaded its model and the group owns all partitions. A warm-up
     message goes through first; with several workers, the group then gets GROUP_SETTLE_S seconds to finish
     rebalancing (workers join one by one)."""
-    asyncio.run(produce_lines([json.dumps({"id": WARM_UP_ID, "text": "warm up"}).encode()], settings.topic_posts,
+    asyncio.run(produce_lines([shaped(shape, WARM_UP_ID, "warm up", "bench")], settings.topic_posts,
                               client_options(settings)))
     deadline = time.monotonic() + timeout
     while store.count(predictions) < 1:
@@ -373,14 +401,29 @@ def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float
 
 def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
              producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-             postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0) -> dict:
-    """The long load run: end to end only, as fast as possible, every message counted."""
-    result = end_to_end(settings, bench_texts(settings, messages, zh_share), db_path, timeout, rate=None,
-                        workers=workers, producers=producers, broker=broker, database=database,
-                        postgres_url=postgres_url)
-    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
-            "database": database, "zh_share": zh_share, "language_models": settings.language_models,
-            **model_note(settings), "machine": machine(), **result}
+             postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0, shape: str = "fixed") -> dict:
+    """The long load run: end to end only, as fast as possible, every message counted. `shape="both"`: the
+    built-in shape and Twitter v2 through a declared mapping, alternated twice (A B A B, so a machine whose load
+    changes meets both alike), with the ratio of their mean rates."""
+    common = {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
+              "database": database, "zh_share": zh_share, "language_models": settings.language_models,
+              **model_note(settings), "machine": machine()}
+    texts = bench_texts(settings, messages, zh_share)
+    run = lambda shape: end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers,  # noqa: E731
+                                   producers=producers, broker=broker, database=database,
+                                   postgres_url=postgres_url, shape=shape)
+    if shape != "both":
+        return {**common, "inputs": shape, **run(shape)}
+    runs = {s: [] for s in SHAPES}
+    for _ in range(2):
+        for s in SHAPES:
+            runs[s].append(run(s))
+    keys = ("msgs_per_s", "lost", "duplicated", "offset_gaps", "worker_cpu_us_per_msg", "stage_us_per_msg", "seconds")
+    mean = {s: round(float(np.mean([r["msgs_per_s"] for r in rs])), 1) for s, rs in runs.items()}
+    return {**common, "inputs": "both (fixed, twitter-v2, fixed, twitter-v2)",
+            **{f"{s}_runs": [{k: r[k] for k in keys} for r in rs] for s, rs in runs.items()},
+            **{f"{s}_msgs_per_s_mean": m for s, m in mean.items()},
+            "ratio_twitter_v2_to_fixed": round(mean["twitter-v2"] / mean["fixed"], 3) if mean["fixed"] else None}
 
 
 def model_note(settings: Settings) -> dict:

@@ -695,6 +695,9 @@ def bench(
                                      help="A PostgreSQL server and a user allowed to create databases."),
     zh_share: float = typer.Option(0.0, min=0.0, max=1.0, help="With --load: this share of the messages are real "
                                    "Chinese reviews and posts (mixed traffic; needs the datasets)."),
+    inputs: str = typer.Option("fixed", help="With --load: fixed (the built-in shape), twitter-v2 (Twitter API v2 "
+                               "messages through a declared field mapping) or both (alternated A B A B, and their "
+                               "ratio)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
@@ -713,13 +716,15 @@ def bench(
         raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
     if zh_share and not load:
         raise typer.BadParameter("mixed traffic is measured end to end only: add --load", param_hint="--zh-share")
+    if inputs not in ("fixed", "twitter-v2", "both") or (inputs != "fixed" and not load):
+        raise typer.BadParameter("fixed, twitter-v2 or both, with --load", param_hint="--inputs")
     settings = Settings(null_model=null_model)
     stores = dict(database=database, postgres_url=postgres_url)
     if database == "postgresql":
         _USING["database_url"] = postgres_url  # what a database failure's message names
     if load:
         result = run_load(settings, n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
-                          broker=broker, zh_share=zh_share, **stores)
+                          broker=broker, zh_share=zh_share, shape=inputs, **stores)
         print(json.dumps(result, indent=2))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))
