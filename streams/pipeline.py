@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from itertools import repeat
 from datetime import datetime, timezone
 
-import msgspec
-
 from streamsense.models.classifier import BatchResult, Classifier, Prediction
 from streamsense.models.language import DEFAULT_LANGUAGES, identify, is_supported
 from streamsense.models.risk import Risk
@@ -28,6 +26,7 @@ from streamsense.streams.inputs.formats import Skip
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)
+from streamsense.streams.outputs import JSON_OUTPUT
 from streamsense.streams.stages import NoStages, Stages
 
 log = logging.getLogger(__name__)
@@ -49,9 +48,6 @@ class Prepared:
 
 #: (start, stop, outcome) over a batch's valid messages, in order: decisions for the run, or the error of one message.
 Part = tuple[int, int, BatchResult | Exception]
-
-# Compact UTF-8 JSON; what msgspec cannot encode is written as str(value), as json.dumps(default=str) did.
-_ENCODER = msgspec.json.Encoder(enc_hook=str)
 
 
 _OPTIONAL = ("author", "customer_id", "priority", "lang")
@@ -101,8 +97,10 @@ class Processor:
     `stages` once per batch (streams/stages.py)."""
 
     def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full",
-                 stages: Stages | None = None, publish_predictions: bool = True, unsupported_language: str = "flag"):
+                 stages: Stages | None = None, publish_predictions: bool = True, unsupported_language: str = "flag",
+                 output=None):
         self.classifier = classifier
+        self.output = output or JSON_OUTPUT  # the predictions' and alerts' value format (streams/outputs.py)
         self.topics = topics
         self.alert_rules = alert_rules
         self.store_text = store_text
@@ -254,7 +252,7 @@ class Processor:
         version = prepared.classifier.model_version
         store_text, predictions_topic = self.store_text, self.topics.predictions
         may_fire, per_message = self.alert_rules.may_fire, self.alert_rules.per_message
-        encode, publish = _ENCODER.encode, self.publish_predictions
+        encode, publish = self.output.prediction, self.publish_predictions
         langs, languages = prepared.langs, model_languages_of(prepared.classifier)
         rows: list[ResultRow] = []
         alerts: list = []

@@ -16,6 +16,7 @@ from streamsense.streams.kafka import ensure_topics, producer_idempotence, wait_
 from streamsense.streams.contracts import Topics
 from streamsense.streams.inputs.declare import kinds_of, load_inputs
 from streamsense.streams.pipeline import Processor
+from streamsense.streams.outputs import output_format
 from streamsense.streams.stages import Stages
 from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics, model_labels
@@ -98,11 +99,11 @@ def describe_inputs(topics: Topics) -> str:
 
 
 def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages | None = None,
-                    topics: Topics | None = None) -> Processor:
+                    topics: Topics | None = None, output=None) -> Processor:
     topics = topics or build_topics(settings)
     return Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
                      publish_predictions=settings.publish_predictions,
-                     unsupported_language=settings.unsupported_language)
+                     unsupported_language=settings.unsupported_language, output=output)
 
 
 def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info") -> None:
@@ -116,7 +117,8 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     if migrate:
         store.migrate()
     stages = Stages()
-    processor = build_processor(settings, alert_rules, stages, topics)
+    output = output_format(settings)  # avro / json_schema: the output schemas registered (waits for the registry)
+    processor = build_processor(settings, alert_rules, stages, topics, output)
     log = logging.getLogger(__name__)
     wait_for_kafka(settings)
     ensure_topics(settings)

@@ -58,6 +58,11 @@ class SchemaNotFound(LookupError):
     """The registry answered that it has no such schema id or subject."""
 
 
+class RegistryRefused(RuntimeError):
+    """The registry refused a schema (HTTP 409: incompatible with the subject's latest version under its
+    compatibility rule; 422: invalid): one line, not retried."""
+
+
 class _Unanswered(Exception):
     """One try that got no usable answer (connection refused, timeout, 5xx, ...): retried."""
 
@@ -209,6 +214,9 @@ class RegistryClient:
             if exc.code == 404 and code in (SCHEMA_NOT_FOUND, SUBJECT_NOT_FOUND):
                 raise SchemaNotFound(detail.get("message", "not found")) from None
             message = detail.get("message") if isinstance(detail, dict) else None
+            if exc.code in (409, 422) and method == "POST":
+                raise RegistryRefused(f"the schema registry at {self.url} refused the schema for {path} "
+                                      f"(HTTP {exc.code}: {str(message or 'no message')[:300]})") from None
             if exc.code == 404:
                 raise _Unanswered(f"HTTP 404 without a registry's error code at {self.url + path} (is the URL "
                                   f"the registry's API root? Apicurio's is .../apis/ccompat/v7)") from None
