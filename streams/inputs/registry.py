@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = 0
 HEADER = 5  # magic byte + 4-byte schema id
-MAX_BACKOFF = 10.0  # seconds between two tries while the registry is down, at most
+MAX_BACKOFF = 5.0  # seconds between two tries while the registry is down, at most
 NOT_FOUND_TTL = 30.0  # seconds a "schema id not found" answer is remembered
 _STEP = 0.2  # a wait sleeps in steps this short, to see a stop soon
 #: The registry's error codes for "not found" (Confluent's, kept by Apicurio's and Karapace's compatible APIs)
