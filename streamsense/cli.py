@@ -297,11 +297,13 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     db: Path = typer.Option(Path("streamsense-demo.db"), help="SQLite file for the demo (recreated)."),
     timeout: float = typer.Option(300, help="Seconds to wait for every message to be processed."),
+    inputs: bool = typer.Option(False, "--inputs", help="Also topics in other systems' shapes (Twitter v2, stored "
+                                "tweets, Debezium change events), read through a declared inputs file."),
 ):
     """Start the embedded broker, a worker and SQLite; replay real sample posts and tickets; summarise."""
     from streamsense.demo import print_summary, run_demo
 
-    summary = run_demo(Settings(), db.resolve(), timeout, log=lambda m: console.print(f"[dim]{m}[/]"))
+    summary = run_demo(Settings(), db.resolve(), timeout, log=lambda m: console.print(f"[dim]{m}[/]"), inputs=inputs)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -697,7 +699,7 @@ def bench(
                                    "Chinese reviews and posts (mixed traffic; needs the datasets)."),
     inputs: str = typer.Option("fixed", help="With --load: fixed (the built-in shape), twitter-v2 (Twitter API v2 "
                                "messages through a declared field mapping) or both (alternated A B A B, and their "
-                               "ratio)."),
+                               "ratio); avro (Avro through the schema registry) or avro-both (fixed and avro)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
@@ -716,8 +718,15 @@ def bench(
         raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
     if zh_share and not load:
         raise typer.BadParameter("mixed traffic is measured end to end only: add --load", param_hint="--zh-share")
-    if inputs not in ("fixed", "twitter-v2", "both") or (inputs != "fixed" and not load):
-        raise typer.BadParameter("fixed, twitter-v2 or both, with --load", param_hint="--inputs")
+    if inputs not in ("fixed", "twitter-v2", "both", "avro", "avro-both") or (inputs != "fixed" and not load):
+        raise typer.BadParameter("fixed, twitter-v2, both, avro or avro-both, with --load", param_hint="--inputs")
+    if inputs.startswith("avro"):
+        from streamsense.registries import apicurio_missing
+
+        if not Settings().schema_registry_url and apicurio_missing():
+            console.print("no schema registry for --inputs avro: set STREAMSENSE_SCHEMA_REGISTRY_URL, or run "
+                          "`bash deploy/test-deps.sh` once (Apicurio Registry; needs Java 21 or later)")
+            raise typer.Exit(2)
     settings = Settings(null_model=null_model)
     stores = dict(database=database, postgres_url=postgres_url)
     if database == "postgresql":
