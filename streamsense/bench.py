@@ -261,8 +261,46 @@ channel = "includes.users.0.username"
 """
 
 
+#: `--inputs avro`: the same posts in Avro through the schema registry (Confluent wire format), declared format "avro"
+AVRO_POST = {"type": "record", "name": "BenchPost", "namespace": "streamsense.bench", "fields": [
+    {"name": "id", "type": "string"}, {"name": "text", "type": "string"},
+    {"name": "channel", "type": ["null", "string"], "default": None}]}
+AVRO_DECLARATION = """
+[[input]]
+topic = "{topic}"
+kind = "post"
+format = "avro"
+[input.fields]
+id = "id"
+text = "text"
+channel = "channel"
+"""
+#: --inputs both / avro-both: the pairs alternated A B A B in one run
+PAIRS = {"both": ("fixed", "twitter-v2"), "avro-both": ("fixed", "avro")}
+
+
+def avro_shaper(registry_url: str, topic: str):
+    """`shaped` for the avro shape: the bench schema registered under "<topic>-value", each post framed with its id."""
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from streamsense.streams.inputs.registry import RegistryClient, frame
+
+    schema_id = RegistryClient(registry_url).register(f"{topic}-value", json.dumps(AVRO_POST))
+    parsed = parse_schema(AVRO_POST)
+
+    def shape(ident: str, text: str, channel: str) -> bytes:
+        out = io.BytesIO()
+        schemaless_writer(out, parsed, {"id": ident, "text": text, "channel": channel})
+        return frame(schema_id, out.getvalue())
+    return shape
+
+
 def shaped(shape: str, ident: str, text: str, channel: str) -> bytes:
     """One bench message in `shape`."""
+    if callable(shape):
+        return shape(ident, text, channel)
     if shape == "fixed":
         return json.dumps({"id": ident, "text": text, "channel": channel}).encode()
     return json.dumps({"data": {"id": ident, "text": text, "author_id": "2244994945", "edit_history_tweet_ids": [ident]},
@@ -272,12 +310,15 @@ def shaped(shape: str, ident: str, text: str, channel: str) -> bytes:
 def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
                 workers: int, producers: int, broker: str, database_url: str, shape: str = "fixed") -> dict:
     run = uuid.uuid4().hex[:8]
-    lines = [shaped(shape, f"b{i}", t, f"brand-{i % 20}") for i, t in enumerate(texts)]
     overrides = {}
     if shape != "fixed":
         declaration = db_path.with_suffix(".inputs.toml")
-        declaration.write_text(TWITTER_V2_DECLARATION.format(topic=f"bench-posts-{run}"))
+        text = AVRO_DECLARATION if shape == "avro" else TWITTER_V2_DECLARATION
+        declaration.write_text(text.format(topic=f"bench-posts-{run}"))
         overrides["inputs"] = declaration
+    if shape == "avro":
+        shape = avro_shaper(settings.schema_registry_url, f"bench-posts-{run}")
+    lines = [shaped(shape, f"b{i}", t, f"brand-{i % 20}") for i, t in enumerate(texts)]
     with local_stack(settings, db_path, workers, broker, web=True, app_id=f"bench-{run}",
                      topic_posts=f"bench-posts-{run}", database_url=database_url,
                      topic_partitions=max(settings.topic_partitions, workers), **overrides) as (settings, store, procs):
@@ -404,7 +445,8 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
              postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0, shape: str = "fixed") -> dict:
     """The long load run: end to end only, as fast as possible, every message counted. `shape="both"`: the
     built-in shape and Twitter v2 through a declared mapping, alternated twice (A B A B, so a machine whose load
-    changes meets both alike), with the ratio of their mean rates."""
+    changes meets both alike), with the ratio of their mean rates; `"avro"` / `"avro-both"` likewise for the posts in
+    Avro through the schema registry (STREAMSENSE_SCHEMA_REGISTRY_URL's, else an Apicurio started for the run)."""
     common = {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
               "database": database, "zh_share": zh_share, "language_models": settings.language_models,
               **model_note(settings), "machine": machine()}
@@ -412,18 +454,35 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
     run = lambda shape: end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers,  # noqa: E731
                                    producers=producers, broker=broker, database=database,
                                    postgres_url=postgres_url, shape=shape)
-    if shape != "both":
-        return {**common, "inputs": shape, **run(shape)}
-    runs = {s: [] for s in SHAPES}
-    for _ in range(2):
-        for s in SHAPES:
-            runs[s].append(run(s))
+    with registry_for(settings, shape) as settings:
+        if shape not in PAIRS:
+            return {**common, "inputs": shape, **run(shape)}
+        pair = PAIRS[shape]
+        runs = {s: [] for s in pair}
+        for _ in range(2):
+            for s in pair:
+                runs[s].append(run(s))
     keys = ("msgs_per_s", "lost", "duplicated", "offset_gaps", "worker_cpu_us_per_msg", "stage_us_per_msg", "seconds")
     mean = {s: round(float(np.mean([r["msgs_per_s"] for r in rs])), 1) for s, rs in runs.items()}
-    return {**common, "inputs": "both (fixed, twitter-v2, fixed, twitter-v2)",
+    other = pair[1]
+    ratio = round(mean[other] / mean["fixed"], 3) if mean["fixed"] else None
+    return {**common, "inputs": f"{shape} ({', '.join(pair + pair)})",
             **{f"{s}_runs": [{k: r[k] for k in keys} for r in rs] for s, rs in runs.items()},
             **{f"{s}_msgs_per_s_mean": m for s, m in mean.items()},
-            "ratio_twitter_v2_to_fixed": round(mean["twitter-v2"] / mean["fixed"], 3) if mean["fixed"] else None}
+            f"ratio_{other.replace('-', '_')}_to_fixed": ratio}
+
+
+@contextmanager
+def registry_for(settings: Settings, shape: str):
+    """The settings, with a schema registry where the shape needs one: STREAMSENSE_SCHEMA_REGISTRY_URL's, else an
+    Apicurio Registry started for the run (streamsense/registries.py)."""
+    if shape not in ("avro", "avro-both") or settings.schema_registry_url:
+        yield settings
+        return
+    from streamsense.registries import ApicurioRegistry
+
+    with ApicurioRegistry() as registry:
+        yield settings.model_copy(update={"schema_registry_url": registry.url})
 
 
 def model_note(settings: Settings) -> dict:
