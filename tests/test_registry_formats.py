@@ -258,3 +258,44 @@ def test_a_stop_ends_the_wait_for_a_registry_that_is_down():
     with pytest.raises(RegistryUnavailable, match=r"stopped while waiting for the schema registry at .* \(schema id 5\)"):
         client.schema(5)
     assert time.monotonic() - started < 3.0
+
+
+FEEDBACK_V1 = {"type": "record", "name": "Feedback", "namespace": "shop", "fields": [
+    {"name": "feedback_id", "type": "long"}, {"name": "comment", "type": "string"},
+    {"name": "customer", "type": {"type": "record", "name": "Customer", "fields": [{"name": "id", "type": "string"}]}},
+    {"name": "submitted_at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}
+FEEDBACK_V2 = {**FEEDBACK_V1, "fields": [*FEEDBACK_V1["fields"],
+                                         {"name": "channel", "type": ["null", "string"], "default": None}]}
+DOCS_DECLARATION = """
+[[input]]
+topic = "orders-feedback"
+kind = "post"
+format = "avro"
+[input.fields]
+id = "feedback_id"
+text = "comment"
+author = "customer.id"
+created_at = "submitted_at"
+channel = ["channel", { const = "shop" }]
+"""
+
+
+def test_the_worked_avro_declaration_of_the_docs(schema_registry, unique, tmp_path):
+    """docs/inputs.md's Avro example, both schema versions, read through the declaration as the worker reads it."""
+    from datetime import datetime, timezone
+
+    from streamsense.streams.inputs.declare import load_inputs
+
+    subject = f"orders-feedback-{unique}-value"
+    v1, v2 = (register(schema_registry.url, subject, s) for s in (FEEDBACK_V1, FEEDBACK_V2))
+    path = tmp_path / "inputs.toml"
+    path.write_text(DOCS_DECLARATION)
+    reader = load_inputs(Settings(inputs=path, schema_registry_url=schema_registry.url))["orders-feedback"]
+    when = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+    base = {"feedback_id": 981, "comment": "The parcel arrived broken", "customer": {"id": "c-17"},
+            "submitted_at": when}
+    old = reader.read(Incoming("orders-feedback", 0, 1, None, frame(v1, avro_bytes(FEEDBACK_V1, base)), None))
+    new = reader.read(Incoming("orders-feedback", 0, 2, None,
+                               frame(v2, avro_bytes(FEEDBACK_V2, {**base, "channel": "web"})), None))
+    assert (old.id, old.text, old.author, old.channel, old.created_at) == ("981", base["comment"], "c-17", "shop", when)
+    assert (new.id, new.channel) == ("981", "web")
