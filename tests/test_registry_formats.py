@@ -299,3 +299,65 @@ def test_the_worked_avro_declaration_of_the_docs(schema_registry, unique, tmp_pa
                                frame(v2, avro_bytes(FEEDBACK_V2, {**base, "channel": "web"})), None))
     assert (old.id, old.text, old.author, old.channel, old.created_at) == ("981", base["comment"], "c-17", "shop", when)
     assert (new.id, new.channel) == ("981", "web")
+
+
+PREDICTION = {"id": "p1", "kind": "post", "sentiment": {"label": "negative", "scores": {"negative": 0.9, "positive": 0.1}},
+              "risk": {"level": "high", "score": 0.8, "labels": {"complaint": 0.7}, "signals": ["refund"],
+                       "explanation": "refund request"}, "truncated": False, "lang": "en", "lang_declared": None,
+              "supported": True, "model_version": "m:1", "source": {"topic": "t", "partition": 1, "offset": 9}}
+ALERT = {"id": "a1", "rule": "high_risk", "severity": "high", "key": "post:p1",
+         "window": {"start": "2026-12-06T10:00:00+00:00", "end": None}, "summary": "post p1: refund",
+         "evidence": [{"message_id": "p1", "reasons": [{"rule": "high_risk"}]}], "model_version": "m:1",
+         "created_at": "2026-12-06T10:00:01+00:00"}
+
+
+def fetch_schema(url: str, schema_id: int) -> dict:
+    with urllib.request.urlopen(f"{url}/schemas/ids/{schema_id}") as response:
+        return json.loads(response.read())
+
+
+def test_outputs_in_the_registry_formats_decode_with_the_registered_schemas(schema_registry, unique):
+    """What a consumer of the predictions and alerts topics does: the schema fetched by the id in each value."""
+    import jsonschema
+    from fastavro import schemaless_reader
+
+    from streamsense.streams.outputs import JSON_OUTPUT, output_format
+
+    url = schema_registry.url
+    topics = dict(topic_predictions=f"predictions-{unique}", topic_alerts=f"alerts-{unique}")
+    avro = output_format(Settings(schema_registry_url=url, output_format="avro", **topics))
+    for value, encoded in ((PREDICTION, avro.prediction(PREDICTION)), (ALERT, avro.alert(ALERT))):
+        schema_id, payload = split(encoded)
+        schema = parse_schema(json.loads(fetch_schema(url, schema_id)["schema"]))
+        decoded = schemaless_reader(io.BytesIO(payload), schema, None)
+        if "evidence" in value:  # free-form per rule: JSON text in Avro
+            decoded["evidence"] = json.loads(decoded["evidence"])
+        assert decoded == value
+    with urllib.request.urlopen(f"{url}/subjects/predictions-{unique}-value/versions") as response:
+        assert json.loads(response.read()) == [1]
+    again = output_format(Settings(schema_registry_url=url, output_format="avro", **topics))
+    assert (again.prediction_id, again.alert_id) == (avro.prediction_id, avro.alert_id)  # a restart: same ids
+
+    js = output_format(Settings(schema_registry_url=url, output_format="json_schema",
+                                topic_predictions=f"predictions-js-{unique}", topic_alerts=f"alerts-js-{unique}"))
+    for value, encoded in ((PREDICTION, js.prediction(PREDICTION)), (ALERT, js.alert(ALERT))):
+        schema_id, payload = split(encoded)
+        answer = fetch_schema(url, schema_id)
+        assert answer["schemaType"] == "JSON"
+        decoded = json.loads(bytes(payload))
+        jsonschema.validate(decoded, json.loads(answer["schema"]))
+        assert decoded == value
+    assert JSON_OUTPUT.prediction(PREDICTION) == json.dumps(PREDICTION, separators=(",", ":")).encode()
+
+
+def test_an_output_format_without_a_registry_is_two_lines():
+    from typer.testing import CliRunner
+
+    from streamsense.cli import app
+
+    result = CliRunner().invoke(app, ["worker"], env={"STREAMSENSE_OUTPUT_FORMAT": "avro",
+                                                      "STREAMSENSE_SCHEMA_REGISTRY_URL": ""})
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-2:] == [
+        "error: STREAMSENSE_OUTPUT_FORMAT=avro needs a schema registry and none is configured",
+        "  set STREAMSENSE_SCHEMA_REGISTRY_URL, or STREAMSENSE_OUTPUT_FORMAT=json"]
