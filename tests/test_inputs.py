@@ -598,3 +598,66 @@ def test_every_foreign_shape_end_to_end(broker, unique, tmp_path):
     headers = dict(letter.headers)
     assert (headers["error"], headers["source_topic"]) == (b"mapping: text: data.text is not present",
                                                            f"tw2-{unique}".encode())
+
+
+# --- the typed fast path agrees with the general one ----------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+from streamsense.streams.inputs.mapping import Typed  # noqa: E402
+
+_TYPED_FIELDS = {"id": ["data.id", "id_str", "@coords"], "text": ["extended_tweet.full_text", "data.text", "text"],
+                 "author": "includes.users.0.username", "channel": ["data.`a.b`", {"const": "c"}],
+                 "lang": "data.list.1", "created_at": "data.created_at"}
+_keys = st.sampled_from(["data", "id", "id_str", "text", "extended_tweet", "full_text", "includes", "users",
+                         "username", "a.b", "list", "created_at", "0", "1"])
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+    | st.sampled_from(["2018-10-10T20:19:24Z", "Wed Oct 10 20:19:24 +0000 2018", "1539202764123"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys | st.text(max_size=3), inner, max_size=5),
+    max_leaves=30)
+
+
+_texts = st.text(max_size=12) | st.sampled_from(["hi", " ", "\x00", ""]) | st.integers() | st.none()
+_shaped = st.fixed_dictionaries({}, optional={
+    "data": st.fixed_dictionaries({}, optional={
+        "id": _texts, "text": _texts, "a.b": _texts | _values, "list": st.lists(_texts, max_size=3) | _values,
+        "created_at": _texts | st.sampled_from(["2018-10-10T20:19:24Z", "Wed Oct 10 20:19:24 +0000 2018"]),
+        "extra": _values}) | _values,
+    "id_str": _texts, "text": _texts, "extended_tweet": st.fixed_dictionaries({}, optional={"full_text": _texts}),
+    "includes": st.fixed_dictionaries({}, optional={"users": st.lists(
+        st.fixed_dictionaries({}, optional={"username": _texts, "x": _values}), max_size=2) | _values}),
+    "other": _values})
+
+
+def _general(reader, msg):
+    try:
+        return reader.fields.record(reader.format.decode(msg.value, msg), msg, None)
+    except DecodeError as exc:
+        return exc.reason
+
+
+@hsettings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_values | _shaped)
+def test_the_typed_path_gives_what_the_general_path_gives(value):
+    reader = _input(fields=_TYPED_FIELDS)
+    assert isinstance(reader.typed, Typed)
+    msg = _msg(json.dumps(value).encode())
+    try:
+        typed = reader.typed.record(msg.value, msg)
+    except DecodeError as exc:
+        typed = exc.reason
+    if typed is not None:  # where it answers, it answers as the general path does
+        assert typed == _general(reader, msg)
+
+
+def test_the_typed_path_answers_the_common_shapes_and_leaves_the_rest():
+    reader = _input(fields=TWITTER_V2)
+    v2 = {"data": {"id": "1", "text": "hi", "lang": "en", "created_at": "2024-05-01T10:00:00Z"}, "meta": [1, {}]}
+    assert reader.typed.record(json.dumps(v2).encode(), _msg(None)) == reader.read(_msg(v2))
+    for odd in ({"data": "not an object"}, [v2], {"data": {"id": "1"}}):
+        assert reader.typed.record(json.dumps(odd).encode(), _msg(None)) is None  # the general path decides
+    assert reader.typed.record(b'{"x": "\xff", "data": {"id": "1", "text": "hi"}}', _msg(None)) is None
+    assert _input(fields={"id": "@key", "text": "@value"}).typed is None  # the whole value: general path only
+    assert _input(fields={"id": "a", "text": "a.b"}).typed is None  # `a` a value and an object: general path
+    assert _input(envelope="debezium").typed is None

@@ -24,8 +24,8 @@ from typing import Any
 
 from streamsense.streams.contracts import Incoming
 from streamsense.streams.inputs.formats import FormatConfigError, Skip, ValueFormat, known_formats, make_format
-from streamsense.streams.inputs.mapping import ENVELOPES, FIELDS, MISSING, FieldMap, MappingError, debezium, \
-    identity, text_default
+from streamsense.streams.inputs.mapping import ENVELOPES, FIELDS, MISSING, FieldMap, MappingError, Typed, \
+    debezium, identity, text_default
 from streamsense.streams.records import MAX_MESSAGE_BYTES, DecodeError, Record, decode
 
 KINDS = ("post", "ticket")
@@ -65,6 +65,9 @@ class Input:
         self.fixed = spec.fixed
         self.format, self.fields = value_format, fields
         self.envelope = debezium if spec.envelope == "debezium" else None
+        # JSON without an envelope: the mapping's paths decoded straight into Struct types (mapping.Typed)
+        self.typed = (Typed.build(fields) if fields is not None and spec.format == "json" and self.envelope is None
+                      else None)
 
     def read(self, msg: Incoming) -> Record:
         if self.fixed:
@@ -76,6 +79,10 @@ class Input:
             raise DecodeError("empty message (no value)")
         if len(raw) > MAX_MESSAGE_BYTES:
             raise DecodeError(f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} byte limit")
+        if self.typed is not None:
+            record = self.typed.record(raw, msg)
+            if record is not None:
+                return record
         event = self.format.decode(raw, msg)
         if self.envelope is None:
             return self.fields.record(event, msg, event)

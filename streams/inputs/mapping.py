@@ -18,12 +18,15 @@ message of the built-in shape is (records.from_fields): a required field (id, an
 is dead-lettered with `mapping: FIELD: ... is not present`.
 """
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from streamsense.streams.contracts import Incoming
 from streamsense.streams.inputs.formats import Skip
-from streamsense.streams.records import DecodeError, from_fields
+from streamsense.streams.records import DecodeError, from_fields, odd_json
 
 #: a source found nothing
 MISSING: Any = object()
@@ -149,11 +152,17 @@ _SPECIAL_GETTERS: dict[str, Getter] = {
 
 # --- sources --------------------------------------------------------------------------------------------------------
 
-class Source:
-    """One field's source, compiled: `get(value, msg, event)` → the value or MISSING; `text` names it in reasons."""
+#: how the typed fast path (Typed) reads one source: ("path", steps) into the value, ("message", getter) from the
+#: message alone (a constant, @key, @coords...), or ("value", None) for one it cannot read (@value, @envelope)
+Plan = tuple[str, Any]
 
-    def __init__(self, get: Getter, text: str, alternatives: int = 1):
-        self.get, self.text, self.alternatives = get, text, alternatives
+
+class Source:
+    """One field's source, compiled: `get(value, msg, event)` → the value or MISSING; `text` names it in reasons;
+    `plans`: each alternative's Plan (the typed fast path's)."""
+
+    def __init__(self, get: Getter, text: str, alternatives: int = 1, plans: tuple[Plan, ...] = ()):
+        self.get, self.text, self.alternatives, self.plans = get, text, alternatives, plans
 
     def missing_reason(self, field: str) -> str:
         if self.alternatives > 1:
@@ -161,14 +170,15 @@ class Source:
         return f"mapping: {field}: {self.text} is not present"
 
 
-def _one(spec: Any) -> tuple[Getter, str]:
+def _one(spec: Any) -> tuple[Getter, str, Plan]:
     if isinstance(spec, dict):
         if set(spec) != {"const"}:
             raise MappingError(f"a table source takes only `const` (got {', '.join(sorted(spec)) or 'nothing'})")
         const = spec["const"]
         if not isinstance(const, (str, int, float)) or isinstance(const, bool):
             raise MappingError(f"const must be a string or a number, not {type(const).__name__}")
-        return (lambda value, msg, event: const), f"const {const!r}"
+        get = lambda value, msg, event: const  # noqa: E731
+        return get, f"const {const!r}", ("message", get)
     if not isinstance(spec, str):
         raise MappingError(f"a source is a path string, a list of them or {{ const = ... }}, "
                            f"not {type(spec).__name__}")
@@ -180,9 +190,11 @@ def _one(spec: Any) -> tuple[Getter, str]:
         if rest or dot:
             if name != "@envelope":
                 raise MappingError(f"{name} takes no path (only @envelope.PATH does)")
-            return _path_getter(parse_path(rest), outer=True), spec
-        return _SPECIAL_GETTERS[name], spec
-    return _path_getter(parse_path(spec)), spec
+            return _path_getter(parse_path(rest), outer=True), spec, ("value", None)
+        get = _SPECIAL_GETTERS[name]
+        return get, spec, ("value", None) if name in ("@value", "@envelope") else ("message", get)
+    steps = parse_path(spec)
+    return _path_getter(steps), spec, ("path", steps)
 
 
 def compile_source(spec: Any) -> Source:
@@ -191,7 +203,7 @@ def compile_source(spec: Any) -> Source:
         if not spec:
             raise MappingError("an empty list of sources")
         parts = [_one(s) for s in spec]
-        getters = tuple(g for g, _ in parts)
+        getters = tuple(g for g, _, _ in parts)
 
         def first(value, msg, event):
             for get in getters:
@@ -199,9 +211,10 @@ def compile_source(spec: Any) -> Source:
                 if found is not MISSING:
                     return found
             return MISSING
-        return Source(first if len(getters) > 1 else getters[0], ", ".join(t for _, t in parts), len(parts))
-    get, text = _one(spec)
-    return Source(get, text)
+        return Source(first if len(getters) > 1 else getters[0], ", ".join(t for _, t, _ in parts), len(parts),
+                      tuple(p for _, _, p in parts))
+    get, text, plan = _one(spec)
+    return Source(get, text, 1, (plan,))
 
 
 def identity(kind: str) -> dict[str, str]:
@@ -246,6 +259,167 @@ class FieldMap:
                     raise DecodeError(source.missing_reason(name))
                 continue
             if type(found) is int and name in _AS_TEXT and -_INT_TEXT_LIMIT < found < _INT_TEXT_LIMIT:
+                found = str(found)
+            out[name] = found
+        return from_fields(self.kind, out)
+
+
+# --- the typed fast path --------------------------------------------------------------------------------------------
+# For a JSON topic without an envelope, the paths of a mapping are compiled into msgspec Struct types shaped like
+# the part of the message they read (a Twitter v2 mapping: {data: {id, text, author_id}, includes: {users: [{
+# username}]}}): msgspec then decodes only those keys, skipping the rest without building it, and the fields are read
+# as attributes. Anything that does not fit these types (a key that holds another type, a list element that is not an
+# object, a value that is not an object), and any message where the two parsers could disagree (invalid UTF-8 in a
+# skipped part, deep nesting, huge integers), goes to the general path, which decides, and gives every reason.
+
+class _Node:
+    def __init__(self):
+        self.kind = ""  # "leaf", "object" or "list"
+        self.children: dict[str, "_Node"] = {}  # an object's keys
+        self.element: "_Node | None" = None  # a list's elements
+
+    def become(self, kind: str) -> bool:
+        if self.kind and self.kind != kind:
+            return False  # one key read both as a value and as an object or a list: no typed path
+        self.kind = kind
+        return True
+
+
+def _is_index(step: str) -> bool:
+    return step.isdigit() and step.isascii()
+
+
+def _struct_type(node: _Node, names: dict[int, dict[str, str]]):
+    """The msgspec type of `node`; `names[id(node)]`: key → attribute name, for the getters."""
+    if node.kind == "leaf":
+        return Any
+    if node.kind == "list":
+        return list[_struct_type(node.element, names)] | None
+    attrs = {key: f"f{i}" for i, key in enumerate(node.children)}
+    names[id(node)] = attrs
+    fields = [(attrs[key], _struct_type(child, names) | None if child.kind != "leaf" else Any, None)
+              for key, child in node.children.items()]
+    return msgspec.defstruct("Mapped", fields, rename={a: k for k, a in attrs.items()}, frozen=True)
+
+
+def _typed_getter(steps: tuple, attrs: tuple):
+    """Reads one path in a decoded Struct tree: `attrs`, per step, an attribute name or a list index."""
+    def get(root, msg):
+        v = root
+        for a in attrs:
+            if type(a) is int:
+                if a >= len(v):
+                    return MISSING
+                v = v[a]
+            else:
+                v = getattr(v, a)
+            if v is None:
+                return MISSING
+        return v
+    if all(type(a) is str for a in attrs):
+        chain = operator.attrgetter(".".join(attrs))
+
+        def get_attrs(root, msg):  # noqa: F811 - the same, without the loop
+            try:
+                v = chain(root)
+            except AttributeError:  # None on the way
+                return MISSING
+            return MISSING if v is None else v
+        return get_attrs
+    return get
+
+
+class Typed:
+    """A FieldMap's typed fast path over JSON bytes: `record(raw, msg)` → the record, or None where the general path
+    must decide (it is never wrong where it answers: the same fields, the same checks)."""
+
+    def __init__(self, kind: str, plan: list[tuple[str, bool, list[tuple[str, Any]]]], decoder):
+        self.kind, self.plan, self.decode = kind, plan, decoder
+
+    @classmethod
+    def build(cls, fields: FieldMap) -> "Typed | None":
+        root = _Node()
+        root.kind = "object"
+        for _, source, _ in fields.fields:
+            for how, what in source.plans:
+                if how == "value":
+                    return None
+                if how != "path":
+                    continue
+                node = root
+                steps = what
+                if _is_index(steps[0]):
+                    return None  # a value that is a list: the general path
+                for i, step in enumerate(steps):
+                    if _is_index(step):
+                        continue  # the list itself was made by the step before
+                    child = node.children.setdefault(step, _Node())
+                    last = i == len(steps) - 1
+                    nxt = None if last else steps[i + 1]
+                    if last:
+                        if not child.become("leaf"):
+                            return None
+                    elif _is_index(nxt):
+                        if not child.become("list"):
+                            return None
+                        child.element = child.element or _Node()
+                        tail_is_index_leaf = i + 1 == len(steps) - 1
+                        if tail_is_index_leaf:
+                            if not child.element.become("leaf"):
+                                return None
+                        elif not child.element.become("object") or (i + 2 < len(steps) and _is_index(steps[i + 2])):
+                            return None  # a list of lists: the general path
+                        child = child.element
+                    elif not child.become("object"):
+                        return None
+                    node = child
+        names: dict[int, dict[str, str]] = {}
+        try:
+            root_type = _struct_type(root, names)
+        except (TypeError, ValueError):
+            return None
+        plan = []
+        for name, source, required in fields.fields:
+            getters = []
+            for how, what in source.plans:
+                if how == "message":
+                    getters.append(lambda root, msg, _get=what: _get(None, msg, None))
+                    continue
+                attrs, node = [], root
+                for i, step in enumerate(what):
+                    if _is_index(step) and i > 0 and node.kind == "list":
+                        attrs.append(int(step))
+                        node = node.element
+                    else:
+                        attrs.append(names[id(node)][step])
+                        node = node.children[step]
+                getters.append(_typed_getter(what, tuple(attrs)))
+            plan.append((name, required, name in _AS_TEXT, tuple(getters)))
+        return cls(fields.kind, plan, msgspec.json.Decoder(root_type).decode)
+
+    def record(self, raw: bytes, msg: Incoming):
+        if odd_json(raw):
+            return None
+        if not raw.isascii():
+            try:  # msgspec checks UTF-8 only in what it keeps: leave invalid UTF-8 anywhere to the general path
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        try:
+            root = self.decode(raw)
+        except (msgspec.DecodeError, RecursionError):  # a ValidationError is a DecodeError
+            return None
+        out: dict[str, Any] = {}
+        for name, required, as_text, getters in self.plan:
+            for get in getters:
+                found = get(root, msg)
+                if found is not MISSING:
+                    break
+            else:
+                if required:
+                    return None  # the general path names what is missing
+                continue
+            if as_text and type(found) is int and -_INT_TEXT_LIMIT < found < _INT_TEXT_LIMIT:
                 found = str(found)
             out[name] = found
         return from_fields(self.kind, out)
