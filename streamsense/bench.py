@@ -19,6 +19,7 @@ from sqlalchemy import func, select, union_all
 
 from streamsense.demo import SAMPLES
 from streamsense.localstack import local_stack
+from streamsense.registries import registry_for
 from streamsense.settings import BENCH_POSTGRES_URL, Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines
@@ -454,7 +455,7 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
     run = lambda shape: end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers,  # noqa: E731
                                    producers=producers, broker=broker, database=database,
                                    postgres_url=postgres_url, shape=shape)
-    with registry_for(settings, shape) as settings:
+    with registry_for(settings, shape in ("avro", "avro-both")) as settings:
         if shape not in PAIRS:
             return {**common, "inputs": shape, **run(shape)}
         pair = PAIRS[shape]
@@ -470,19 +471,6 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
             **{f"{s}_runs": [{k: r[k] for k in keys} for r in rs] for s, rs in runs.items()},
             **{f"{s}_msgs_per_s_mean": m for s, m in mean.items()},
             f"ratio_{other.replace('-', '_')}_to_fixed": ratio}
-
-
-@contextmanager
-def registry_for(settings: Settings, shape: str):
-    """The settings, with a schema registry where the shape needs one: STREAMSENSE_SCHEMA_REGISTRY_URL's, else an
-    Apicurio Registry started for the run (streamsense/registries.py)."""
-    if shape not in ("avro", "avro-both") or settings.schema_registry_url:
-        yield settings
-        return
-    from streamsense.registries import ApicurioRegistry
-
-    with ApicurioRegistry() as registry:
-        yield settings.model_copy(update={"schema_registry_url": registry.url})
 
 
 def model_note(settings: Settings) -> dict:

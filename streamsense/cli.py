@@ -303,7 +303,11 @@ def demo(
     """Start the embedded broker, a worker and SQLite; replay real sample posts and tickets; summarise."""
     from streamsense.demo import print_summary, run_demo
 
-    summary = run_demo(Settings(), db.resolve(), timeout, log=lambda m: console.print(f"[dim]{m}[/]"), inputs=inputs)
+    from streamsense.registries import registry_for
+
+    log = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    with registry_for(Settings(), inputs, log) as settings:  # --inputs: an Avro topic too, where a registry is
+        summary = run_demo(settings, db.resolve(), timeout, log=log, inputs=inputs)
     if as_json:
         print(json.dumps(summary, indent=2))
         return

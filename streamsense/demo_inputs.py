@@ -108,12 +108,53 @@ created_at = "@envelope.ts_ms"
 """, messages, skipped=2, malformed=1)
 
 
+AVRO_POST = {"type": "record", "name": "Review", "namespace": "demo.shop", "fields": [
+    {"name": "review_id", "type": "long"}, {"name": "body", "type": "string"},
+    {"name": "reviewer", "type": ["null", "string"], "default": None},
+    {"name": "posted_at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}
+
+
+def avro_posts(posts: list[dict], settings: Settings) -> DemoTopic | None:
+    """Posts as Avro in the Confluent wire format, their schema registered in the schema registry (None without
+    one); one message that is not in the wire format shows its dead letter."""
+    if not settings.schema_registry_url:
+        return None
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from streamsense.streams.inputs.registry import RegistryClient, frame
+
+    topic = "demo-avro-reviews"
+    schema_id = RegistryClient.from_settings(settings).register(f"{topic}-value", json.dumps(AVRO_POST))
+    parsed, messages = parse_schema(AVRO_POST), []
+    for i, p in enumerate(posts):
+        out = io.BytesIO()
+        schemaless_writer(out, parsed, {"review_id": 50_000 + i, "body": p["text"], "reviewer": p.get("author"),
+                                        "posted_at": datetime.fromisoformat(p["created_at"])})
+        messages.append(frame(schema_id, out.getvalue()))
+    messages.append(json.dumps({"review_id": 1, "body": "JSON on an Avro topic"}).encode())
+    return DemoTopic(topic, f"Avro, schema id {schema_id} in the schema registry", f"""
+[[input]]
+topic = "{topic}"
+kind = "post"
+format = "avro"
+[input.fields]
+id = "review_id"
+text = "body"
+author = "reviewer"
+created_at = "posted_at"
+channel = {{ const = "shop-reviews" }}
+""", messages, malformed=1)
+
+
 #: what makes the demo's foreign topics: (sample posts, sample tickets, settings) → a DemoTopic, or None where what
 #: it needs is not there (a schema registry's topic, without one). Append to add a shape.
 FOREIGN: list[Callable[[list[dict], list[dict], Settings], DemoTopic | None]] = [
     lambda posts, tickets, settings: twitter_v2(posts[:PER_TOPIC], settings),
     lambda posts, tickets, settings: stored_tweets(posts[PER_TOPIC:2 * PER_TOPIC], settings),
     lambda posts, tickets, settings: debezium_tickets(tickets[:PER_TOPIC], settings),
+    lambda posts, tickets, settings: avro_posts(posts[2 * PER_TOPIC:3 * PER_TOPIC], settings),
 ]
 
 

@@ -16,8 +16,8 @@ import re
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from streamsense.brokers import free_port, stop_process
@@ -158,3 +158,18 @@ class ApicurioRegistry:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextmanager
+def registry_for(settings, wanted: bool = True, log=None):
+    """The settings, with a schema registry where `wanted`: STREAMSENSE_SCHEMA_REGISTRY_URL's if set, else an
+    Apicurio Registry started for the duration (stopped after), else (none installed) the settings unchanged."""
+    if not wanted or settings.schema_registry_url or apicurio_missing():
+        if wanted and log and not settings.schema_registry_url:
+            log(f"no schema registry: {apicurio_missing()}")
+        yield settings
+        return
+    with ApicurioRegistry() as registry:
+        if log:
+            log(f"schema registry (Apicurio Registry {APICURIO_VERSION}, in memory) on {registry.url}")
+        yield settings.model_copy(update={"schema_registry_url": registry.url})
