@@ -361,3 +361,53 @@ def test_an_output_format_without_a_registry_is_two_lines():
     assert result.output.splitlines()[-2:] == [
         "error: STREAMSENSE_OUTPUT_FORMAT=avro needs a schema registry and none is configured",
         "  set STREAMSENSE_SCHEMA_REGISTRY_URL, or STREAMSENSE_OUTPUT_FORMAT=json"]
+
+
+def test_basic_auth_and_refusals_of_a_registry_are_waited_for_not_dead_lettered():
+    """A registry asking for credentials: the client sends them; one answering 401 (wrong credentials) or 503 is
+    waited for (the message is not at fault), then read once it answers."""
+    import base64
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = ["503", "401"]  # then the schema
+    seen = []
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            status = answers.pop(0) if answers else "200"
+            body = {"schema": json.dumps(TWEET_V1)} if status == "200" else {"error_code": int(status) * 100}
+            self.send_response(int(status))
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RegistryClient(f"http://127.0.0.1:{server.server_port}", "ann", "s3cret", max_backoff=0.5)
+        value = frame(11, avro_bytes(TWEET_V1, {"id": "1", "text": "after two refusals", "created_at": 2}))
+        fmt = make_format("avro", {}, Settings(schema_registry_url=f"http://127.0.0.1:{server.server_port}"))
+        fmt.client = client
+        assert fmt.decode(value, MSG)["text"] == "after two refusals"
+        assert seen == ["Basic " + base64.b64encode(b"ann:s3cret").decode()] * 3
+    finally:
+        server.shutdown()
+
+
+def test_a_url_that_is_not_a_registry_api_is_waited_for_not_dead_lettered(schema_registry, caplog):
+    """Apicurio's root instead of its /apis/ccompat/v7: a 404 without a registry's error code is a configuration
+    problem, not a missing schema; the wait says what to check (and a stop ends it)."""
+    root = schema_registry.url.removesuffix("/apis/ccompat/v7")
+    stop = threading.Event()
+    client = RegistryClient(root, stop=stop)
+    threading.Timer(1.0, stop.set).start()
+    with caplog.at_level(logging.WARNING, logger="streamsense.streams.inputs.registry"):
+        with pytest.raises(RegistryUnavailable):
+            client.schema(1)
+    assert client.requests >= 1
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "HTTP 404 without a registry's error code" in line and "Apicurio's is .../apis/ccompat/v7" in line
