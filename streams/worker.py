@@ -112,12 +112,12 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     from streamsense.streams.app import create_app
 
     topics = build_topics(settings)  # first: a bad declaration is one line before anything starts
+    output = output_format(settings)  # avro / json_schema: the output schemas registered (waits for the registry)
     alert_rules = AlertRules.load(settings.alert_rules)
     store = Store(settings.database_url, settings.app_id, alert_rules)
     if migrate:
         store.migrate()
     stages = Stages()
-    output = output_format(settings)  # avro / json_schema: the output schemas registered (waits for the registry)
     processor = build_processor(settings, alert_rules, stages, topics, output)
     log = logging.getLogger(__name__)
     wait_for_kafka(settings)

@@ -350,17 +350,20 @@ def test_outputs_in_the_registry_formats_decode_with_the_registered_schemas(sche
     assert JSON_OUTPUT.prediction(PREDICTION) == json.dumps(PREDICTION, separators=(",", ":")).encode()
 
 
-def test_an_output_format_without_a_registry_is_two_lines():
+def test_an_output_format_without_a_registry_is_two_lines(tmp_path):
     from typer.testing import CliRunner
 
     from streamsense.cli import app
 
+    db = tmp_path / "never.db"
     result = CliRunner().invoke(app, ["worker"], env={"STREAMSENSE_OUTPUT_FORMAT": "avro",
-                                                      "STREAMSENSE_SCHEMA_REGISTRY_URL": ""})
+                                                      "STREAMSENSE_SCHEMA_REGISTRY_URL": "",
+                                                      "STREAMSENSE_DATABASE_URL": f"sqlite:///{db}"})
     assert result.exit_code == 2, result.output
     assert result.output.splitlines()[-2:] == [
         "error: STREAMSENSE_OUTPUT_FORMAT=avro needs a schema registry and none is configured",
         "  set STREAMSENSE_SCHEMA_REGISTRY_URL, or STREAMSENSE_OUTPUT_FORMAT=json"]
+    assert not db.exists()  # refused before anything was touched
 
 
 def test_basic_auth_and_refusals_of_a_registry_are_waited_for_not_dead_lettered():
