@@ -661,3 +661,42 @@ def test_the_typed_path_answers_the_common_shapes_and_leaves_the_rest():
     assert _input(fields={"id": "@key", "text": "@value"}).typed is None  # the whole value: general path only
     assert _input(fields={"id": "a", "text": "a.b"}).typed is None  # `a` a value and an object: general path
     assert _input(envelope="debezium").typed is None
+
+
+def test_on_error_stop_stops_the_worker_and_a_restart_loses_nothing(broker, unique, tmp_path):
+    """on_error = "stop": the worker exits (status 65) with the reason in one line; the batch with the bad message is
+    not stored, so after the declaration is fixed (dead_letter) a restart reads it again: 0 lost, 0 duplicated."""
+    from streamsense.localstack import worker_env
+    from streamsense.streams.schema import dead_letters, predictions
+    from streamsense.streams.store import Store
+    from tests.helpers import as_lines, produce, settings_for, wait_until, worker
+
+    database_url = f"sqlite:///{tmp_path / 'stop.db'}"
+    topic = f"strict-{unique}"
+    declaration = '[[input]]\ntopic = "{t}"\nkind = "post"\non_error = "{e}"\n[input.fields]\nid = "i"\ntext = "t"\n'
+    path = _file(tmp_path, declaration.format(t=topic, e="stop"))
+    settings = settings_for(broker.bootstrap_servers, database_url, unique, inputs=path)
+    store = Store(database_url, settings.app_id)
+    store.migrate()
+    good = [{"i": f"g{n}", "t": f"fine message {n}"} for n in range(30)]
+    with worker(settings, tmp_path, "strict") as process:
+        produce(settings, topic, as_lines(good[:20]) + [b'{"i": "bad"}'] + as_lines(good[20:]))
+        wait_until(lambda: process.poll() is not None, 90, what="the worker stops")
+        assert process.returncode == 65
+    log = (tmp_path / "strict.log").read_text()
+    assert f"input '{topic}' stops the worker (on_error = \"stop\"): {topic}[" in log
+    assert "mapping: text: t is not present; stopping" in log
+    # CLI: the same declaration, tried from the topic itself (no group: the worker's position is untouched)
+    result = CliRunner().invoke(app, ["inputs", "try", topic, "--from-topic", "--limit", "40", "--timeout", "20"],
+                                env=worker_env(settings))
+    assert result.exit_code == 0, result.output
+    [stop] = [line for line in result.stdout.splitlines() if ": stop: " in line]
+    assert stop.endswith("mapping: text: t is not present (the worker would stop here)")
+    assert "31 messages: 30 records, 0 dead letters, 0 skipped, 1 would stop the worker" in result.stderr
+    path.write_text(declaration.format(t=topic, e="dead_letter"))
+    with worker(settings, tmp_path, "fixed"):
+        wait_until(lambda: store.count(predictions) + store.count(dead_letters) >= 31, 90, what="all processed")
+    with store.engine.connect() as conn:
+        ids = sorted(r.message_id for r in conn.execute(predictions.select()))
+        [letter] = conn.execute(dead_letters.select()).all()
+    assert ids == sorted(g["i"] for g in good) and letter.error == "mapping: text: t is not present"
