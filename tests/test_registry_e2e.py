@@ -139,3 +139,16 @@ def test_avro_and_json_schema_topics_through_the_registry_with_an_outage(broker,
 
     log = log_path.read_text()
     assert log.count("does not answer") == 1 and log.count("answers again") == 1, log[-3000:]
+
+
+def test_bench_load_run_with_an_avro_topic(schema_registry, tmp_path):
+    """`bench --load --inputs avro`: the posts in Avro through the registry, every message counted, decode timed."""
+    from streamsense.bench import run_load
+    from streamsense.settings import Settings
+
+    settings = Settings(batch_size=32, topic_partitions=2, null_model=True, schema_registry_url=schema_registry.url)
+    result = run_load(settings, 300, tmp_path / "avro.db", timeout=180, shape="avro")
+    assert result["inputs"] == "avro"
+    assert (result["lost"], result["duplicated"], result["offset_gaps"]) == (0, 0, 0)
+    assert sum(p["handled"] for p in result["partitions"].values()) == 301  # the warm-up message too
+    assert result["stage_us_per_msg"]["decode"] > 0
