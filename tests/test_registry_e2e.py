@@ -20,7 +20,8 @@ OUTAGE = 30.0  # seconds the registry is paused mid-stream
 
 TWEET_V1 = {"type": "record", "name": "Tweet", "namespace": "e2e", "fields": [
     {"name": "id", "type": "string"}, {"name": "text", "type": "string"}, {"name": "created_at", "type": "long"}]}
-TWEET_V2 = {**TWEET_V1, "fields": [*TWEET_V1["fields"], {"name": "author", "type": ["null", "string"], "default": None}]}
+TWEET_V2 = {**TWEET_V1, "fields": [*TWEET_V1["fields"],
+                                   {"name": "author", "type": ["null", "string"], "default": None}]}
 TWEET_V3 = {**TWEET_V2, "fields": [*TWEET_V2["fields"], {"name": "lang", "type": ["null", "string"], "default": None}]}
 TICKET_JSON = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "required": ["id", "subject"],
                "properties": {"id": {"type": "string"}, "subject": {"type": "string"}, "body": {"type": "string"}}}

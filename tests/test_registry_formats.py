@@ -255,7 +255,8 @@ def test_a_stop_ends_the_wait_for_a_registry_that_is_down():
     client = RegistryClient("http://127.0.0.1:9", timeout=0.5, stop=stop)  # the discard port: refused
     threading.Timer(0.8, stop.set).start()
     started = time.monotonic()
-    with pytest.raises(RegistryUnavailable, match=r"stopped while waiting for the schema registry at .* \(schema id 5\)"):
+    with pytest.raises(RegistryUnavailable,
+                       match=r"stopped while waiting for the schema registry at .* \(schema id 5\)"):
         client.schema(5)
     assert time.monotonic() - started < 3.0
 
@@ -301,7 +302,8 @@ def test_the_worked_avro_declaration_of_the_docs(schema_registry, unique, tmp_pa
     assert (new.id, new.channel) == ("981", "web")
 
 
-PREDICTION = {"id": "p1", "kind": "post", "sentiment": {"label": "negative", "scores": {"negative": 0.9, "positive": 0.1}},
+PREDICTION = {"id": "p1", "kind": "post",
+              "sentiment": {"label": "negative", "scores": {"negative": 0.9, "positive": 0.1}},
               "risk": {"level": "high", "score": 0.8, "labels": {"complaint": 0.7}, "signals": ["refund"],
                        "explanation": "refund request"}, "truncated": False, "lang": "en", "lang_declared": None,
               "supported": True, "model_version": "m:1", "source": {"topic": "t", "partition": 1, "offset": 9}}

@@ -149,7 +149,8 @@ class RegistryClient:
         if said_missing is not None and time.monotonic() - said_missing < NOT_FOUND_TTL:
             raise DecodeError(self._not_found(schema_id))
         try:
-            answer = self._until_answered(f"schema id {schema_id}", lambda: self._request("GET", f"/schemas/ids/{schema_id}"))
+            answer = self._until_answered(f"schema id {schema_id}",
+                                          lambda: self._request("GET", f"/schemas/ids/{schema_id}"))
         except SchemaNotFound:
             with self._lock:
                 if len(self._missing) > 10_000:
