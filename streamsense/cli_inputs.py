@@ -169,7 +169,8 @@ class LineReader:
         if topic is not None:
             self.readers = {"declared": pick(declared(settings), topic, "--input")}
         else:
-            kinds = ("post", "ticket") if kind == "auto" else (kind,)
+            kinds = ("post", "ticket") if kind == "auto" and value_format == "json" else (
+                ("post",) if kind == "auto" else (kind,))  # a text line is a post unless --kind ticket says otherwise
             self.readers = {k: build(InputSpec(self.topic, k, value_format), settings) for k in kinds}
         self.keyed = topic is None and value_format == "string"
 
