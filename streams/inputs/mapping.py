@@ -302,8 +302,19 @@ def _struct_type(node: _Node, names: dict[int, dict[str, str]]):
     return msgspec.defstruct("Mapped", fields, rename={a: k for k, a in attrs.items()}, frozen=True)
 
 
-def _typed_getter(steps: tuple, attrs: tuple):
+def _typed_getter(attrs: tuple):
     """Reads one path in a decoded Struct tree: `attrs`, per step, an attribute name or a list index."""
+    if all(type(a) is str for a in attrs):
+        chain = operator.attrgetter(".".join(attrs))
+
+        def get_attrs(root, msg):
+            try:
+                v = chain(root)
+            except AttributeError:  # None on the way
+                return MISSING
+            return MISSING if v is None else v
+        return get_attrs
+
     def get(root, msg):
         v = root
         for a in attrs:
@@ -316,16 +327,6 @@ def _typed_getter(steps: tuple, attrs: tuple):
             if v is None:
                 return MISSING
         return v
-    if all(type(a) is str for a in attrs):
-        chain = operator.attrgetter(".".join(attrs))
-
-        def get_attrs(root, msg):  # noqa: F811 - the same, without the loop
-            try:
-                v = chain(root)
-            except AttributeError:  # None on the way
-                return MISSING
-            return MISSING if v is None else v
-        return get_attrs
     return get
 
 
@@ -393,7 +394,7 @@ class Typed:
                     else:
                         attrs.append(names[id(node)][step])
                         node = node.children[step]
-                getters.append(_typed_getter(what, tuple(attrs)))
+                getters.append(_typed_getter(tuple(attrs)))
             plan.append((name, required, name in _AS_TEXT, tuple(getters)))
         return cls(fields.kind, plan, msgspec.json.Decoder(root_type).decode)
 
