@@ -89,7 +89,6 @@ class Input:
         value, event = self.envelope(event)
         return self.fields.record(value, msg, event)
 
-
     def ident(self, msg: Incoming) -> str | None:
         """The message's id where its mapping finds one, else None: for the lines of a dry run and `classify` that
         report a message that did not decode. Never raises."""
