@@ -180,8 +180,9 @@ def gpu_utilisation() -> float | None:
         return None
 
 
-def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | None) -> int:
-    return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate))
+def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | None,
+                  keys: list[bytes] | None = None) -> int:
+    return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate, keys=keys))
 
 
 def scrape_stages(procs: list) -> tuple[dict[str, float], int]:
@@ -327,11 +328,15 @@ def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: fl
         options = client_options(settings)
         share = None if rate is None else rate / producers
         parts = [lines[i::producers] for i in range(producers)]
+        # every shape keyed by its id, as the built-in shape always was: the same partitioning whatever the shape
+        keys = [f"b{i}".encode() for i in range(len(lines))]
+        key_parts = [keys[i::producers] for i in range(producers)]
         with ProcessSampler([p.pid for p in procs]) as sampler, \
                 ProcessPoolExecutor(producers, mp_context=multiprocessing.get_context("spawn")) as pool:
             gpu = []
             started = time.monotonic()
-            sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share) for part in parts]
+            sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share, part_keys)
+                       for part, part_keys in zip(parts, key_parts)]
             deadline = started + timeout
             produced_s = None
             while store.count(predictions) < len(texts) + 1 and time.monotonic() < deadline:
