@@ -2,7 +2,6 @@
 the pipeline's on_error handling, `streamsense inputs`, and every foreign shape end to end on both brokers."""
 
 import json
-import sys
 import textwrap
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -16,7 +15,7 @@ from streamsense.settings import Settings
 from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.contracts import Incoming
 from streamsense.streams.inputs.declare import InputSpec, InputsError, build, check, load_inputs
-from streamsense.streams.inputs.formats import (FORMATS, FormatConfigError, NoRegistry, Skip, make_format,
+from streamsense.streams.inputs.formats import (FORMATS, PLUGINS, FormatConfigError, NoRegistry, Skip, make_format,
                                                 register_format)
 from streamsense.streams.inputs.mapping import MISSING, FieldMap, MappingError, compile_source, lookup, parse_path
 from streamsense.streams.pipeline import InputStopped, Processor
@@ -257,10 +256,19 @@ def test_formats_are_registered_by_name_and_plugins_fail_in_one_line(monkeypatch
         make_format("json", {"x": 1}, SETTINGS)
     with pytest.raises(FormatConfigError, match="unknown format 'xml'"):
         make_format("xml", {}, SETTINGS)
-    monkeypatch.setitem(sys.modules, "streamsense.streams.inputs.protobuf", None)  # an import that fails
-    monkeypatch.delitem(FORMATS, "protobuf", raising=False)
-    with pytest.raises(FormatConfigError, match="format 'protobuf'"):
-        make_format("protobuf", {}, SETTINGS)
+    monkeypatch.setitem(PLUGINS, "gone", "streamsense_no_such_format_module")
+    with pytest.raises(FormatConfigError, match="format 'gone' is not available in this installation"):
+        make_format("gone", {}, SETTINGS)
+
+
+def test_a_plugin_whose_dependency_is_missing_fails_at_start_in_one_line(monkeypatch, tmp_path):
+    (tmp_path / "streamsense_fake_format.py").write_text("import streamsense_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(PLUGINS, "fake", "streamsense_fake_format")
+    with pytest.raises(FormatConfigError) as info:
+        make_format("fake", {}, SETTINGS)
+    assert str(info.value) == ("format 'fake' needs the Python package 'streamsense_missing_dependency', which is not "
+                               "installed (pip install 'streamsense[registry]')")
 
 
 def test_auto_uses_the_registry_format_when_one_is_configured(monkeypatch):
@@ -406,7 +414,7 @@ def test_the_cli_says_a_bad_declaration_in_two_lines(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: {path}: input 'a': kind: must be post | ticket, not 'tweet'",
         f"error: {path}: input 'b': format: unknown format 'xml' (known: auto, avro, confluent, json, json_schema, "
-        "protobuf, string)", f"  2 problems in {path} (docs/inputs.md has worked declarations)"]
+        "string)", f"  2 problems in {path} (docs/inputs.md has worked declarations)"]
     worker = CliRunner().invoke(app, ["worker"], env={"STREAMSENSE_INPUTS": str(path)})
     assert worker.exit_code == 2 and len(worker.stderr.splitlines()) == 2
     assert worker.stderr.startswith(f"error: invalid input declaration: {path}: input 'a': kind:")
