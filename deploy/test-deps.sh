@@ -4,6 +4,8 @@
 #   - Chromium + ChromeDriver (Debian's `chromium`, `chromium-driver`) for the dashboard browser test, and a CJK font
 #     (Debian's `fonts-wqy-microhei`) where none is installed, so that it renders Chinese
 #   - the Apache Kafka 4.4.0 jars (Maven Central, via deploy/kafka/pom.xml) in .cache/kafka/4.4.0/libs
+#   - Apicurio Registry 3.3.3 (Maven Central's io.apicurio:apicurio-registry-app:3.3.3:tar.gz:all, ~160 MB) unpacked
+#     in .cache/apicurio/3.3.3: the schema registry of the registry-format tests (it runs on Java 21 or later)
 #   - the helm CLI for the chart checks (deploy/helm/install-helm.sh)
 # Each step is skipped when its tool is already there, and a step that cannot run (no root, no apt-get, no
 # Java or Maven) says so and moves on: the tests that need it then skip with the reason.
@@ -83,6 +85,23 @@ setup_kafka_jars() {
         || fail "Maven could not fetch the Kafka jars: the Apache Kafka test variants will skip"
 }
 
+setup_apicurio() {
+    version=3.3.3
+    dir=.cache/apicurio/$version
+    [ -f "$dir/quarkus-run.jar" ] && return 0
+    if ! command -v mvn >/dev/null; then
+        say "no mvn: the schema registry tests will skip"; return 0
+    fi
+    say "fetching Apicurio Registry $version (Maven Central, ~160 MB)"
+    # -Dtransitive=false: the bundle is self-contained (its pom's dependencies are the ones inside it)
+    mvn -q -B dependency:get -Dtransitive=false "-Dartifact=io.apicurio:apicurio-registry-app:$version:tar.gz:all" \
+        || { fail "Maven could not fetch Apicurio Registry: the schema registry tests will skip"; return 0; }
+    repo=${MAVEN_LOCAL_REPO:-$HOME/.m2/repository}  # Maven's default local repository (set this where it is moved)
+    bundle="$repo/io/apicurio/apicurio-registry-app/$version/apicurio-registry-app-$version-all.tar.gz"
+    rm -rf "$dir.partial" && mkdir -p "$dir.partial" && tar -xzf "$bundle" -C "$dir.partial" && mv "$dir.partial" "$dir" \
+        || fail "could not unpack $bundle: the schema registry tests will skip"
+}
+
 setup_helm() {
     if command -v helm >/dev/null || [ -x "$HOME/.local/bin/helm" ]; then return 0; fi
     bash deploy/helm/install-helm.sh >/dev/null || say "helm not installed: the chart checks will skip"
@@ -92,6 +111,7 @@ setup_postgres
 setup_chromium
 setup_cjk_font
 setup_kafka_jars
+setup_apicurio
 setup_helm
 # In CI a step that should have worked but failed stops the run: otherwise its tests would skip and CI look green.
 if [ -n "$failed" ] && [ "${CI:-}" = true ]; then say "a setup step failed (above): stopping (CI=true)"; exit 1; fi

@@ -25,8 +25,9 @@ from streamsense.streams.alerting.outbox import AlertOutbox
 from streamsense.streams.batching import OverlappedBatches
 from streamsense.streams.commit import CommitProtocol
 from streamsense.streams.consumer import BatchConsumer
+from streamsense.streams.inputs.registry import RegistryUnavailable
 from streamsense.streams.kafka import client_options
-from streamsense.streams.pipeline import Processor
+from streamsense.streams.pipeline import InputStopped, Processor
 from streamsense.streams.progress import Progress
 from streamsense.streams.sinks import SqlSink, TopicSink
 from streamsense.streams.stages import Stages
@@ -36,6 +37,8 @@ from streamsense.streams.web import Health, WebServer
 
 log = logging.getLogger(__name__)
 
+#: the worker's exit status when an input declared with on_error = "stop" meets a message it cannot read (EX_DATAERR)
+EXIT_INPUT_STOPPED = 65
 PRODUCER_BATCH_BYTES = 512 * 1024  # per partition and request; below Kafka's default message.max.bytes (1 MiB)
 
 
@@ -84,10 +87,16 @@ def create_app(settings: Settings, processor: Processor, store: Store, metrics: 
     stages = stages or Stages()
     topic_sink = TopicSink(None)  # its producer is made when the batch consumer starts (inside the event loop)
     sql_pool = ThreadPoolExecutor(1, thread_name_prefix="sql")
-    outbox = AlertOutbox(store, topic_sink, settings.topic_alerts, sql_pool)
+    outbox = AlertOutbox(store, topic_sink, settings.topic_alerts, sql_pool, encode=processor.output.alert)
     input_topics = list(processor.topics.kinds)
 
     def fatal(exc: BaseException) -> None:
+        if isinstance(exc, InputStopped):  # asked for by the declaration: one line, and an exit code of its own
+            log.critical("%s; stopping (nothing after the stored offsets is lost: a restart reads it again)", exc)
+            os._exit(EXIT_INPUT_STOPPED)
+        if isinstance(exc, RegistryUnavailable):  # a stop while a batch waited for the schema registry
+            log.warning("%s", exc)
+            os._exit(0)
         # skipping the batch would lose it; exit so the restart resumes from the stored offsets
         log.critical("batch processing failed; exiting so the worker restarts from stored offsets", exc_info=exc)
         os._exit(70)

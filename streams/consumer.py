@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from streamsense.streams.contracts import Incoming
+from streamsense.streams.inputs.registry import stop_waiting
 from streamsense.streams.retry import retry_forever
 from streamsense.streams.stages import NoStages, Stages
 
@@ -102,6 +103,7 @@ class BatchConsumer(Service):
 
     async def on_stop(self) -> None:
         self._stopping = True
+        stop_waiting()  # a batch waiting for the schema registry gives up: not stored, it is read again on restart
         if self._loop_task is not None:
             await asyncio.shield(self._loop_task)  # finishes the batch in flight
         await self._commit_kafka()

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TypedDict
+from typing import Any, Protocol, TypedDict
 
 from streamsense.models.text import redact
 
@@ -44,12 +44,26 @@ class Outgoing:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+class InputReader(Protocol):
+    """A declared input topic's reader (streams/inputs/declare.py: Input): `read(msg)` → a Post or Ticket, or
+    records.DecodeError(reason) (handled per `on_error`: "dead_letter", "skip" or "stop"), or inputs.formats.Skip
+    (passed over and counted). `fixed`: the built-in shape, read by records.decode directly."""
+
+    kind: str
+    on_error: str
+    fixed: bool
+
+    def read(self, msg: Incoming) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Topics:
     kinds: dict[str, str]  # input topic -> record kind ("post" / "ticket")
     predictions: str
     alerts: str
     dead_letter: str
+    # input topic -> its declared reader; a topic of `kinds` without one is read in the built-in shape (records.decode)
+    inputs: Mapping[str, InputReader] = field(default_factory=dict)
 
 
 class ResultRow(TypedDict):
@@ -144,6 +158,9 @@ class Processed:
     batch: Batch
     outgoing: list[Outgoing]
     languages: Mapping[str, int] = field(default_factory=dict)  # messages per identified language (metrics)
+    # (topic, why) → messages passed over without a row or a dead letter (a Debezium delete, a tombstone, an input
+    # with on_error = "skip"); their offsets advance with the batch's
+    skipped: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 def text_for_storage(text: str, mode: str) -> str | None:

@@ -101,8 +101,10 @@ def producer_idempotence(settings: Settings) -> bool:
 
 
 def worker_topics(settings: Settings) -> list[str]:
-    return [settings.topic_posts, settings.topic_tickets, settings.topic_predictions, settings.topic_alerts,
-            settings.topic_dead_letter]
+    """Every declared input topic (STREAMSENSE_INPUTS, else posts and tickets), then the output topics."""
+    from streamsense.streams.inputs.declare import input_topics
+
+    return [*input_topics(settings), settings.topic_predictions, settings.topic_alerts, settings.topic_dead_letter]
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:

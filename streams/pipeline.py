@@ -13,21 +13,21 @@ dead letters instead, reason "unsupported language: zh", without being classifie
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 from datetime import datetime, timezone
-
-import msgspec
 
 from streamsense.models.classifier import BatchResult, Classifier, Prediction
 from streamsense.models.language import DEFAULT_LANGUAGES, identify, is_supported
 from streamsense.models.risk import Risk
 from streamsense.models.runtime import Encoded
 from streamsense.streams.alerting.rules import AlertRules
+from streamsense.streams.inputs.formats import Skip
 from streamsense.streams.records import DecodeError, Record, decode
 from streamsense.streams.contracts import (Batch, DeadLetterRow, Incoming, Outgoing, Processed, ResultRow, Topics,
                                             sha256, text_for_storage)
 from streamsense.streams.feedback.shadow import shadow_rows
+from streamsense.streams.outputs import JSON_OUTPUT
 from streamsense.streams.stages import NoStages, Stages
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,11 @@ class Prepared:
     classifier: Classifier  # the model that tokenized it finishes it, even if a reload happens in between
     langs: list[str]  # the language identified in each valid message's text, in order
     languages: Counter  # messages per identified language, those dead-lettered as unsupported included (metrics)
+    skipped: Counter = field(default_factory=Counter)  # (topic, why) → messages passed over (Processed.skipped)
 
 
 #: (start, stop, outcome) over a batch's valid messages, in order: decisions for the run, or the error of one message.
 Part = tuple[int, int, BatchResult | Exception]
-
-# Compact UTF-8 JSON; what msgspec cannot encode is written as str(value), as json.dumps(default=str) did.
-_ENCODER = msgspec.json.Encoder(enc_hook=str)
 
 
 _OPTIONAL = ("author", "customer_id", "priority", "lang")
@@ -90,14 +88,20 @@ def flag_unsupported(risk: Risk, lang: str, languages: tuple[str, ...]) -> Risk:
     return replace(risk, signals=[*risk.signals, UNSUPPORTED_SIGNAL], explanation=explanation)
 
 
+class InputStopped(RuntimeError):
+    """A message of an input declared with on_error = "stop" did not decode: the worker stops (one-line reason);
+    nothing after the stored offsets is lost, and the restart reads that message again."""
+
+
 class Processor:
     """`prepare` (decode, tokenize) then `finish` (infer, decide, shape) a batch; each stage's wall time goes to
     `stages` once per batch (streams/stages.py)."""
 
     def __init__(self, classifier: Classifier, topics: Topics, alert_rules: AlertRules, store_text: str = "full",
                  stages: Stages | None = None, publish_predictions: bool = True, unsupported_language: str = "flag",
-                 drift=None):
+                 drift=None, output=None):
         self.classifier = classifier
+        self.output = output or JSON_OUTPUT  # the predictions' and alerts' value format (streams/outputs.py)
         self.topics = topics
         self.alert_rules = alert_rules
         self.store_text = store_text
@@ -116,8 +120,9 @@ class Processor:
     def prepare(self, messages: list[Incoming]) -> Prepared:
         """Stages 1 and 2, CPU work that overlaps the previous batch's inference: decode, identify the language
         (and in "dead_letter" mode set aside what the model does not read), then tokenize."""
-        with self.stages("decode"):
-            valid, failed = self.decode(messages)
+        skipped: Counter = Counter()
+        with self.stages("decode"):  # decode + the declared input's mapping
+            valid, failed = self.decode(messages, skipped)
         classifier = self.classifier  # the model that tokenizes a batch also infers it, even across a reload
         with self.stages("language"):
             langs = identify([record.model_text for _, record in valid])
@@ -126,7 +131,7 @@ class Processor:
                 valid, langs, failed = self.divert(valid, langs, failed, model_languages_of(classifier))
         with self.stages("tokenize"):
             encoded = self.tokenize(classifier, valid, langs)
-        return Prepared(messages, valid, failed, encoded, classifier, langs, languages)
+        return Prepared(messages, valid, failed, encoded, classifier, langs, languages, skipped)
 
     @staticmethod
     def divert(valid: list[tuple[Incoming, Record]], langs: list[str], failed: list[tuple[Incoming, str]],
@@ -144,16 +149,36 @@ class Processor:
                 failed.append((item[0], UNSUPPORTED_REASON + lang))
         return kept, kept_langs, failed
 
-    def decode(self, messages: list[Incoming]) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
-        """Stage 1: bytes → validated records; the rest with a one-line reason (they become dead letters)."""
+    def decode(self, messages: list[Incoming], skipped: Counter | None = None
+               ) -> tuple[list[tuple[Incoming, Record]], list[tuple[Incoming, str]]]:
+        """Stage 1: bytes → validated records (through the topic's declared input, if it has one: format, envelope,
+        field mapping); the rest with a one-line reason (they become dead letters), except those passed over
+        (a Skip, or a DecodeError on an input with on_error = "skip"), counted in `skipped` by (topic, why). An
+        input with on_error = "stop" raises InputStopped on its first DecodeError."""
         valid: list[tuple[Incoming, Record]] = []
         failed: list[tuple[Incoming, str]] = []
-        kinds = self.topics.kinds
+        kinds, inputs = self.topics.kinds, self.topics.inputs
         for msg in messages:
+            reader = inputs.get(msg.topic)
             try:
-                valid.append((msg, decode(kinds[msg.topic], msg.value)))
+                if reader is None or reader.fixed:
+                    valid.append((msg, decode(kinds[msg.topic], msg.value)))
+                else:
+                    valid.append((msg, reader.read(msg)))
             except DecodeError as exc:
-                failed.append((msg, exc.reason))
+                policy = "dead_letter" if reader is None else reader.on_error
+                if policy == "dead_letter":
+                    failed.append((msg, exc.reason))
+                elif policy == "skip":
+                    log.debug("skipped %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc.reason)
+                    if skipped is not None:
+                        skipped[(msg.topic, "error")] += 1
+                else:
+                    raise InputStopped(f"input {msg.topic!r} stops the worker (on_error = \"stop\"): "
+                                       f"{msg.topic}[{msg.partition}]@{msg.offset}: {exc.reason}") from None
+            except Skip as exc:
+                if skipped is not None:
+                    skipped[(msg.topic, exc.kind)] += 1
         return valid, failed
 
     @staticmethod
@@ -247,7 +272,7 @@ class Processor:
         version = prepared.classifier.model_version
         store_text, predictions_topic = self.store_text, self.topics.predictions
         may_fire, per_message = self.alert_rules.may_fire, self.alert_rules.per_message
-        encode, publish = _ENCODER.encode, self.publish_predictions
+        encode, publish = self.output.prediction, self.publish_predictions
         langs, languages = prepared.langs, model_languages_of(prepared.classifier)
         rows: list[ResultRow] = []
         alerts: list = []
@@ -311,4 +336,4 @@ class Processor:
         for msg in prepared.messages:
             tp = (msg.topic, msg.partition)
             offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
-        return Processed(Batch(rows, alerts, dead, offsets), out, prepared.languages)
+        return Processed(Batch(rows, alerts, dead, offsets), out, prepared.languages, prepared.skipped)

@@ -20,18 +20,20 @@ def _key(line: bytes) -> bytes | None:
 
 async def produce_lines(lines: Iterable[bytes], topic: str, client_options: dict,
                         on_sent: Callable[[int], None] = lambda n: None, chunk: int = 500,
-                        rate: float | None = None) -> int:
+                        rate: float | None = None, keys: Iterable[bytes | None] | None = None) -> int:
     """Send each line as one message, waiting for the broker's acks; returns the count sent.
 
-    With `rate`, messages are paced to about that many per second (sent in chunks of `chunk`)."""
+    With `rate`, messages are paced to about that many per second (sent in chunks of `chunk`). Each message's key is
+    the line's top-level "id", or the matching item of `keys` when given."""
     producer = AIOKafkaProducer(linger_ms=5, max_request_size=4 * 1024 * 1024, **client_options)
     sent = 0
     start = time.monotonic()
     try:
         await producer.start()  # inside the try: a start that fails still closes the client
         pending = []
-        for line in lines:
-            pending.append(await producer.send(topic, line, key=_key(line)))
+        keyed = zip(lines, keys) if keys is not None else ((line, _key(line)) for line in lines)
+        for line, key in keyed:
+            pending.append(await producer.send(topic, line, key=key))
             if len(pending) >= chunk:
                 await asyncio.gather(*pending)
                 sent += len(pending)

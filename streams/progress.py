@@ -1,5 +1,6 @@
 """The worker's progress line, logged at a fixed interval so an operator can tell it is working: results and
-batches stored since the last line, the rate, dead letters, and the lag per input topic."""
+batches stored since the last line, the rate, dead letters, messages skipped (declared inputs: Debezium deletes,
+tombstones, on_error = "skip"), and the lag per input topic."""
 
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ class Progress:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.since = clock()
-        self.results = self.dead = self.batches = 0
+        self.results = self.dead = self.skipped = self.batches = 0
         self.total = 0
         self.next_offsets: dict[tuple[str, int], int] = {}
 
@@ -22,6 +23,9 @@ class Progress:
         batch = processed.batch
         self.results += len(batch.predictions)
         self.dead += len(batch.dead_letters)
+        skipped = sum(processed.skipped.values())
+        self.skipped += skipped
+        self.total += skipped
         self.batches += 1
         self.total += len(batch.predictions) + len(batch.dead_letters)
         for tp, offset in batch.offsets.items():
@@ -41,9 +45,10 @@ class Progress:
             mark = highwater(topic, partition)
             if mark is not None:
                 lag[topic] = lag.get(topic, 0) + max(mark - offset, 0)
-        handled = self.results + self.dead
+        handled = self.results + self.dead + self.skipped
         text = (f"progress: {handled} messages in {self.batches} batches in the last {seconds:.0f} s "
-                f"({handled / seconds:.1f} msg/s): {self.results} results, {self.dead} dead letters; "
+                f"({handled / seconds:.1f} msg/s): {self.results} results, {self.dead} dead letters"
+                + (f", {self.skipped} skipped" if self.skipped else "") + "; "
                 f"{self.total} since start; lag " + (", ".join(f"{t}={n}" for t, n in lag.items()) or "unknown"))
-        self.since, self.results, self.dead, self.batches = now, 0, 0, 0
+        self.since, self.results, self.dead, self.skipped, self.batches = now, 0, 0, 0, 0
         return text

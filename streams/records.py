@@ -9,6 +9,7 @@ the two field by field).
 
 import json
 import re
+import sys
 from datetime import datetime, timezone
 from typing import Annotated, ClassVar, Literal
 
@@ -111,6 +112,22 @@ class _TicketWire(msgspec.Struct, frozen=True, gc=False):
     kind: Literal["ticket"] = "ticket"
 
 
+# Twitter's created_at, "Wed Oct 10 20:19:24 +0000 2018": rewritten to RFC 3339 before either path reads it.
+_TWITTER_TIME = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                           r"([0-9]{1,2}) ([0-9]{2}:[0-9]{2}:[0-9]{2}) ([+-][0-9]{2})([0-9]{2}) ([0-9]{4})")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+def rfc3339(value):
+    """A time in Twitter's form as RFC 3339 text; any other value as it is."""
+    if type(value) is str:
+        m = _TWITTER_TIME.fullmatch(value)
+        if m is not None:
+            month, day, clock, zone_h, zone_m, year = m.groups()
+            return f"{year}-{_MONTHS[month]:02d}-{int(day):02d}T{clock}{zone_h}:{zone_m}"
+    return value
+
+
 _post_wire = msgspec.json.Decoder(_PostWire).decode
 _ticket_wire = msgspec.json.Decoder(_TicketWire).decode
 # A message this short can neither nest deeper than 256 nor hold an integer over 640 digits (see _fast).
@@ -119,6 +136,12 @@ _LONG_NUMBER = re.compile(rb"[0-9]{641}")
 _stamp_form = _STAMP.fullmatch
 _fromisoformat = datetime.fromisoformat
 _UTC = timezone.utc
+
+
+def odd_json(raw: bytes) -> bool:
+    """Whether `raw` might nest deeper than 256 or hold an integer over 640 digits: where json.loads and msgspec may
+    disagree, so the checked parser (parse_json) must read it."""
+    return len(raw) > _SHORT_MESSAGE and (raw.count(b"[") + raw.count(b"{") > 256 or _LONG_NUMBER.search(raw) is not None)
 
 
 def _fast(kind: str, raw: bytes) -> Record | None:
@@ -131,20 +154,27 @@ def _fast(kind: str, raw: bytes) -> Record | None:
         except UnicodeDecodeError:
             return None
     if len(raw) > _SHORT_MESSAGE and (raw.count(b"[") + raw.count(b"{") > 256 or _LONG_NUMBER.search(raw)):
-        # json.loads fails on deep nesting (RecursionError) and on integers over sys.get_int_max_str_digits()
-        # (at least 640) a little before msgspec does: let the checked path meet them as it always has.
+        # json.loads fails on deep nesting and on integers over sys.get_int_max_str_digits() (at least 640) a
+        # little before msgspec does: let the checked path refuse them with its reason (odd_json, inlined).
         return None
     try:
         if kind == "post":
             w = _post_wire(raw)
-            text, a, b, c = w.text, w.author, w.channel, w.lang
         elif kind == "ticket":
             w = _ticket_wire(raw)
-            text, a, b, c = w.body, w.subject, w.customer_id, w.product
         else:
             return None  # an unknown kind: the checked path raises as it always has
     except (msgspec.DecodeError, RecursionError):  # msgspec.ValidationError is a DecodeError
         return None
+    return _from_wire(kind, w)
+
+
+def _from_wire(kind: str, w: "_PostWire | _TicketWire") -> Record | None:
+    """The record from the fast path's wire struct, or None where the checked path has to decide."""
+    if kind == "post":
+        text, a, b, c = w.text, w.author, w.channel, w.lang
+    else:
+        text, a, b, c = w.body, w.subject, w.customer_id, w.product
     # The checked path strips NUL (JSON "\u0000") from the known fields, then checks lengths and emptiness: leave
     # any NUL to it. (Looking for it here, in the decoded strings, is 4x cheaper than searching the raw bytes.)
     # `not text or text.isspace()` is `not text.strip()` without the copy: both use str.isspace's whitespace.
@@ -185,6 +215,11 @@ class _RecordCheck(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         return value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _twitter_time(cls, value):
+        return rfc3339(value)
 
     @field_validator("created_at", mode="after")
     @classmethod
@@ -242,22 +277,41 @@ def _std_zone(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone(value.utcoffset()))
 
 
-def _checked(kind: str, raw: bytes | None) -> Record:
-    """The original decoder: a record, or DecodeError with its one-line reason."""
+def check_size(raw: bytes | None) -> bytes:
+    """`raw`, or DecodeError for a message with no value or one over MAX_MESSAGE_BYTES."""
     if raw is None:
         raise DecodeError("empty message (no value)")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise DecodeError(f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} byte limit")
+    return raw
+
+
+def parse_json(raw: bytes):
+    """UTF-8 JSON text → its value (json.loads), or DecodeError with a one-line reason: invalid UTF-8, invalid
+    JSON, nesting past the interpreter's recursion limit, an integer over its digit limit."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
+    except ValueError:  # the only other ValueError json.loads raises
+        raise DecodeError(f"invalid JSON: an integer over {sys.get_int_max_str_digits()} digits") from None
+
+
+def _checked(kind: str, raw: bytes | None) -> Record:
+    """The original decoder: a record, or DecodeError with its one-line reason."""
+    data = parse_json(check_size(raw))
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+    return _validated(kind, data)
+
+
+def _validated(kind: str, data: dict) -> Record:
     try:
         checked = _CHECKS[kind].model_validate(data)
     except ValidationError as exc:
@@ -277,3 +331,26 @@ def decode(kind: str, raw: bytes | None) -> Record:
         if record is not None:
             return record
     return _checked(kind, raw)
+
+
+_CONVERT_WIRE = {"post": _PostWire, "ticket": _TicketWire}
+_convert = msgspec.convert
+
+
+def from_fields(kind: str, fields: dict) -> Record:
+    """A record from its fields (what a declared input's mapping yields: streams/inputs/mapping.py), with the checks
+    decode() applies to a message's JSON object, or DecodeError with the reason. created_at may also be a datetime."""
+    at = fields.get("created_at")
+    if at is not None:
+        if type(at) is str:
+            if _stamp_form(at) is None:
+                fields = {**fields, "created_at": rfc3339(at)}
+        elif isinstance(at, datetime):
+            fields = {**fields, "created_at": at.isoformat()}
+    try:
+        record = _from_wire(kind, _convert(fields, _CONVERT_WIRE[kind]))
+    except (msgspec.ValidationError, KeyError):
+        record = None
+    if record is not None:
+        return record
+    return _validated(kind, fields)

@@ -46,6 +46,9 @@ class Metrics:
         self.messages_out = Counter("messages_out", "Messages produced (predictions, alerts, dead letters)",
                                     ["topic"], **common)
         self.dead_letters = Counter("dead_letters", "Messages dead-lettered, by source topic", ["topic"], **common)
+        self.skipped = Counter("skipped", "Messages passed over without a result or a dead letter, by input topic and "
+                               "why (delete, truncate, tombstone: Debezium; error: an input with on_error = skip)",
+                               ["topic", "reason"], **common)
         self.languages = Counter("messages_by_language", "Valid messages by the language identified in their text "
                                  "(models/language.py; 'und': too short to tell, 'other': a language outside the "
                                  "listed ones), those dead-lettered as unsupported included", ["lang"], **common)
@@ -93,6 +96,9 @@ class Metrics:
         for topic, n in dead_per_topic.items():
             per_topic[topic] = per_topic.get(topic, 0) + n
             self.dead_letters.labels(topic).inc(n)
+        for (topic, reason), n in processed.skipped.items():
+            per_topic[topic] = per_topic.get(topic, 0) + n
+            self.skipped.labels(topic, reason).inc(n)
         for topic, n in per_topic.items():
             self.messages_in.labels(topic).inc(n)
         per_language: dict[str, int] = {}

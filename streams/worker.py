@@ -14,7 +14,9 @@ from streamsense.settings import Settings
 from streamsense.streams.alerting.rules import AlertRules
 from streamsense.streams.kafka import ensure_topics, producer_idempotence, wait_for_kafka
 from streamsense.streams.contracts import Topics
+from streamsense.streams.inputs.declare import kinds_of, load_inputs
 from streamsense.streams.pipeline import Processor
+from streamsense.streams.outputs import output_format
 from streamsense.streams.stages import Stages
 from streamsense.streams.store import Store
 from streamsense.streams.telemetry import Metrics, model_labels
@@ -66,16 +68,44 @@ def load_classifier(settings: Settings) -> Classifier | RoutedClassifier:
     return RoutedClassifier(primary, routes) if routes else primary
 
 
-def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages | None = None) -> Processor:
-    topics = Topics(
-        kinds={settings.topic_posts: "post", settings.topic_tickets: "ticket"},
+def build_topics(settings: Settings, inputs: dict | None = None) -> Topics:
+    """The worker's topics: the declared inputs (streams/inputs/declare.py; checked here, InputsError on a bad
+    declaration) and the outputs. A topic read in the built-in shape with on_error = dead_letter gets no reader:
+    the pipeline's fast path reads it directly."""
+    inputs = load_inputs(settings) if inputs is None else inputs
+    return Topics(
+        kinds=kinds_of(inputs),
         predictions=settings.topic_predictions,
         alerts=settings.topic_alerts,
         dead_letter=settings.topic_dead_letter,
+        inputs={t: r for t, r in inputs.items() if not (r.fixed and r.on_error == "dead_letter")},
     )
+
+
+def describe_inputs(topics: Topics) -> str:
+    """posts (post), tweets (post: json, mapped, on_error skip): the worker's inputs, for its start-up line."""
+    parts = []
+    for topic, kind in topics.kinds.items():
+        reader = topics.inputs.get(topic)
+        spec = getattr(reader, "spec", None)
+        if spec is None or spec.fixed:
+            how = [] if reader is None else [f"on_error {reader.on_error}"]
+        else:
+            how = [spec.format + ("" if spec.envelope == "none" else f"+{spec.envelope}"),
+                   "mapped" if spec.fields is not None else "default fields"]
+            if spec.on_error != "dead_letter":
+                how.append(f"on_error {spec.on_error}")
+        parts.append(f"{topic} ({kind}{': ' + ', '.join(how) if how else ''})")
+    return ", ".join(parts)
+
+
+def build_processor(settings: Settings, alert_rules: AlertRules, stages: Stages | None = None,
+                    topics: Topics | None = None, output=None) -> Processor:
+    topics = topics or build_topics(settings)
     processor = Processor(load_classifier(settings), topics, alert_rules, settings.store_text, stages=stages,
                           publish_predictions=settings.publish_predictions,
-                          unsupported_language=settings.unsupported_language, drift=drift_meter(settings))
+                          unsupported_language=settings.unsupported_language, drift=drift_meter(settings),
+                          output=output)
     processor.shadow, processor.shadow_share = load_shadow(settings), settings.shadow_share
     return processor
 
@@ -126,12 +156,14 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
 
     from streamsense.streams.app import create_app
 
+    topics = build_topics(settings)  # first: a bad declaration is one line before anything starts
+    output = output_format(settings)  # avro / json_schema: the output schemas registered (waits for the registry)
     alert_rules = AlertRules.load(settings.alert_rules)
     store = Store(settings.database_url, settings.app_id, alert_rules, drift=drift_windows(settings))
     if migrate:
         store.migrate()
     stages = Stages()
-    processor = build_processor(settings, alert_rules, stages)
+    processor = build_processor(settings, alert_rules, stages, topics, output)
     log = logging.getLogger(__name__)
     wait_for_kafka(settings)
     ensure_topics(settings)
@@ -149,6 +181,7 @@ def run_worker(settings: Settings, migrate: bool = True, loglevel: str = "info")
     async def announce() -> None:
         """The start-up facts, once Faust's worker has configured logging (a line logged earlier is lost)."""
         log.info("%s", startup_line(settings, processor.classifier, idempotent))
+        log.info("inputs: %s", describe_inputs(processor.topics))
 
     @app.task
     async def reload_on_sighup() -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, union_all
 from streamsense.demo import SAMPLES
 from streamsense.localstack import local_stack
 from streamsense.models.data import require_datasets
+from streamsense.registries import registry_for
 from streamsense.settings import BENCH_POSTGRES_URL, Settings
 from streamsense.streams.kafka import client_options
 from streamsense.streams.produce import produce_lines
@@ -181,8 +182,9 @@ def gpu_utilisation() -> float | None:
         return None
 
 
-def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | None) -> int:
-    return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate))
+def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | None,
+                  keys: list[bytes] | None = None) -> int:
+    return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate, keys=keys))
 
 
 def scrape_stages(procs: list) -> tuple[dict[str, float], int]:
@@ -240,30 +242,103 @@ def bench_database(kind: str, db_path: Path, admin_url: str):
 
 def end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
                workers: int = 1, producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-               postgres_url: str = BENCH_POSTGRES_URL) -> dict:
+               postgres_url: str = BENCH_POSTGRES_URL, shape: str = "fixed") -> dict:
     """The real broker → `workers` worker processes (one group) → SQL, every message counted; produced as fast as
-    possible by `producers` processes, or paced at `rate` per second. Latency is produce time (Kafka timestamp) →
-    SQL commit."""
+    possible by `producers` processes, or paced at `rate` per second, in `shape` (SHAPES). Latency is produce time
+    (Kafka timestamp) → SQL commit."""
     with bench_database(database, db_path, postgres_url) as url:
-        return _end_to_end(settings, texts, db_path, timeout, rate, workers, producers, broker, url)
+        return _end_to_end(settings, texts, db_path, timeout, rate, workers, producers, broker, url, shape)
+
+
+#: the input shapes `bench --inputs` measures: the built-in one (records.decode's fast path), and Twitter API v2
+#: messages read through a declared JSON mapping (streams/inputs/): the same texts, ids and channels either way
+SHAPES = ("fixed", "twitter-v2")
+TWITTER_V2_DECLARATION = """
+[[input]]
+topic = "{topic}"
+kind = "post"
+[input.fields]
+id = "data.id"
+text = "data.text"
+author = "data.author_id"
+channel = "includes.users.0.username"
+"""
+
+
+#: `--inputs avro`: the same posts in Avro through the schema registry (Confluent wire format), declared format "avro"
+AVRO_POST = {"type": "record", "name": "BenchPost", "namespace": "streamsense.bench", "fields": [
+    {"name": "id", "type": "string"}, {"name": "text", "type": "string"},
+    {"name": "channel", "type": ["null", "string"], "default": None}]}
+AVRO_DECLARATION = """
+[[input]]
+topic = "{topic}"
+kind = "post"
+format = "avro"
+[input.fields]
+id = "id"
+text = "text"
+channel = "channel"
+"""
+#: --inputs both / avro-both: the pairs alternated A B A B in one run
+PAIRS = {"both": ("fixed", "twitter-v2"), "avro-both": ("fixed", "avro")}
+
+
+def avro_shaper(registry_url: str, topic: str):
+    """`shaped` for the avro shape: the bench schema registered under "<topic>-value", each post framed with its id."""
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from streamsense.streams.inputs.registry import RegistryClient, frame
+
+    schema_id = RegistryClient(registry_url).register(f"{topic}-value", json.dumps(AVRO_POST))
+    parsed = parse_schema(AVRO_POST)
+
+    def shape(ident: str, text: str, channel: str) -> bytes:
+        out = io.BytesIO()
+        schemaless_writer(out, parsed, {"id": ident, "text": text, "channel": channel})
+        return frame(schema_id, out.getvalue())
+    return shape
+
+
+def shaped(shape: str, ident: str, text: str, channel: str) -> bytes:
+    """One bench message in `shape`."""
+    if callable(shape):
+        return shape(ident, text, channel)
+    if shape == "fixed":
+        return json.dumps({"id": ident, "text": text, "channel": channel}).encode()
+    return json.dumps({"data": {"id": ident, "text": text, "author_id": "2244994945", "edit_history_tweet_ids": [ident]},
+                       "includes": {"users": [{"id": "2244994945", "username": channel}]}}).encode()
 
 
 def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: float, rate: float | None,
-                workers: int, producers: int, broker: str, database_url: str) -> dict:
+                workers: int, producers: int, broker: str, database_url: str, shape: str = "fixed") -> dict:
     run = uuid.uuid4().hex[:8]
-    lines = [json.dumps({"id": f"b{i}", "text": t, "channel": f"brand-{i % 20}"}).encode() for i, t in enumerate(texts)]
+    overrides = {}
+    if shape != "fixed":
+        declaration = db_path.with_suffix(".inputs.toml")
+        text = AVRO_DECLARATION if shape == "avro" else TWITTER_V2_DECLARATION
+        declaration.write_text(text.format(topic=f"bench-posts-{run}"))
+        overrides["inputs"] = declaration
+    if shape == "avro":
+        shape = avro_shaper(settings.schema_registry_url, f"bench-posts-{run}")
+    lines = [shaped(shape, f"b{i}", t, f"brand-{i % 20}") for i, t in enumerate(texts)]
     with local_stack(settings, db_path, workers, broker, web=True, app_id=f"bench-{run}",
                      topic_posts=f"bench-posts-{run}", database_url=database_url,
-                     topic_partitions=max(settings.topic_partitions, workers)) as (settings, store, procs):
-        wait_for_group(store, settings, procs)
+                     topic_partitions=max(settings.topic_partitions, workers), **overrides) as (settings, store, procs):
+        wait_for_group(store, settings, procs, shape=shape)
         options = client_options(settings)
         share = None if rate is None else rate / producers
         parts = [lines[i::producers] for i in range(producers)]
+        # every shape keyed by its id, as the built-in shape always was: the same partitioning whatever the shape
+        keys = [f"b{i}".encode() for i in range(len(lines))]
+        key_parts = [keys[i::producers] for i in range(producers)]
         with ProcessSampler([p.pid for p in procs]) as sampler, \
                 ProcessPoolExecutor(producers, mp_context=multiprocessing.get_context("spawn")) as pool:
             gpu = []
             started = time.monotonic()
-            sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share) for part in parts]
+            sending = [pool.submit(_produce_part, part, settings.topic_posts, options, share, part_keys)
+                       for part, part_keys in zip(parts, key_parts)]
             deadline = started + timeout
             produced_s = None
             while store.count(predictions) < len(texts) + 1 and time.monotonic() < deadline:
@@ -358,11 +433,11 @@ WARM_UP_ID = "bench-warm-up"
 GROUP_SETTLE_S = 15.0
 
 
-def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float = 120) -> None:
+def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float = 120, shape: str = "fixed") -> None:
     """Before timing starts: every worker has loaded its model and the group owns all partitions. A warm-up
     message goes through first; with several workers, the group then gets GROUP_SETTLE_S seconds to finish
     rebalancing (workers join one by one)."""
-    asyncio.run(produce_lines([json.dumps({"id": WARM_UP_ID, "text": "warm up"}).encode()], settings.topic_posts,
+    asyncio.run(produce_lines([shaped(shape, WARM_UP_ID, "warm up", "bench")], settings.topic_posts,
                               client_options(settings)))
     deadline = time.monotonic() + timeout
     while store.count(predictions) < 1:
@@ -375,14 +450,34 @@ def wait_for_group(store: Store, settings: Settings, procs: list, timeout: float
 
 def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, workers: int = 1,
              producers: int = 1, broker: str = "tansu", database: str = "sqlite",
-             postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0) -> dict:
-    """The long load run: end to end only, as fast as possible, every message counted."""
-    result = end_to_end(settings, bench_texts(settings, messages, zh_share), db_path, timeout, rate=None,
-                        workers=workers, producers=producers, broker=broker, database=database,
-                        postgres_url=postgres_url)
-    return {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
-            "database": database, "zh_share": zh_share, "language_models": settings.language_models,
-            **model_note(settings), "machine": machine(), **result}
+             postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0, shape: str = "fixed") -> dict:
+    """The long load run: end to end only, as fast as possible, every message counted. `shape="both"`: the
+    built-in shape and Twitter v2 through a declared mapping, alternated twice (A B A B, so a machine whose load
+    changes meets both alike), with the ratio of their mean rates; `"avro"` / `"avro-both"` likewise for the posts in
+    Avro through the schema registry (STREAMSENSE_SCHEMA_REGISTRY_URL's, else an Apicurio started for the run)."""
+    common = {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
+              "database": database, "zh_share": zh_share, "language_models": settings.language_models,
+              **model_note(settings), "machine": machine()}
+    texts = bench_texts(settings, messages, zh_share)
+    run = lambda shape: end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers,  # noqa: E731
+                                   producers=producers, broker=broker, database=database,
+                                   postgres_url=postgres_url, shape=shape)
+    with registry_for(settings, shape in ("avro", "avro-both")) as settings:
+        if shape not in PAIRS:
+            return {**common, "inputs": shape, **run(shape)}
+        pair = PAIRS[shape]
+        runs = {s: [] for s in pair}
+        for _ in range(2):
+            for s in pair:
+                runs[s].append(run(s))
+    keys = ("msgs_per_s", "lost", "duplicated", "offset_gaps", "worker_cpu_us_per_msg", "stage_us_per_msg", "seconds")
+    mean = {s: round(float(np.mean([r["msgs_per_s"] for r in rs])), 1) for s, rs in runs.items()}
+    other = pair[1]
+    ratio = round(mean[other] / mean["fixed"], 3) if mean["fixed"] else None
+    return {**common, "inputs": f"{shape} ({', '.join(pair + pair)})",
+            **{f"{s}_runs": [{k: r[k] for k in keys} for r in rs] for s, rs in runs.items()},
+            **{f"{s}_msgs_per_s_mean": m for s, m in mean.items()},
+            f"ratio_{other.replace('-', '_')}_to_fixed": ratio}
 
 
 def model_note(settings: Settings) -> dict:

@@ -34,16 +34,16 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from streamsense import errors
-from streamsense.cli_drift import drift_app
 from streamsense import cli_feedback, errors
+from streamsense.cli_drift import drift_app
+from streamsense.cli_inputs import inputs_app
 from streamsense.insights import alerts_tail, dashboard, print_alert, query
 from streamsense.settings import BENCH_POSTGRES_URL, Settings
 
 # The order `streamsense --help` lists commands in: the order a newcomer needs them, under these panels.
 START, RUN, INSPECT, MODELS, OPERATE = "Start here", "Run", "Inspect", "Models", "Operate"
-ORDER = ("demo", "broker", "worker", "produce", "classify", "query", "alerts", "dashboard",
-         "feedback", "models", "train", "export", "bench", "db")
+ORDER = ("demo", "broker", "worker", "produce", "classify", "inputs", "query", "alerts", "dashboard",
+         "feedback", "drift", "models", "train", "export", "bench", "db")
 
 #: What the running command uses where it is not STREAMSENSE_* (e.g. `bench --postgres-url`): for messages.
 _USING: dict[str, str] = {}
@@ -115,6 +115,7 @@ console = Console(stderr=True)
 app.add_typer(alerts_app, name="alerts", rich_help_panel=INSPECT)
 app.add_typer(models_app, name="models", rich_help_panel=MODELS)
 app.add_typer(db_app, name="db", rich_help_panel=OPERATE)
+app.add_typer(inputs_app, name="inputs", rich_help_panel=RUN)
 app.add_typer(drift_app, name="drift", rich_help_panel=MODELS)
 cli_feedback.register(app, models_app, MODELS)  # `feedback …`; `models promote / rollback / aliases …`
 
@@ -211,54 +212,48 @@ class RecordShape(str, Enum):
     ticket = "ticket"
 
 
+class LineFormat(str, Enum):
+    json = "json"
+    string = "string"
+
+
 @app.command(rich_help_panel=RUN)
 def classify(
     batch_size: int = typer.Option(64, min=1, help="Lines classified together."),
     kind: RecordShape = typer.Option(RecordShape.auto, case_sensitive=False,
                                      help="Record shape: post {id, text, ...}, ticket {id, subject, body, ...}, "
                                           "or auto (a ticket when the object has a \"body\")."),
+    input_topic: str = typer.Option(None, "--input", help="Read each line as a message of this declared input "
+                                    "topic (STREAMSENSE_INPUTS): its format, envelope and field mapping."),
+    value_format: LineFormat = typer.Option(LineFormat.json, "--format", case_sensitive=False,
+                                            help="Without --input: json (each line a JSON object), or string (each "
+                                                 "line a text; its id the line number)."),
 ):
-    """Classify stdin (JSONL posts or tickets, or plain lines); one JSON result per input line, in order.
+    """Classify stdin (JSON Lines posts or tickets, plain lines with --format string, or a declared input's
+    messages with --input); one JSON result per input line, in order.
 
     Each result carries the language identified in the text (`lang`, `und` when too short to tell), the post's
     declared `lang_declared`, `supported`: false where no model reads that language (its risk then has the signal
     `unsupported_language`), and the model that classified it (`model_version`: Chinese text goes to the Chinese
     model, STREAMSENSE_LANGUAGE_MODELS).
 
-    Each JSON line is validated as the worker validates a message; an invalid line's result is
-    {"line", "id", "error"} with the reason, and the others are still classified."""
+    Each line is read as the worker reads a message; an invalid line's result is {"line", "id", "error"} with the
+    reason (the id as a string: the line's own, else its line number), and the others are still classified."""
     from dataclasses import replace
 
+    from streamsense.cli_inputs import LineReader
     from streamsense.models.language import identify, is_supported
     from streamsense.streams.pipeline import DECLARED_MAX, flag_unsupported, model_languages_of
-    from streamsense.streams.records import DecodeError, decode
     from streamsense.streams.worker import load_classifier
 
     kind = RecordShape(kind).value
-    classifier = load_classifier(Settings())
+    if input_topic is not None and (kind != "auto" or LineFormat(value_format) != LineFormat.json):
+        raise typer.BadParameter("--input takes the kind and format from the declaration", param_hint="--kind/--format")
+    settings = Settings()
+    parse = LineReader(settings, kind, input_topic, LineFormat(value_format).value).parse
+    classifier = load_classifier(settings)
     languages = model_languages_of(classifier)
     routed = hasattr(classifier, "classifier_for")
-
-    def parse(number: int, raw: bytes) -> dict:
-        raw = raw.rstrip(b"\r\n")
-        stripped = raw.strip()
-        if not stripped:
-            return {"line": number, "id": number, "error": "empty line"}
-        if stripped[:1] in (b"{", b"["):  # JSON (the decoder rejects anything but an object, with the reason)
-            message, data = raw, _json_object(raw)
-            ident = data.get("id", number) if data is not None else number
-            shape = kind if kind != "auto" else "ticket" if data is not None and "body" in data else "post"
-        else:  # a plain line of text: a post (or with --kind ticket, a ticket) whose id is the line number
-            shape, ident = ("ticket" if kind == "ticket" else "post"), number
-            try:
-                field = "body" if shape == "ticket" else "text"
-                message = json.dumps({"id": number, field: raw.decode("utf-8")}).encode()
-            except UnicodeDecodeError:
-                message = raw  # the decoder says where
-        try:
-            return {"line": number, "record": decode(shape, message)}
-        except DecodeError as exc:
-            return {"line": number, "id": ident, "error": exc.reason}
 
     invalid = total = 0
 
@@ -289,7 +284,7 @@ def classify(
     for number, line in enumerate(lines, 1):
         item = parse(number, line)
         total += 1
-        invalid += "error" in item
+        invalid += "record" not in item
         pending.append(item)
         if len(pending) >= batch_size:
             flush(pending)
@@ -300,24 +295,22 @@ def classify(
                       highlight=False)
 
 
-def _json_object(raw: bytes) -> dict | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 @app.command(rich_help_panel=START)
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     db: Path = typer.Option(Path("streamsense-demo.db"), help="SQLite file for the demo (recreated)."),
     timeout: float = typer.Option(300, help="Seconds to wait for every message to be processed."),
+    inputs: bool = typer.Option(False, "--inputs", help="Also topics in other systems' shapes (Twitter v2, stored "
+                                "tweets, Debezium change events), read through a declared inputs file."),
 ):
     """Start the embedded broker, a worker and SQLite; replay real sample posts and tickets; summarise."""
     from streamsense.demo import print_summary, run_demo
 
-    summary = run_demo(Settings(), db.resolve(), timeout, log=lambda m: console.print(f"[dim]{m}[/]"))
+    from streamsense.registries import registry_for
+
+    log = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    with registry_for(Settings(), inputs, log) as settings:  # --inputs: an Avro topic too, where a registry is
+        summary = run_demo(settings, db.resolve(), timeout, log=log, inputs=inputs)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -711,6 +704,9 @@ def bench(
                                      help="A PostgreSQL server and a user allowed to create databases."),
     zh_share: float = typer.Option(0.0, min=0.0, max=1.0, help="With --load: this share of the messages are real "
                                    "Chinese reviews and posts (mixed traffic; needs the datasets)."),
+    inputs: str = typer.Option("fixed", help="With --load: fixed (the built-in shape), twitter-v2 (Twitter API v2 "
+                               "messages through a declared field mapping) or both (alternated A B A B, and their "
+                               "ratio); avro (Avro through the schema registry) or avro-both (fixed and avro)."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
@@ -729,13 +725,22 @@ def bench(
         raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
     if zh_share and not load:
         raise typer.BadParameter("mixed traffic is measured end to end only: add --load", param_hint="--zh-share")
+    if inputs not in ("fixed", "twitter-v2", "both", "avro", "avro-both") or (inputs != "fixed" and not load):
+        raise typer.BadParameter("fixed, twitter-v2, both, avro or avro-both, with --load", param_hint="--inputs")
+    if inputs.startswith("avro"):
+        from streamsense.registries import apicurio_missing
+
+        if not Settings().schema_registry_url and apicurio_missing():
+            console.print("no schema registry for --inputs avro: set STREAMSENSE_SCHEMA_REGISTRY_URL, or run "
+                          "`bash deploy/test-deps.sh` once (Apicurio Registry; needs Java 21 or later)")
+            raise typer.Exit(2)
     settings = Settings(null_model=null_model)
     stores = dict(database=database, postgres_url=postgres_url)
     if database == "postgresql":
         _USING["database_url"] = postgres_url  # what a database failure's message names
     if load:
         result = run_load(settings, n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
-                          broker=broker, zh_share=zh_share, **stores)
+                          broker=broker, zh_share=zh_share, shape=inputs, **stores)
         print(json.dumps(result, indent=2))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))

@@ -47,15 +47,19 @@ def _percentile(values: list[float], share: float) -> float:
 
 def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: datetime | None = None,
               ready_seconds: float | None = None, topics: dict[str, str] | None = None,
-              malformed: dict[str, int] | None = None) -> dict:
+              malformed: dict[str, int] | None = None, foreign: tuple[str, ...] = ()) -> dict:
     """What the demo did, from the store: per kind (topic, produced, stored, dead letters, sentiment, risk), the dead
     letters with their reasons, the alerts (the windowed ones in full, the per-message ones counted per rule and a
-    few examples), and produce→SQL latency of the messages produced after `ready_at` (None: not measured)."""
+    few examples), and produce→SQL latency of the messages produced after `ready_at` (None: not measured). The
+    `foreign` topics (`demo --inputs`) are left out of the per-kind counts."""
     topics = topics or {"posts": "posts", "tickets": "tickets"}
     malformed = malformed or {}
     with store.engine.connect() as conn:
+        def of_kind(kind):  # the built-in topics' rows of that kind (a declared foreign topic's are summarised apart)
+            return (predictions.c.kind == kind) & predictions.c.source_topic.not_in(list(foreign))
+
         def grouped(column, kind):
-            rows = conn.execute(select(column, func.count()).where(predictions.c.kind == kind).group_by(column))
+            rows = conn.execute(select(column, func.count()).where(of_kind(kind)).group_by(column))
             return {k: n for k, n in sorted(rows)}
 
         dead = conn.execute(select(dead_letters.c.source_topic, dead_letters.c.source_partition,
@@ -65,7 +69,7 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
         summary = {}
         for kind, name in (("post", "posts"), ("ticket", "tickets")):
             summary[name] = {"topic": topics[name], "produced": produced[name], "malformed": malformed.get(name, 0),
-                             "stored": store.count(predictions, kind=kind),
+                             "stored": conn.execute(select(func.count()).where(of_kind(kind))).scalar_one(),
                              "dead_letters": sum(1 for d in dead if d.source_topic == topics[name]),
                              "sentiment": grouped(predictions.c.sentiment, kind),
                              "risk": grouped(predictions.c.risk_level, kind)}
@@ -116,10 +120,18 @@ def summarise(store: Store, produced: dict[str, int], seconds: float, ready_at: 
     return summary
 
 
-def run_demo(settings: Settings, db_path: Path, timeout: float = 300.0, log=print) -> dict:
+def run_demo(settings: Settings, db_path: Path, timeout: float = 300.0, log=print, inputs: bool = False) -> dict:
+    """The demo; with `inputs`, also the foreign-shape topics of streamsense/demo_inputs.py, declared in an inputs
+    file beside the database (summary["inputs"]: per topic, what was produced, stored, dead-lettered, skipped)."""
     started = time.monotonic()
     app_id = f"streamsense-demo-{uuid.uuid4().hex[:8]}"
-    with local_stack(settings, db_path, app_id=app_id) as (settings, store, (worker,)):
+    overrides, foreign = {}, []
+    if inputs:
+        from streamsense.demo_inputs import foreign_topics, write_declaration
+
+        foreign = foreign_topics(SAMPLES, settings)
+        overrides["inputs"] = write_declaration(db_path.with_suffix(".inputs.toml"), settings, foreign)
+    with local_stack(settings, db_path, app_id=app_id, **overrides) as (settings, store, (worker,)):
         log(f"broker on {settings.kafka_bootstrap_servers}, database {db_path}; worker started")
         posts = read_lines(SAMPLES / "posts.jsonl") + MALFORMED[:MALFORMED_POSTS]
         tickets = read_lines(SAMPLES / "tickets.jsonl") + MALFORMED[MALFORMED_POSTS:]
@@ -140,14 +152,43 @@ def run_demo(settings: Settings, db_path: Path, timeout: float = 300.0, log=prin
         sent_posts, sent_tickets = asyncio.run(produce_rest())
         sent_posts += first
         log(f"produced {sent_posts} posts and {sent_tickets} tickets (including {len(MALFORMED)} malformed)")
-        seen = wait_for(store, sent_posts + sent_tickets, worker, timeout)
-        if seen < sent_posts + sent_tickets:
-            raise TimeoutError(f"only {seen} of {sent_posts + sent_tickets} messages were processed in {timeout}s")
+        expected = sent_posts + sent_tickets
+        for topic in foreign:
+            asyncio.run(produce_lines(topic.messages, topic.topic, options))
+            expected += len(topic.messages) - topic.skipped  # a skipped message leaves no row
+            log(f"produced {len(topic.messages)} messages to {topic.topic} ({topic.shape})")
+        seen = wait_for(store, expected, worker, timeout)
+        if seen < expected or not _consumed(store, foreign, timeout):
+            raise TimeoutError(f"only {seen} of {expected} messages were processed in {timeout}s")
         stop_worker(worker)  # its last commits are in before the summary is read
         malformed = {"posts": MALFORMED_POSTS, "tickets": len(MALFORMED) - MALFORMED_POSTS}
         produced = {name: sent - malformed[name] for name, sent in (("posts", sent_posts), ("tickets", sent_tickets))}
-        return summarise(store, produced, time.monotonic() - started, ready_at, ready_seconds,
-                         {"posts": settings.topic_posts, "tickets": settings.topic_tickets}, malformed)
+        summary = summarise(store, produced, time.monotonic() - started, ready_at, ready_seconds,
+                            {"posts": settings.topic_posts, "tickets": settings.topic_tickets}, malformed,
+                            tuple(t.topic for t in foreign))
+        if foreign:
+            summary["inputs"] = [_input_summary(store, topic) for topic in foreign]
+        return summary
+
+
+def _consumed(store: Store, foreign: list, timeout: float) -> bool:
+    """Whether the stored offsets of each foreign topic cover every message produced to it (skipped ones leave
+    no row: their offsets are what says they were read)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if all(sum(store.next_offsets([t.topic]).values()) >= len(t.messages) for t in foreign):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _input_summary(store: Store, topic) -> dict:
+    consumed = sum(store.next_offsets([topic.topic]).values())
+    stored = store.count(predictions, source_topic=topic.topic)
+    dead = store.count(dead_letters, source_topic=topic.topic)
+    return {"topic": topic.topic, "shape": topic.shape, "produced": len(topic.messages), "stored": stored,
+            "dead_letters": dead, "skipped": consumed - stored - dead}
 
 
 def _about(evidence) -> dict:
@@ -192,6 +233,15 @@ def print_summary(out: Console, summary: dict, db: Path | None = None) -> None:
         table.add_row(escape(part["topic"]), str(part["produced"] + part["malformed"]), str(part["stored"]),
                       str(part["dead_letters"]), _counts(part["sentiment"]), _counts(part["risk"]))
     out.print(table)
+    if summary.get("inputs"):
+        declared = Table(title="declared inputs (other systems' shapes, one inputs file)",
+                         caption="produced = stored + dead letters + skipped (Debezium deletes)")
+        for col in ("topic", "shape", "produced", "stored", "dead letters", "skipped"):
+            declared.add_column(col)
+        for part in summary["inputs"]:
+            declared.add_row(escape(part["topic"]), escape(part["shape"]), str(part["produced"]), str(part["stored"]),
+                             str(part["dead_letters"]), str(part["skipped"]))
+        out.print(declared)
     if summary.get("languages"):
         unsupported = summary.get("unsupported") or {}
         out.print("languages: " + ", ".join(f"{escape(str(lang))} {n}" for lang, n in summary["languages"].items())

@@ -118,7 +118,8 @@ def explain(exc: BaseException, database_url: str | None = None, bootstrap_serve
 
 
 def _explain_one(exc: BaseException, database_url: str | None, bootstrap_servers: str | None) -> Failure | None:
-    for explainer in (_settings, _no_database, _sql, _kafka, _models, _rules, _datasets, _files, _missing_package):
+    for explainer in (_settings, _no_database, _sql, _kafka, _models, _rules, _inputs, _registry, _datasets, _files,
+                      _missing_package):
         failure = explainer(exc, database_url, bootstrap_servers)
         if failure is not None:
             return failure
@@ -287,6 +288,28 @@ def _rules(exc, _db, _kafka) -> Failure | None:
                        "to a valid one", USAGE)
     if isinstance(exc, RulesError):
         return Failure(f"invalid {exc}", "fix the file or set STREAMSENSE_RISK_RULES to a valid one", USAGE)
+    return None
+
+
+def _inputs(exc, _db, _kafka) -> Failure | None:
+    from streamsense.streams.inputs.declare import InputsError
+
+    if isinstance(exc, InputsError):
+        return Failure(f"invalid input declaration: {exc}",
+                       "fix the file (`streamsense inputs check` lists every problem; docs/inputs.md has examples) "
+                       "or unset STREAMSENSE_INPUTS", USAGE)
+    return None
+
+
+def _registry(exc, _db, _kafka) -> Failure | None:
+    from streamsense.streams.inputs.registry import RegistryRefused
+    from streamsense.streams.outputs import OutputFormatError
+
+    if isinstance(exc, OutputFormatError):
+        return Failure(str(exc), "set STREAMSENSE_SCHEMA_REGISTRY_URL, or STREAMSENSE_OUTPUT_FORMAT=json", USAGE)
+    if isinstance(exc, RegistryRefused):
+        return Failure(str(exc), "change the subject's compatibility rule in the registry, or write the outputs to "
+                       "other topics (STREAMSENSE_TOPIC_PREDICTIONS / _ALERTS)", USAGE)
     return None
 
 

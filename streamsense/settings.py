@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     topic_predictions: str = "predictions"
     topic_alerts: str = "alerts"
     topic_dead_letter: str = "dead-letter"
+    # a TOML file declaring the input topics (streams/inputs/declare.py, docs/inputs.md): each topic's kind, format,
+    # envelope and field mapping; unset: topic_posts and topic_tickets in the built-in JSON shape
+    inputs: Path | None = None
     topic_partitions: int = 4
     topic_replication_factor: int = 1
     kafka_session_timeout: float = 10.0
@@ -55,6 +58,20 @@ class Settings(BaseSettings):
     fetch_partition_bytes: int = Field(256 * 1024, ge=1024)
     # produce a message per result on the predictions topic; off for users who read results from SQL only
     publish_predictions: bool = True
+
+    # Schema registry (Confluent-compatible API: streams/inputs/registry.py) for inputs in the avro, json_schema and
+    # auto formats and for output_format avro / json_schema. The URL is the API's root: Confluent and Karapace
+    # http://host:8081, Apicurio Registry 3 http://host:8080/apis/ccompat/v7
+    schema_registry_url: str | None = None
+    schema_registry_user: str | None = None  # basic auth
+    schema_registry_password: SecretStr | None = None
+    schema_registry_cafile: Path | None = None  # https: the CA that signed the registry's certificate
+    schema_registry_certfile: Path | None = None  # https: a client certificate (and its key) where mTLS is asked
+    schema_registry_keyfile: Path | None = None
+    schema_registry_timeout: float = Field(5.0, gt=0, description="seconds for one request to the registry")
+    # the predictions and alerts topics' values: json (default), or avro / json_schema in the Confluent wire format,
+    # their schemas registered under "<topic>-value" at start (streams/outputs.py)
+    output_format: Literal["json", "avro", "json_schema"] = "json"
 
     # Storage
     database_url: str = "sqlite:///streamsense.db"

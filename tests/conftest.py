@@ -64,6 +64,19 @@ def make_broker(broker_kind, tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory):
+    """Apicurio Registry (in memory) for the test session, its Confluent-compatible API at `.url`; skipped with the
+    reason where Java 21+ or the bundle is absent (deploy/test-deps.sh fetches it). Tests use subjects of their own."""
+    from streamsense.registries import ApicurioRegistry, apicurio_missing
+
+    reason = apicurio_missing()
+    if reason:
+        pytest.skip(reason)
+    with ApicurioRegistry(log_path=tmp_path_factory.mktemp("registry") / "apicurio.log") as registry:
+        yield registry
+
+
 @pytest.fixture
 def unique():
     return uuid.uuid4().hex[:10]
@@ -124,7 +137,7 @@ def classifier():
 # export runs, a browser. `make test-fast` (pytest -m "not integration") runs the rest: the unit tests, in under a
 # minute; `make test` runs everything.
 INTEGRATION_FIXTURES = {"broker", "broker_kind", "make_broker", "postgres_url", "classifier", "exported",
-                        "trained_tiny", "browser", "driver"}
+                        "trained_tiny", "browser", "driver", "schema_registry"}
 INTEGRATION_MODULES = {"test_e2e", "test_faults", "test_demo", "test_bench", "test_reload", "test_train",
                        "test_export", "test_hostile", "test_namespace", "test_dashboard"}
 

@@ -58,3 +58,18 @@ def test_load_run_on_apache_kafka(tmp_path):
     assert result["msgs_per_s"] > 0
     # every message (and the warm-up one) accounted for by the per-partition offset check
     assert sum(p["handled"] for p in result["partitions"].values()) == 401
+
+
+def test_load_run_with_a_declared_mapping_against_the_fixed_shape(tmp_path):
+    """`bench --load --inputs both`: the built-in shape and Twitter v2 through a declared mapping, alternated, every
+    message counted in both, the decode stage (decode + map) timed in each."""
+    result = run_load(Settings(batch_size=32, topic_partitions=2, null_model=True), 300, tmp_path / "shapes.db",
+                      timeout=180, shape="both")
+    for shape in ("fixed", "twitter-v2"):
+        runs = result[f"{shape}_runs"]
+        assert len(runs) == 2
+        for run in runs:
+            assert (run["lost"], run["duplicated"], run["offset_gaps"]) == (0, 0, 0)
+            assert run["msgs_per_s"] > 0 and run["stage_us_per_msg"]["decode"] > 0
+    assert result["ratio_twitter_v2_to_fixed"] == pytest.approx(
+        result["twitter-v2_msgs_per_s_mean"] / result["fixed_msgs_per_s_mean"], abs=1e-3)

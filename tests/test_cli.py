@@ -111,10 +111,13 @@ def test_classify_accepts_posts_and_tickets_and_reports_invalid_lines(echo):
     assert errors[9].startswith("invalid JSON:")
     assert errors[10] == "expected a JSON object, got list"
     assert errors[11] == "empty line"
+    # a plain line is not JSON: the worker dead-letters it, so classify refuses it too (--format string reads it)
+    assert errors[12] == "invalid JSON: Expecting value at line 1 column 1"
     assert out[3]["id"] == "t3" and out[4]["id"] == "t4"  # the record's id where it has one
-    assert out[11] == {"id": "12", "kind": "post", "seen": "just a plain line"}  # plain lines: id = line number
+    # error lines give the id as a string, always: the line's own, else the line number
+    assert [o["id"] for o in out if "error" in o] == ["t3", "t4", "p2", "", "8", "9", "10", "11", "12"]
     assert out[12] == {"id": "7", "kind": "post", "seen": "numeric id"}  # ids are strings, as the worker stores them
-    assert "8 of 13 lines invalid" in result.stderr
+    assert "9 of 13 lines invalid" in result.stderr
 
 
 def test_classify_kind_forces_the_shape(echo):
@@ -123,11 +126,16 @@ def test_classify_kind_forces_the_shape(echo):
     assert auto[0] == {"id": "a", "kind": "ticket", "seen": "ticket body"}  # "body" makes it a ticket
     posts = [_core(json.loads(line))
              for line in invoke(["classify", "--kind", "post"], input=lines).stdout.splitlines()]
-    assert posts == [{"id": "a", "kind": "post", "seen": "post text"}, {"id": "2", "kind": "post", "seen": "plain"}]
+    assert posts == [{"id": "a", "kind": "post", "seen": "post text"},
+                     {"line": 2, "id": "2", "error": "invalid JSON: Expecting value at line 1 column 1"}]
     tickets = invoke(["classify", "--kind", "ticket"], input='{"id": "b", "text": "only text"}\nplain\n')
     out = [_core(json.loads(line)) for line in tickets.stdout.splitlines()]
     assert out[0] == {"line": 1, "id": "b", "error": "invalid ticket: body: Field required"}
-    assert out[1] == {"id": "2", "kind": "ticket", "seen": "plain"}
+    assert out[1]["error"].startswith("invalid JSON")
+    text = invoke(["classify", "--kind", "ticket", "--format", "string"], input='plain\n{"id": "b"}\n')
+    out = [_core(json.loads(line)) for line in text.stdout.splitlines()]
+    assert out == [{"id": "1", "kind": "ticket", "seen": "plain"},  # string: the line is the text, the id its number
+                   {"id": "2", "kind": "ticket", "seen": '{"id": "b"}'}]
     bad = invoke(["classify", "--kind", "tweet"], input="")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) <= 2 and "--kind" in bad.stderr
 

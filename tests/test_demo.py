@@ -129,3 +129,29 @@ def test_summary_latency_alerts_and_dead_letters(tmp_path):
     line = next(row for row in text.splitlines() if "posts-x" in row and "│" in row)
     assert [cell.strip() for cell in line.split("│")[1:5]] == ["posts-x", "3", "2", "1"]
     store.dispose()
+
+
+def test_demo_with_declared_inputs_classifies_the_foreign_shapes(tmp_path):
+    """`streamsense demo --inputs`: Twitter v2, stored tweets and Debezium tickets made from the samples, declared
+    in one inputs file, classified beside the built-in topics; deletes skipped, bad ones dead-lettered with the path."""
+    from streamsense.demo_inputs import twitter_time
+
+    assert twitter_time("2026-11-01T09:00:04+00:00") == "Sun Nov 01 09:00:04 +0000 2026"
+    summary = run_demo(Settings(schema_registry_url=None), tmp_path / "demo.db", timeout=240, log=lambda m: None,
+                       inputs=True)  # no registry: the three JSON shapes (an Avro topic joins where one is set)
+    assert (summary["posts"]["stored"], summary["tickets"]["stored"]) == (428, 156)  # the built-in topics unchanged
+    assert [(i["topic"], i["produced"], i["stored"], i["dead_letters"], i["skipped"]) for i in summary["inputs"]] == [
+        ("demo-tweets-v2", 13, 12, 1, 0), ("demo-stored-tweets", 12, 12, 0, 0),
+        ("demo-helpdesk.public.tickets", 15, 12, 1, 2)]
+    reasons = {d["topic"]: d["error"] for d in summary["dead_letters"] if d["topic"].startswith("demo-")}
+    assert reasons == {"demo-tweets-v2": "mapping: text: data.text is not present",
+                       "demo-helpdesk.public.tickets": "mapping: body: description is not present"}
+    assert "declared inputs" in printed(summary)
+    from streamsense.demo import SAMPLES
+
+    sample = json.loads((SAMPLES / "posts.jsonl").read_text().splitlines()[12])  # the first one re-shaped as stored
+    with sqlite3.connect(tmp_path / "demo.db") as conn:
+        [(created_at,)] = conn.execute("SELECT created_at FROM predictions WHERE message_id = ?",
+                                       (f"st-{sample['id']}",)).fetchall()
+    assert datetime.fromisoformat(created_at).replace(tzinfo=timezone.utc) == datetime.fromisoformat(
+        sample["created_at"])  # read back from Twitter's time form

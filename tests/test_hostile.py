@@ -6,7 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streamsense.streams.alerting.rules import AlertRules
+from streamsense.settings import Settings
 from streamsense.streams.contracts import Incoming, Topics
+from streamsense.streams.inputs.declare import InputSpec, build
+from streamsense.streams.inputs.formats import Skip
 from streamsense.streams.pipeline import Processor
 from streamsense.streams.records import DecodeError, decode
 from streamsense.streams.schema import predictions
@@ -37,6 +40,72 @@ def test_arbitrary_bytes_never_crash_decode(raw):
             decode(kind, raw)
         except DecodeError as exc:
             assert exc.reason and "\n" not in exc.reason
+
+
+# Declared inputs (streams/inputs/): the json format, the Debezium envelope and a field mapping meet the same
+# hostile input: each message becomes a record, a DecodeError with a one-line reason, or a counted Skip; never
+# anything else.
+_MAPPED = {
+    "twitter": InputSpec("t", "post", fields={"id": ["data.id", "@coords"], "text": ["data.extended.`full.text`",
+                                                                                     "data.text", "text"],
+                                              "lang": "data.lang", "created_at": "data.created_at",
+                                              "author": "includes.users.0.username"}),
+    "debezium": InputSpec("t", "ticket", envelope="debezium",
+                          fields={"id": "id", "body": ["description", "body"], "customer_id": "customer_id",
+                                  "created_at": ["created_at", "@envelope.ts_ms"]}),
+    "auto": InputSpec("t", "post", "auto", fields={"id": ["id", "@key", "@coords"], "text": ["text", "@value"]}),
+}
+_READERS = {name: build(spec, Settings(inputs=None)) for name, spec in _MAPPED.items()}
+
+
+def _read_or_explain(name: str, raw: bytes | None):
+    msg = Incoming("t", 0, 1, b"k", raw, None)
+    try:
+        record = _READERS[name].read(msg)
+    except DecodeError as exc:
+        assert exc.reason and "\n" not in exc.reason
+        return None
+    except Skip as exc:
+        assert name == "debezium" and exc.kind in ("delete", "truncate", "tombstone")
+        return None
+    assert record.id and record.model_text.strip()
+    return record
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400) | st.none())
+def test_arbitrary_bytes_never_crash_a_declared_input(raw):
+    for name in _READERS:
+        _read_or_explain(name, raw)
+
+
+mapped_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+    | st.sampled_from(["c", "u", "r", "d", "t", "Wed Oct 10 20:19:24 +0000 2018", "1539202764123"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["data", "id", "text", "lang", "created_at", "payload", "after", "before", "op", "ts_ms",
+                         "description", "customer_id", "includes", "users", "username", "extended", "full.text",
+                         "schema"]) | st.text(max_size=6), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mapped_like)
+def test_arbitrary_json_through_a_mapping_decodes_or_explains(value):
+    raw = json.dumps(value, allow_nan=True).encode()
+    for name in _READERS:
+        _read_or_explain(name, raw)
+
+
+def test_deep_and_huge_json_through_a_mapping_is_dead_lettered(classifier):
+    topics = Topics(kinds={"t": "post"}, predictions="out", alerts="alerts", dead_letter="dlq",
+                    inputs={"t": _READERS["twitter"]})
+    deep = b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    huge = b'{"data": {"id": ' + b"7" * 10_000 + b', "text": "x"}}'
+    out = Processor(classifier, topics, AlertRules.load()).process([_msg(deep, 1, "t"), _msg(huge, 2, "t")])
+    assert [d["error"] for d in out.batch.dead_letters] == ["invalid JSON: nested too deeply",
+                                                            "invalid JSON: an integer over 4300 digits"]
 
 
 def test_an_id_of_only_nul_is_refused():  # found by the test below when NUL was stripped after validation

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 from streamsense.streams.progress import Progress
 
 
-def _processed(results: int, dead: int, offsets: dict):
+def _processed(results: int, dead: int, offsets: dict, skipped: dict | None = None):
     return SimpleNamespace(batch=SimpleNamespace(predictions=[{}] * results, dead_letters=[{}] * dead,
-                                                 offsets=offsets))
+                                                 offsets=offsets), skipped=skipped or {})
 
 
 def test_a_line_covers_its_interval_and_the_lag_of_assigned_partitions():
@@ -33,3 +33,12 @@ def test_offsets_only_move_forward_and_a_new_assignment_replaces_the_old():
     assert progress.next_offsets == {("posts", 0): 50}
     progress.assigned({("posts", 1): 3})
     assert progress.next_offsets == {("posts", 1): 3}
+
+
+def test_skipped_messages_are_counted_in_the_line():
+    clock = iter([0.0, 10.0]).__next__
+    progress = Progress(clock=clock)
+    progress.stored(_processed(3, 1, {("cdc", 0): 9}, {("cdc", "delete"): 4, ("cdc", "tombstone"): 1}))
+    line = progress.line(lambda topic, partition: 9)
+    assert "9 messages in 1 batches" in line and "3 results, 1 dead letters, 5 skipped;" in line
+    assert "9 since start" in line

@@ -311,13 +311,14 @@ def test_mutated_messages_agree(base, edits):
 
 
 def test_checked_path_limits_still_apply_to_the_fast_path():
-    # Integers over Python's digit limit and nesting past the recursion limit fail in json.loads: decode() raises
-    # what it always raised there, instead of the fast path accepting them.
+    # Integers over Python's digit limit and nesting past the recursion limit fail in json.loads: decode() refuses
+    # them with a reason (a DecodeError: dead-lettered, where a RecursionError used to stop the worker), instead of
+    # the fast path accepting them.
     too_long = b'{"id": "a", "text": "x", "junk": ' + b"7" * (sys.get_int_max_str_digits() + 1) + b"}"
-    with pytest.raises(ValueError):
+    with pytest.raises(DecodeError, match="invalid JSON: an integer over"):
         decode("post", too_long)
     deep = b'{"id": "a", "text": "x", "junk": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    with pytest.raises(RecursionError):
+    with pytest.raises(DecodeError, match="invalid JSON: nested too deeply"):
         decode("post", deep)
     assert math.isinf(json.loads("1e999"))  # json.loads reads it, and so both paths accept it
     assert _agree("post", b'{"id": "a", "text": "x", "junk": 1e999}') == "fast"

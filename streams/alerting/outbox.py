@@ -2,18 +2,19 @@
 marked once acknowledged; those a crashed worker stored but never published go out at the next flush."""
 
 import asyncio
-import json
 
 from streamsense.streams.alerting.rules import alert_message
 from streamsense.streams.contracts import Outgoing
+from streamsense.streams.outputs import JSON_OUTPUT
 from streamsense.streams.retry import retry_forever
 
 
 class AlertOutbox:
     """Publishes alerts the store kept but the alerts topic has not acknowledged yet (also those left by a crash)."""
 
-    def __init__(self, store, topic_sink, topic: str, executor=None):
+    def __init__(self, store, topic_sink, topic: str, executor=None, encode=None):
         self.store, self.topic_sink, self.topic, self.executor = store, topic_sink, topic, executor
+        self.encode = encode or JSON_OUTPUT.alert  # an alert's value format (streams/outputs.py)
         self.lock = asyncio.Lock()  # the left-over flush at start and the batches share one outbox
         self.may_hold = True  # until a flush succeeds: a crashed worker may have left alerts
 
@@ -36,7 +37,7 @@ class AlertOutbox:
                                       "reading the alert outbox")
         if pending:
             await self.topic_sink.publish([
-                Outgoing(self.topic, row["key"].encode(), json.dumps(alert_message(row)).encode()) for row in pending])
+                Outgoing(self.topic, row["key"].encode(), self.encode(alert_message(row))) for row in pending])
             ids = [row["id"] for row in pending]
             await retry_forever(lambda: loop.run_in_executor(self.executor, self.store.mark_published, ids),
                                 "marking alerts published")

@@ -1,0 +1,1 @@
+"""Declared input topics: how each topic's bytes become posts and tickets."""
