@@ -8,6 +8,7 @@ metric names, HTTP routes). The Helm chart is linted and rendered with `helm` wh
 import fnmatch
 import json
 import re
+from types import SimpleNamespace
 import shlex
 import shutil
 import subprocess
@@ -40,9 +41,12 @@ def _routes() -> set[str]:
 
 
 def _metric_samples() -> dict[str, str]:
-    """Every sample name streams/telemetry.py can expose → its metric family."""
+    """Every sample name streams/telemetry.py can expose → its metric family (the drift gauges included: a worker
+    with drift monitoring on registers them)."""
+    metrics = Metrics()
+    metrics.watch_drift(SimpleNamespace(latest={}))
     return {family.name + suffix: family.name
-            for family in Metrics().registry.collect() for suffix in SAMPLE_SUFFIXES[family.type]}
+            for family in metrics.registry.collect() for suffix in SAMPLE_SUFFIXES[family.type]}
 
 
 def _compose(name: str = "docker-compose.yml") -> dict:
