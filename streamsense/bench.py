@@ -471,6 +471,9 @@ def run_curve(settings: Settings, messages: int, percents: list[float], db_path:
     stores = dict(broker=broker, database=database, postgres_url=postgres_url)
     log(f"ceiling: {messages} messages as fast as possible")
     burst = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, **stores)
+    if not burst["msgs_per_s"]:  # one batch took the whole burst: no span to measure a rate over
+        raise ValueError(f"{messages} messages went through in one batch of up to {settings.batch_size}: "
+                         "measure the ceiling with more messages")
     rows = [{"percent": "burst", "rate": None, "messages": messages, **{k: burst[k] for k in CURVE_KEYS}}]
     for percent in percents:
         rate = round(burst["msgs_per_s"] * percent / 100, 1)
