@@ -459,31 +459,36 @@ def run_bench(settings: Settings, messages: int, model_messages: int, baseline_m
 CURVE_ROW_MIN_MESSAGES = 100
 CURVE_KEYS = ("msgs_per_s", "produce_msgs_per_s", "p50_ms", "p95_ms", "p99_ms", "batches", "batch_size_mean",
               "batch_size_p50", "batch_size_max", "worker_cpu_us_per_msg", "lost", "duplicated", "offset_gaps",
-              "max_partition_wait_s", "seconds")
+              "max_partition_wait_s", "seconds", "stage_us_per_msg")
 
 
 def run_curve(settings: Settings, messages: int, percents: list[float], db_path: Path, timeout: float,
               row_seconds: float = 20.0, broker: str = "tansu", database: str = "sqlite",
-              postgres_url: str = BENCH_POSTGRES_URL, log=print) -> dict:
+              postgres_url: str = BENCH_POSTGRES_URL, log=print, ceiling: float | None = None, workers: int = 1,
+              producers: int = 1) -> dict:
     """A burst of `messages` measures the ceiling; then one run paced at each percent of it, about `row_seconds`
     long (at least CURVE_ROW_MIN_MESSAGES, at most `messages`): per row the latency from the Kafka timestamp to the
-    SQL commit, the batch sizes seen and the worker's CPU per message. Each run has a fresh broker and worker."""
-    stores = dict(broker=broker, database=database, postgres_url=postgres_url)
-    log(f"ceiling: {messages} messages as fast as possible")
-    burst = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, **stores)
-    if not burst["msgs_per_s"]:  # one batch took the whole burst: no span to measure a rate over
-        raise ValueError(f"{messages} messages went through in one batch of up to {settings.batch_size}: "
-                         "measure the ceiling with more messages")
-    rows = [{"percent": "burst", "rate": None, "messages": messages, **{k: burst[k] for k in CURVE_KEYS}}]
+    SQL commit, the batch sizes seen and the worker's CPU per message. Each run has a fresh broker and worker.
+    `ceiling` (msg/s) skips the burst: rows paced as another run's, to compare two builds at the same rates."""
+    stores = dict(broker=broker, database=database, postgres_url=postgres_url, workers=workers, producers=producers)
+    rows = []
+    if ceiling is None:
+        log(f"ceiling: {messages} messages as fast as possible")
+        burst = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, **stores)
+        if not burst["msgs_per_s"]:  # one batch took the whole burst: no span to measure a rate over
+            raise ValueError(f"{messages} messages went through in one batch of up to {settings.batch_size}: "
+                             "measure the ceiling with more messages")
+        ceiling = burst["msgs_per_s"]
+        rows.append({"percent": "burst", "rate": None, "messages": messages, **{k: burst[k] for k in CURVE_KEYS}})
     for percent in percents:
-        rate = round(burst["msgs_per_s"] * percent / 100, 1)
+        rate = round(ceiling * percent / 100, 1)
         n = max(CURVE_ROW_MIN_MESSAGES, min(messages, int(rate * row_seconds)))
         log(f"{percent:g} % of the ceiling: {n} messages paced at {rate} msg/s")
         paced = end_to_end(settings, bench_texts(settings, n), db_path, timeout, rate=rate, **stores)
         rows.append({"percent": percent, "rate": rate, "messages": n, **{k: paced[k] for k in CURVE_KEYS}})
     return {"messages": messages, "batch_size": settings.batch_size, "batch_max_wait": settings.batch_max_wait,
-            "broker": broker, "database": database, **model_note(settings), "machine": machine(),
-            "ceiling_msgs_per_s": burst["msgs_per_s"], "curve": rows}
+            "broker": broker, "database": database, "workers": workers, "producers": producers,
+            **model_note(settings), "machine": machine(), "ceiling_msgs_per_s": ceiling, "curve": rows}
 
 
 def curve_table(result: dict) -> str:

@@ -738,7 +738,8 @@ def bench(
         if not load:
             raise typer.BadParameter("the curve is measured end to end only: add --load", param_hint="--curve")
         result = run_curve(settings, n, parse_percents(curve, "--curve"), db.resolve(), timeout=24 * 3600,
-                           row_seconds=row_seconds, broker=broker, log=lambda m: console.print(f"[dim]{m}[/]"), **stores)
+                           row_seconds=row_seconds, broker=broker, workers=workers, producers=producers,
+                           log=lambda m: console.print(f"[dim]{m}[/]"), **stores)
         print(curve_table(result))
         if json_out:
             json_out.write_text(json.dumps(result, indent=2))
