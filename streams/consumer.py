@@ -164,7 +164,15 @@ class BatchConsumer(Service):
                 messages += incoming(got)
                 if deadline is None:
                     deadline = time.monotonic() + self.batch_max_wait
-            if len(messages) >= self.batch_size or (deadline is not None and time.monotonic() >= deadline):
+            if len(messages) >= self.batch_size:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                # the wait is over: what is buffered already still goes along (a busy event loop wakes late)
+                want = self.batch_size - len(messages)
+                last = await self.take_fairly(want) or await self.consumer.getmany(timeout_ms=0, max_records=want)
+                if self.generation != generation:
+                    messages, generation = [], self.generation
+                messages += incoming(last)
                 break
             if messages and free is not None and free.is_set():
                 break
