@@ -10,6 +10,8 @@ Guarantees, as with the per-event Faust agents this replaces:
   fetched before a rebalance and not yet handed on are dropped and read again from the stored offsets;
 - **backpressure**: one batch is prepared while one is inferred and delivered (streams/batching.py); nothing more
   is fetched until the batch ahead was handed on, so memory is bounded by aiokafka's fetch buffer;
+- **batch size follows load** (`fetch`): a batch is handed on as soon as the model stage is free, and grows toward
+  `batch_size` (at most `batch_max_wait` after its first message) while the model stage is busy;
 - **fairness**: each batch takes what is buffered from every assigned partition in turn, an equal share each
   (a partition with little buffered leaves its share to the others), so a partition with unread records is served
   in every batch once its records are fetched; aiokafka fetches a partition again as soon as its buffer is drained,
@@ -132,8 +134,15 @@ class BatchConsumer(Service):
             self.on_fatal(exc)
 
     async def fetch(self) -> tuple[list[Incoming], int]:
-        """Up to `batch_size` messages: as many as are buffered now, else what arrives within `batch_max_wait` of
-        the first one; with the generation they were fetched in.
+        """A batch, with the generation it was fetched in. It closes as soon as the model stage can take it:
+
+        - it waits for a first message (polling every `batch_max_wait`, to notice a stop);
+        - then, while the model stage is free (`batches.model_free` set), it is handed over at once with what is
+          buffered (up to `batch_size`): at low load a message goes to the model without waiting for others;
+        - while the model stage is busy it keeps gathering, and closes when the model stage becomes free, when it
+          holds `batch_size` messages, or `batch_max_wait` seconds after its first message, whichever comes
+          first: under load the batch grows toward `batch_size` by itself. (Batches that do not say when their
+          model stage is free are treated as always busy: the batch closes when full or after `batch_max_wait`.)
 
         aiokafka drops its buffered records when the assignment changes and returns nothing during a rebalance, so
         what one `getmany` returns belongs to the current assignment; what was gathered before a revocation is
@@ -141,21 +150,49 @@ class BatchConsumer(Service):
         messages: list[Incoming] = []
         generation = self.generation
         deadline = None
+        free: asyncio.Event | None = getattr(self.batches, "model_free", None)
         while not self._stopping:
             wait = self.batch_max_wait if deadline is None else max(0.0, deadline - time.monotonic())
             want = self.batch_size - len(messages)
             got = await self.take_fairly(want)
-            if not got:  # nothing buffered: wait for the next fetch response
-                got = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=want)
+            if not got:  # nothing buffered: wait for the next fetch response (or, with a batch, for the model)
+                if messages and free is not None:
+                    got = await self._records_or_free(free, wait, want)
+                else:
+                    got = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=want)
             if self.generation != generation:
                 messages, generation, deadline = [], self.generation, None
             if got:
                 messages += incoming(got)
                 if deadline is None:
                     deadline = time.monotonic() + self.batch_max_wait
-            if len(messages) >= self.batch_size or (deadline is not None and time.monotonic() >= deadline):
+            if len(messages) >= self.batch_size:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                # the wait is over: what is buffered already still goes along (a busy event loop wakes late)
+                want = self.batch_size - len(messages)
+                last = await self.take_fairly(want) or await self.consumer.getmany(timeout_ms=0, max_records=want)
+                if self.generation != generation:
+                    messages, generation = [], self.generation
+                messages += incoming(last)
+                break
+            if messages and free is not None and free.is_set():
                 break
         return messages, generation
+
+    async def _records_or_free(self, free: asyncio.Event, wait: float, want: int) -> dict:
+        """`getmany` for up to `wait` seconds, cut short when the model stage becomes free (then: {}). A `getmany`
+        cancelled while it waits has taken no record from aiokafka's buffer (it drains only before it waits)."""
+        getting = asyncio.ensure_future(self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=want))
+        freed = asyncio.ensure_future(free.wait())
+        try:
+            await asyncio.wait((getting, freed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            freed.cancel()
+            if not getting.done():
+                getting.cancel()
+            await asyncio.wait((getting,))
+        return {} if getting.cancelled() else getting.result()
 
     async def take_fairly(self, want: int) -> dict:
         """Up to `want` buffered records, an equal share from each assigned partition in turn (the first partition

@@ -184,7 +184,13 @@ def gpu_utilisation() -> float | None:
 
 def _produce_part(lines: list[bytes], topic: str, options: dict, rate: float | None,
                   keys: list[bytes] | None = None) -> int:
-    return asyncio.run(produce_lines(lines, topic, options, chunk=50 if rate else 500, rate=rate, keys=keys))
+    return asyncio.run(produce_lines(lines, topic, options, chunk=pace_chunk(rate), rate=rate, keys=keys))
+
+def pace_chunk(rate: float | None) -> int:
+    """Messages sent together: 500 in a burst; paced, about 20 ms worth (1 to 100), so that a slow pace is not sent
+    in clumps that the latency would then show. Each chunk waits for its acks (the producer lingers 5 ms, plus the
+    round trip): with chunks of 10 ms, paced runs on Apache Kafka reached only half their rate on a loaded machine."""
+    return 500 if not rate else max(1, min(100, -(-int(rate) // 50)))
 
 
 def scrape_stages(procs: list) -> tuple[dict[str, float], int]:
@@ -360,6 +366,7 @@ def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: fl
     latency = np.array([(r.stored_at - r.produced_at).total_seconds() * 1000 for r in rows if r.produced_at])
     span = (max(stored) - min(stored)).total_seconds() if len(stored) > 1 else 0.0
     ids = [r.message_id for r in rows]
+    batches = batch_sizes(stored)
     gpu_samples = [g for g in gpu if g is not None]
     return {
         "msgs_per_s": _rate(len(rows), span),
@@ -373,6 +380,11 @@ def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: fl
         "offset_gaps": sum(not p["contiguous"] for p in partitions.values()),
         "max_partition_wait_s": max_partition_wait([(r.source_partition, r.stored_at) for r in rows]),
         "partitions": partitions,
+        # messages per SQL transaction (a batch's rows share its stored_at): how the batch size followed load
+        "batches": len(batches),
+        "batch_size_mean": round(float(np.mean(batches)), 1) if batches else None,
+        "batch_size_p50": int(np.percentile(batches, 50)) if batches else None,
+        "batch_size_max": max(batches, default=None),
         "worker_cpu_percent_mean": round(float(np.mean(sampler.cpu)), 1) if sampler.cpu else None,
         # CPU of the worker processes (all threads, tokenizer's included) over the run, per message stored
         "worker_cpu_us_per_msg": round(sampler.cpu_seconds * 1e6 / len(rows), 1) if sampler.cpu_seconds and rows else None,
@@ -383,6 +395,14 @@ def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: fl
         "seconds": round(span, 1),
         "gpu_utilisation_percent_mean": round(float(np.mean(gpu_samples)), 1) if gpu_samples else None,
     }
+
+
+def batch_sizes(stored_at: list) -> list[int]:
+    """Rows per batch from the stored rows' `stored_at` (one per SQL transaction, so one per batch)."""
+    counts: dict = {}
+    for at in stored_at:
+        counts[at] = counts.get(at, 0) + 1
+    return list(counts.values())
 
 
 def max_partition_wait(stored: list[tuple[int, object]]) -> float:
@@ -529,3 +549,66 @@ def run_bench(settings: Settings, messages: int, model_messages: int, baseline_m
     batched = result.get("baseline_pipeline_batched_msgs_per_s")
     result["ratio_e2e_to_baseline_batched"] = round(result["e2e_msgs_per_s"] / batched, 2) if batched else None
     return result
+
+
+# The latency–throughput curve (`bench --load --curve 10,50,80,100`)
+
+CURVE_ROW_MIN_MESSAGES = 100
+CURVE_KEYS = ("msgs_per_s", "produce_msgs_per_s", "p50_ms", "p95_ms", "p99_ms", "batches", "batch_size_mean",
+              "batch_size_p50", "batch_size_max", "worker_cpu_us_per_msg", "lost", "duplicated", "offset_gaps",
+              "max_partition_wait_s", "seconds", "stage_us_per_msg")
+
+
+def run_curve(settings: Settings, messages: int, percents: list[float], db_path: Path, timeout: float,
+              row_seconds: float = 20.0, broker: str = "tansu", database: str = "sqlite",
+              postgres_url: str = BENCH_POSTGRES_URL, log=print, ceiling: float | None = None, workers: int = 1,
+              producers: int = 1) -> dict:
+    """A burst of `messages` measures the ceiling; then one run paced at each percent of it, about `row_seconds`
+    long (at least CURVE_ROW_MIN_MESSAGES, at most `messages`): per row the latency from the Kafka timestamp to the
+    SQL commit, the batch sizes seen and the worker's CPU per message. Each run has a fresh broker and worker.
+    `ceiling` (msg/s) skips the burst: rows paced as another run's, to compare two builds at the same rates."""
+    stores = dict(broker=broker, database=database, postgres_url=postgres_url, workers=workers, producers=producers)
+    rows = []
+    if ceiling is None:
+        log(f"ceiling: {messages} messages as fast as possible")
+        burst = end_to_end(settings, bench_texts(settings, messages), db_path, timeout, rate=None, **stores)
+        if not burst["msgs_per_s"]:  # one batch took the whole burst: no span to measure a rate over
+            raise ValueError(f"{messages} messages went through in one batch of up to {settings.batch_size}: "
+                             "measure the ceiling with more messages")
+        ceiling = burst["msgs_per_s"]
+        rows.append({"percent": "burst", "rate": None, "messages": messages, **{k: burst[k] for k in CURVE_KEYS}})
+    for percent in percents:
+        rate = round(ceiling * percent / 100, 1)
+        n = max(CURVE_ROW_MIN_MESSAGES, min(messages, int(rate * row_seconds)))
+        log(f"{percent:g} % of the ceiling: {n} messages paced at {rate} msg/s")
+        paced = end_to_end(settings, bench_texts(settings, n), db_path, timeout, rate=rate, **stores)
+        rows.append({"percent": percent, "rate": rate, "messages": n, **{k: paced[k] for k in CURVE_KEYS}})
+    return {"messages": messages, "batch_size": settings.batch_size, "batch_max_wait": settings.batch_max_wait,
+            "broker": broker, "database": database, "workers": workers, "producers": producers,
+            **model_note(settings), "machine": machine(), "ceiling_msgs_per_s": ceiling, "curve": rows}
+
+
+def curve_table(result: dict) -> str:
+    """The curve as a Markdown table (what docs/benchmarks.md shows)."""
+    head = ("| load | target msg/s | msg/s | p50 / p95 / p99 ms | batch mean / p50 / max | CPU µs/msg | "
+            "lost / dup |\n|---|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in result["curve"]:
+        load = r["percent"] if r["percent"] == "burst" else f"{r['percent']:g} %"
+        lines.append(f"| {load} | {r['rate'] or '—'} | {r['msgs_per_s']:,} | {r['p50_ms']} / {r['p95_ms']} / "
+                     f"{r['p99_ms']} | {r['batch_size_mean']} / {r['batch_size_p50']} / {r['batch_size_max']} | "
+                     f"{r['worker_cpu_us_per_msg']} | {r['lost']} / {r['duplicated']} |")
+    return "\n".join(lines)
+
+
+def parse_percents(text: str, option: str) -> list[float]:
+    """"10,50,80,100" → [10.0, 50.0, 80.0, 100.0]; anything else is the user's error, said in one line."""
+    import typer
+
+    try:
+        percents = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        percents = []
+    if not percents or any(not 0 < p <= 200 for p in percents):
+        raise typer.BadParameter("percents of the ceiling, each within (0, 200], e.g. 10,50,80,100", param_hint=option)
+    return percents

@@ -707,6 +707,9 @@ def bench(
     inputs: str = typer.Option("fixed", help="With --load: fixed (the built-in shape), twitter-v2 (Twitter API v2 "
                                "messages through a declared field mapping) or both (alternated A B A B, and their "
                                "ratio); avro (Avro through the schema registry) or avro-both (fixed and avro)."),
+    curve: Optional[str] = typer.Option(None, help="With --load: a latency–throughput table, paced at these percents "
+                                        "of the ceiling that --messages measures, e.g. 10,50,80,100."),
+    row_seconds: float = typer.Option(20.0, min=1.0, help="With --curve: about how long each paced row runs."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
     from streamsense.bench import run_bench, run_load
@@ -738,6 +741,18 @@ def bench(
     stores = dict(database=database, postgres_url=postgres_url)
     if database == "postgresql":
         _USING["database_url"] = postgres_url  # what a database failure's message names
+    if curve is not None:
+        from streamsense.bench import curve_table, parse_percents, run_curve
+
+        if not load:
+            raise typer.BadParameter("the curve is measured end to end only: add --load", param_hint="--curve")
+        result = run_curve(settings, n, parse_percents(curve, "--curve"), db.resolve(), timeout=24 * 3600,
+                           row_seconds=row_seconds, broker=broker, workers=workers, producers=producers,
+                           log=lambda m: console.print(f"[dim]{m}[/]"), **stores)
+        print(curve_table(result))
+        if json_out:
+            json_out.write_text(json.dumps(result, indent=2))
+        return
     if load:
         result = run_load(settings, n, db.resolve(), timeout=24 * 3600, workers=workers, producers=producers,
                           broker=broker, zh_share=zh_share, shape=inputs, **stores)

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import streamsense.models
@@ -17,6 +17,12 @@ BENCH_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MODELS_DIR = Path(streamsense.models.__file__).resolve().parent
 STREAMS_DIR = Path(streamsense.streams.__file__).resolve().parent
 SHIPPED_MODELS = MODELS_DIR / "shipped"
+
+
+#: The batch cap when STREAMSENSE_BATCH_SIZE is unset, by STREAMSENSE_DEVICE ("auto" counts as cpu: set the device on
+#: a GPU box). CPU: measured on 2 cores (docs/benchmarks.md, "Batches that follow load"); CUDA: the size the GPU
+#: runs used (runs of 256 by length inside it), not yet measured with load-following batches.
+DEVICE_BATCH_SIZE = {"cpu": 512, "cuda": 1024}
 
 
 class Settings(BaseSettings):
@@ -51,8 +57,11 @@ class Settings(BaseSettings):
     kafka_session_timeout: float = 10.0
 
     # Batching
-    batch_size: int = Field(64, ge=1)
-    batch_max_wait: float = Field(0.5, gt=0, description="seconds to wait for a batch to fill")
+    # A batch is handed to the model as soon as the model is free, with what is buffered; while the model is busy
+    # it grows up to `batch_size` messages, for at most `batch_max_wait` seconds after its first message
+    # (streams/consumer.py, docs/architecture.md "Batches that follow load"). Unset: by device (DEVICE_BATCH_SIZE).
+    batch_size: int | None = Field(None, ge=1, description="the most messages in a batch")
+    batch_max_wait: float = Field(0.5, gt=0, description="the longest a batch gathers while the model is busy")
     # the most bytes one fetch response holds per partition: partitions are served round-robin by fetch response,
     # so this bounds how long a partition with unread messages waits while others are served (docs/architecture.md)
     fetch_partition_bytes: int = Field(256 * 1024, ge=1024)
@@ -130,6 +139,8 @@ class Settings(BaseSettings):
     web_port: int | None = None
     web_host: str = "127.0.0.1"
 
-    # `streamsense dashboard`: the token its pages and API require (HTTP bearer, or basic auth with it as the
-    # password), at least 16 characters; it will not listen beyond loopback without one (docs/bi.md)
-    dashboard_token: SecretStr | None = None
+    @model_validator(mode="after")
+    def _batch_size_by_device(self) -> "Settings":
+        if self.batch_size is None:
+            self.batch_size = DEVICE_BATCH_SIZE["cuda" if self.device == "cuda" else "cpu"]
+        return self

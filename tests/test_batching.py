@@ -52,3 +52,52 @@ def test_failure_in_flight_is_reported_even_when_no_batch_follows():
 
     [error] = asyncio.run(run())
     assert str(error) == "boom"
+
+
+def test_the_model_stage_says_when_it_is_free_before_the_batch_is_delivered():
+    """`model_free` clears when a batch enters `finish` and is set once `finish` returns, while `deliver` may
+    still run: the batch consumer closes the next batch then (streams/consumer.py)."""
+    in_finish, release_finish, release_deliver = threading.Event(), threading.Event(), asyncio.Event()
+    seen = {}
+
+    def finish(k):
+        in_finish.set()
+        release_finish.wait(timeout=5)
+        return k
+
+    async def deliver(k):
+        await release_deliver.wait()
+
+    async def run():
+        batches = OverlappedBatches(lambda k: k, finish, deliver, ThreadPoolExecutor(1), ThreadPoolExecutor(1),
+                                    lambda exc: None)
+        seen["before"] = batches.model_free.is_set()
+        await batches.submit(1)
+        await asyncio.get_running_loop().run_in_executor(None, in_finish.wait, 5)
+        seen["in finish"] = batches.model_free.is_set()
+        release_finish.set()
+        await asyncio.wait_for(batches.model_free.wait(), timeout=5)
+        seen["delivering"] = not batches.inflight.done()
+        release_deliver.set()
+        await batches.drain()
+        seen["after"] = batches.model_free.is_set()
+
+    asyncio.run(run())
+    assert seen == {"before": True, "in finish": False, "delivering": True, "after": True}
+
+
+def test_the_model_stage_is_free_again_after_a_failure():
+    def finish(k):
+        raise RuntimeError("boom")
+
+    async def run():
+        errors = []
+        batches = OverlappedBatches(lambda k: k, finish, lambda k: asyncio.sleep(0), ThreadPoolExecutor(1),
+                                    ThreadPoolExecutor(1), errors.append)
+        await batches.submit(1)
+        await asyncio.wait_for(batches.model_free.wait(), timeout=5)
+        await asyncio.sleep(0.05)
+        return errors
+
+    [error] = asyncio.run(run())
+    assert str(error) == "boom"

@@ -4,7 +4,7 @@ import pytest
 
 from datetime import datetime, timedelta
 
-from streamsense.bench import max_partition_wait, run_bench, run_load
+from streamsense.bench import batch_sizes, curve_table, max_partition_wait, run_bench, run_curve, run_load
 from streamsense.settings import Settings
 from streamsense.brokers import apache_kafka_missing
 
@@ -73,3 +73,29 @@ def test_load_run_with_a_declared_mapping_against_the_fixed_shape(tmp_path):
             assert run["msgs_per_s"] > 0 and run["stage_us_per_msg"]["decode"] > 0
     assert result["ratio_twitter_v2_to_fixed"] == pytest.approx(
         result["twitter-v2_msgs_per_s_mean"] / result["fixed_msgs_per_s_mean"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_latency_curve_paces_each_row_and_reports_latency_batches_and_cpu(tmp_path):
+    """`bench --load --curve 20,100`: a burst for the ceiling, then a paced run at each percent of it."""
+    settings = Settings(null_model=True, topic_partitions=2, batch_size=32)  # a cap the 300-message burst fills
+    result = run_curve(settings, 300, [20, 100], tmp_path / "curve.db", timeout=180, row_seconds=1, log=lambda m: None)
+    burst, low, full = result["curve"]
+    assert [r["percent"] for r in result["curve"]] == ["burst", 20, 100]
+    assert result["ceiling_msgs_per_s"] == burst["msgs_per_s"] > 0
+    assert low["rate"] == round(0.2 * burst["msgs_per_s"], 1) and full["rate"] == round(burst["msgs_per_s"], 1)
+    for row in result["curve"]:
+        assert (row["lost"], row["duplicated"], row["offset_gaps"]) == (0, 0, 0), row
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        # every message in some batch, none over the cap
+        assert 1 <= row["batch_size_p50"] <= row["batch_size_max"] <= settings.batch_size
+        assert row["batches"] * row["batch_size_mean"] == pytest.approx(row["messages"], rel=0.01)
+        assert row["worker_cpu_us_per_msg"] > 0
+    assert low["messages"] >= 100  # a row is never shorter than that
+    table = curve_table(result)
+    assert table.count("\n") == 2 + len(result["curve"]) - 1 and "| 20 % |" in table
+
+
+def test_batch_sizes_are_counted_per_commit_time():
+    stored = [_at(0)] * 3 + [_at(1)] + [_at(2)] * 5
+    assert sorted(batch_sizes(stored)) == [1, 3, 5]

@@ -164,3 +164,90 @@ def test_a_lone_partition_fills_the_batch_by_itself():
     consumer.buffered = {TP1: records(0, 100)}
     messages, _ = asyncio.run(make(consumer, batch_size=10).fetch())
     assert [(m.partition, m.offset) for m in messages] == [(1, o) for o in range(10)]
+
+
+# Batches that follow load: handed on as soon as the model stage is free, growing while it is busy
+
+
+class ModelStage(FakeBatches):
+    """Batches whose model stage says when it is free, as streams/batching.py's OverlappedBatches does."""
+
+    def __init__(self, free: bool):
+        super().__init__()
+        self.model_free = asyncio.Event()
+        if free:
+            self.model_free.set()
+
+
+def _timed_fetch(source, before=None):
+    async def run():
+        helper = asyncio.ensure_future(before()) if before else None
+        start = asyncio.get_running_loop().time()
+        messages, _ = await source.fetch()
+        elapsed = asyncio.get_running_loop().time() - start
+        if helper:
+            await helper
+        return messages, elapsed
+    return asyncio.run(run())
+
+
+def test_with_the_model_free_a_message_is_handed_on_at_once():
+    # one record now, more 0.1 s later: a free model takes the one record without waiting for a fill
+    async def later():
+        await asyncio.sleep(0.1)
+        return {TP1: records(0, 5)}
+
+    consumer = FakeConsumer([{TP0: records(0, 1)}, later])
+    messages, elapsed = _timed_fetch(make(consumer, ModelStage(free=True), batch_size=10, wait=1.0))
+    assert [(m.partition, m.offset) for m in messages] == [(0, 0)]
+    assert elapsed < 0.5  # not batch_max_wait
+    assert len(consumer.calls) == 1
+
+
+def test_while_the_model_is_busy_the_batch_grows_until_the_model_is_free():
+    stage = ModelStage(free=False)
+
+    async def more_soon():
+        await asyncio.sleep(0.05)
+        return {TP1: records(0, 2)}
+
+    async def free_later():
+        await asyncio.sleep(0.3)
+        stage.model_free.set()
+
+    # after the first record: two more arrive while the model is busy, then nothing until the model frees
+    consumer = FakeConsumer([{TP0: records(0, 1)}, more_soon, {}, {}])
+    messages, elapsed = _timed_fetch(make(consumer, stage, batch_size=10, wait=5.0), free_later)
+    assert [(m.partition, m.offset) for m in messages] == [(0, 0), (1, 0), (1, 1)]
+    assert 0.25 < elapsed < 2.0  # closed when the model became free, long before batch_max_wait
+
+
+def test_while_the_model_is_busy_the_batch_closes_at_the_cap_or_after_the_max_wait():
+    stage = ModelStage(free=False)
+    consumer = FakeConsumer([{TP0: records(0, 3)}, {TP1: records(0, 3)}])
+    messages, elapsed = _timed_fetch(make(consumer, stage, batch_size=4, wait=5.0))
+    assert len(messages) == 4 and elapsed < 1.0  # full: handed on although the model is busy
+
+    consumer = FakeConsumer([{TP0: records(0, 1)}, {}, {}, {}])
+    messages, elapsed = _timed_fetch(make(consumer, stage, batch_size=10, wait=0.2))
+    assert [(m.partition, m.offset) for m in messages] == [(0, 0)]
+    assert 0.15 < elapsed < 1.0  # the model never freed: batch_max_wait bounds the wait
+
+
+def test_records_fetched_while_waiting_for_the_model_are_kept_when_the_model_frees():
+    """A getmany cut short by the model becoming free returns nothing; what arrives later is read by the next batch."""
+    stage = ModelStage(free=False)
+    consumer = FakeConsumer(assignment={TP0, TP1})
+    consumer.buffered = {TP0: records(0, 1)}
+
+    async def free_soon():
+        await asyncio.sleep(0.05)
+        stage.model_free.set()
+        await asyncio.sleep(0.01)
+        consumer.buffered[TP1] = records(0, 2)
+
+    source = make(consumer, stage, batch_size=10, wait=5.0)
+    first, _ = _timed_fetch(source, free_soon)
+    second, _ = _timed_fetch(source)
+    assert [(m.partition, m.offset) for m in first] == [(0, 0)]
+    assert [(m.partition, m.offset) for m in second] == [(1, 0), (1, 1)]
