@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     web_port: int | None = None
     web_host: str = "127.0.0.1"
 
+    # `streamsense dashboard`: the token its pages and API require (HTTP bearer, or basic auth with it as the
+    # password), at least 16 characters; it will not listen beyond loopback without one (docs/bi.md)
+    dashboard_token: SecretStr | None = None
+
     @model_validator(mode="after")
     def _batch_size_by_device(self) -> "Settings":
         if self.batch_size is None:
