@@ -250,3 +250,25 @@ def test_the_chinese_report_reads_its_own_templates_and_head(tmp_path):
     part = report["parts"]["dev"]
     assert len(part["groups"]) >= 20 and part["groups"]["河南人"]["benign"] == 1
     assert report["test_splits"] is None and "templates only" in report["test_splits_note"]
+
+
+def test_the_word_gate_agrees_with_the_lexicon():
+    """`names_a_group` skips the lexicon's regex where no word of an ASCII text starts an identity term: on the
+    samples, the templates and random casings of both it says what the regex says."""
+    import json
+    import random
+
+    from streamsense.demo import SAMPLES
+    from streamsense.models.bias import identity_lexicon, load_suite, names_a_group
+
+    texts = [json.loads(line).get("text") or "" for line in (SAMPLES / "posts.jsonl").read_text().splitlines()]
+    suite = load_suite("en")
+    texts += [t.format(g=g.one) for g in suite.groups[:8] for t in ("I am {g} and I fly often", "my {g}-friendly town")]
+    rng = random.Random(0)
+    lexicon = identity_lexicon("en")
+    checked = 0
+    for text in texts:
+        for variant in (text, text.upper(), "".join(c.upper() if rng.random() < 0.5 else c for c in text)):
+            assert names_a_group(variant) == bool(lexicon.search(variant)), variant
+            checked += 1
+    assert checked > 1000 and any(names_a_group(t) for t in texts) and not all(names_a_group(t) for t in texts)
