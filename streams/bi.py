@@ -60,11 +60,12 @@ def _level_rank(col):
 
 
 EVENT, STORED = "event time", "stored time"
-SQLITE_BUCKETS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000"}  # as migration 0002
+SQLITE_BUCKETS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000",  # as migration 0002
+                  "day": "%Y-%m-%d 00:00:00.000000"}
 
 
 def _bucket(unit: str, col, dialect: str) -> ColumnElement:
-    """The start of the UTC minute or hour `col` falls in, as the views of migration 0002 compute it."""
+    """The start of the UTC minute, hour or day `col` falls in, as the views of migration 0002 compute it."""
     if dialect == "postgresql":
         return type_coerce(func.timezone("UTC", func.date_trunc(unit, func.timezone("UTC", col))), TZ)
     return type_coerce(func.strftime(SQLITE_BUCKETS[unit], col), TZ)
