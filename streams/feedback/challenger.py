@@ -121,17 +121,25 @@ def alert_precision(engine: Engine | None, versions: dict[str, str], given: dict
     return out
 
 
-def agreement(engine: Engine, champion: str | None = None, challenger: str | None = None) -> list[dict]:
+def agreement(engine: Engine, champion: str | None = None, challenger: str | None = None,
+              newest: int | None = None) -> list[dict]:
     """Per (champion version, challenger version) on the messages both handled: how many, how often sentiment and
-    risk level agree, how many the challenger would have alerted on (newest challenger first)."""
-    p, s = predictions.c, shadow_predictions.c
+    risk level agree, how many the challenger would have alerted on (newest challenger first). `newest`: only the
+    newest that many shadow rows (the dashboard's bound: the join reads each row)."""
+    shadow = shadow_predictions
+    if newest is not None:
+        recent = select(shadow_predictions).order_by(shadow_predictions.c.pk.desc()).limit(newest)
+        if challenger is not None:
+            recent = recent.where(shadow_predictions.c.model_version == challenger)
+        shadow = recent.subquery("recent_shadow")
+    p, s = predictions.c, shadow.c
     same = lambda a, b: func.sum(case((a == b, 1), else_=0))  # noqa: E731
     stmt = (select(p.model_version.label("champion"), s.model_version.label("challenger"),
                    func.count().label("messages"), same(p.sentiment, s.sentiment).label("sentiment_same"),
                    same(p.risk_level, s.risk_level).label("risk_level_same"),
                    func.sum(case((_alerting(s.alerts), 1), else_=0)).label("challenger_alerts"),
                    func.max(s.stored_at).label("last_at"))
-            .select_from(predictions.join(shadow_predictions, and_(s.kind == p.kind, s.message_id == p.message_id)))
+            .select_from(predictions.join(shadow, and_(s.kind == p.kind, s.message_id == p.message_id)))
             .group_by(p.model_version, s.model_version).order_by(func.max(s.stored_at).desc()))
     if champion is not None:
         stmt = stmt.where(p.model_version == champion)
