@@ -225,8 +225,9 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
     Report("feedback-labels", "verdicts collected per kind, head, source and verdict: how many carry a label, from "
            "how many people, the newest", quality.labels_query(),
            sources=(Source(feedback, "verdicts", event="created_at", stored="updated_at"),)),
-    Report("feedback-precision", "precision of each head's predicted label and each alert rule from people's "
-           "verdicts, with 95 % Wilson intervals; *_random: from the review queue's random share only (unbiased)",
+    Report("feedback-precision", "precision of each head's predicted label, each alert rule and each rule a "
+           "shadowed challenger would have fired, from people's verdicts, with 95 % Wilson intervals; *_random: from "
+           "the review queue's random share only (unbiased)",
            quality.precision_query(), table=("scope", "name", "predicted", "model_version", "n", "precision", "low",
                                              "high", "n_random", "precision_random"),
            compute=quality.with_intervals,

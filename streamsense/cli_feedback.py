@@ -239,7 +239,7 @@ def feedback_queue(
             print(json.dumps(item))
         return
     table = Table(title=f"review queue ({len(items)}; random share {share:g})")
-    for col in ("target", "why", "head", "margin/entropy or rule"):
+    for col in ("target", "why", "head", "margin/entropy, rule or challenger"):
         table.add_column(col)
     for i in items:
         table.add_row(f"{i['kind']}:{i['message_id']}", i["reason"], i["head"], str(i["score"]))
