@@ -69,8 +69,8 @@ def unreviewed(conn: Connection, version: str, limit: int, page: int = 500) -> l
 def shadow_rows_of(conn: Connection, refs: list[str], version: str | None = None) -> dict[str, list]:
     """The shadow rows of the messages `refs` ("post:123"; of `version` only, if given), newest first per message."""
     s = shadow_predictions.c
-    pairs = sorted({tuple(ref.split(":", 1)) for ref in refs if ref.split(":", 1)[0] in MESSAGE_KINDS
-                    and ":" in ref})
+    pairs = sorted({(kind, ident) for kind, _, ident in (ref.partition(":") for ref in refs)
+                    if kind in MESSAGE_KINDS and ident})
     found: dict[str, list] = {}
     for start in range(0, len(pairs), 500):
         stmt = select(s.kind, s.message_id, s.model_version, s.alerts, s.stored_at).where(
