@@ -120,7 +120,7 @@ class _RaiseOnError:
     """An ANTLR error listener that raises instead of printing (the parser's default prints and goes on)."""
 
     def syntaxError(self, recognizer, offending, line, column, msg, e):  # noqa: N802 (ANTLR's name)
-        raise SchemaError(f"line {line}:{column}: {msg}")
+        raise SchemaError(f"line {line}:{column}: {msg.split(' expecting {')[0]}")  # not ANTLR's list of 40 tokens
 
     def reportAmbiguity(self, *args):  # noqa: N802
         pass
@@ -392,8 +392,8 @@ class ProtobufSchema:
     def _converter(self, field):
         one = self._scalar(field)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
-            value_of = self._scalar(value_field)
+            entry = field.message_type.fields_by_name
+            key_field, value_of = entry["key"], self._scalar(entry["value"])
             bool_keys = key_field.type == key_field.TYPE_BOOL
             return lambda m: {(("true" if k else "false") if bool_keys else str(k)): value_of(v) for k, v in m.items()}
         if _repeated(field):
