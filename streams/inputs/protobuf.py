@@ -81,12 +81,17 @@ def _zigzag(data, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
+_FIRST = (0,)
+
+
 def message_indexes(payload) -> tuple[tuple[int, ...], int]:
     """The message indexes at the start of a Protobuf payload (after the 5-byte header) → (indexes, where the
     message itself starts); the single byte 0 is (0,), the first message. DecodeError naming what is wrong."""
+    if payload[:1] == b"\x00":  # the common case: the first message
+        return _FIRST, 1
     count, pos = _zigzag(payload, 0)
     if count == 0:
-        return (0,), pos
+        return _FIRST, pos
     if count < 0 or count > MAX_INDEXES:
         raise DecodeError(f"Protobuf message indexes: a count of {count} (at most {MAX_INDEXES})")
     indexes = []
@@ -274,6 +279,13 @@ def _well_known(name: str) -> descriptor_pb2.FileDescriptorProto:
     return out
 
 
+_UNSEEN = object()
+
+
+def _same(value):
+    return value
+
+
 def _repeated(field) -> bool:
     flag = getattr(field, "is_repeated", None)  # protobuf 6 and later; `label` before (removed in 7)
     return flag if flag is not None else field.label == field.LABEL_REPEATED
@@ -299,7 +311,8 @@ class ProtobufSchema:
         if not self.tree:
             raise DecodeError(f"Protobuf schema id {schema.id} declares no message")
         self._classes: dict[tuple[int, ...], Any] = {}
-        self._converters: dict[Any, Any] = {}
+        self._converters: dict[Any, Any] = {}  # field descriptor → its value's converter (None: as it is)
+        self._special: dict[Any, Any] = {}  # message descriptor → a well-known type's converter, or None
 
     def _add(self, name: str, schema: RegisteredSchema, stack: tuple) -> tuple[str, list]:
         if len(self._added) >= MAX_FILES:
@@ -364,7 +377,7 @@ class ProtobufSchema:
         indexes, start = message_indexes(payload)
         cls = self.message_class(indexes)
         try:
-            message = cls.FromString(bytes(payload[start:]))
+            message = cls.FromString(payload[start:])
             return self.to_json(message)
         except ProtobufDecodeError as exc:
             raise DecodeError(f"invalid Protobuf value for schema id {self.id} ({cls.DESCRIPTOR.full_name}: "
@@ -378,15 +391,19 @@ class ProtobufSchema:
     # a value → JSON-like
 
     def to_json(self, message) -> Any:
-        special = _SPECIAL.get(message.DESCRIPTOR.full_name)
+        descriptor = message.DESCRIPTOR
+        special = self._special.get(descriptor, _UNSEEN)
+        if special is _UNSEEN:
+            special = self._special[descriptor] = _SPECIAL.get(descriptor.full_name)
         if special is not None:
             return special(self, message)
         out = {}
+        converters = self._converters
         for field, value in message.ListFields():
-            convert = self._converters.get(field)
-            if convert is None:
-                convert = self._converters[field] = self._converter(field)
-            out[field.name] = convert(value)
+            convert = converters.get(field, _UNSEEN)
+            if convert is _UNSEEN:
+                convert = converters[field] = self._converter(field)
+            out[field.name] = value if convert is None else convert(value)
         return out
 
     def _converter(self, field):
@@ -395,9 +412,11 @@ class ProtobufSchema:
             entry = field.message_type.fields_by_name
             key_field, value_of = entry["key"], self._scalar(entry["value"])
             bool_keys = key_field.type == key_field.TYPE_BOOL
+            if value_of is None:
+                value_of = _same
             return lambda m: {(("true" if k else "false") if bool_keys else str(k)): value_of(v) for k, v in m.items()}
         if _repeated(field):
-            return lambda values: [one(v) for v in values]
+            return list if one is None else (lambda values: [one(v) for v in values])
         return one
 
     def _scalar(self, field):
@@ -408,7 +427,7 @@ class ProtobufSchema:
             return lambda n: names.get(n, n)
         if field.type == field.TYPE_BYTES:
             return _b64
-        return lambda v: v
+        return None  # numbers, bools, text: as they are
 
 
 def _wrapper(self: ProtobufSchema, message) -> Any:
