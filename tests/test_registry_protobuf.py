@@ -490,3 +490,41 @@ def test_protobuf_with_references_through_the_registry(schema_registry, unique):
         make_format("protobuf", {}, settings).decode(frame(avro_id, b"\x00"), MSG)
     with pytest.raises(DecodeError, match=rf"schema id {post_id} is a PROTOBUF schema, not Avro"):
         make_format("avro", {}, settings).decode(frame(post_id, wire([0], post)), MSG)
+
+
+def docs_blocks() -> tuple[str, str]:
+    """The .proto and the declaration of docs/inputs.md's Protobuf example, as the page shows them."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "inputs.md").read_text()
+    section = page[page.index("### A Protobuf topic with the schema registry"):]
+    block = lambda lang: section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]  # noqa: E731
+    return block("proto"), block("toml")
+
+
+def test_the_worked_protobuf_declaration_of_the_docs(schema_registry, unique, tmp_path):
+    from streamsense.streams.inputs.declare import load_inputs
+
+    proto, declaration = docs_blocks()
+    client = RegistryClient(schema_registry.url)
+    client.register(f"people-person-{unique}", AUTHOR_PROTO, "PROTOBUF")
+    sid = client.register(f"reviews-{unique}-value", proto, "PROTOBUF",
+                          [{"name": "people/person.proto", "subject": f"people-person-{unique}", "version": 1}])
+    path = tmp_path / "inputs.toml"
+    path.write_text(declaration)
+    reader = load_inputs(Settings(inputs=path, schema_registry_url=schema_registry.url))["reviews"]
+    writer = ProtobufSchema(client.schema(sid), client)
+    Review = writer.message_class((1,))
+    review = Review(review_id="rv-3", rating=2)
+    review.body.text, review.body.lang = "The zip broke on day two", "en"
+    review.author.name = "ann"
+    review.created_at.FromSeconds(1_800_000_000)
+    record = reader.read(Incoming("reviews", 0, 1, None, frame(sid, wire([1], review)), None))
+    assert (record.id, record.text, record.lang, record.author, record.channel) == (
+        "rv-3", "The zip broke on day two", "en", "ann", "GOOD")
+    assert record.created_at.timestamp() == 1_800_000_000
+    review.rating = 0  # at its first value: absent, so the constant
+    assert reader.read(Incoming("reviews", 0, 2, None, frame(sid, wire([1], review)), None)).channel == "unrated"
+    body = writer.message_class((1, 0))(text="a Body alone")
+    with pytest.raises(DecodeError, match="mapping: id: review_id is not present"):  # a Body where a Review goes
+        reader.read(Incoming("reviews", 0, 3, None, frame(sid, wire([1, 0], body)), None))
