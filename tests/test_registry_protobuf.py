@@ -1,7 +1,7 @@
 """Protobuf values in the schema registry's wire format (streams/inputs/protobuf.py): the message indexes, values
 written by an independent encoder (message classes built from hand-made FileDescriptorProtos with the official
 protobuf library, not from the .proto text) read back through the .proto text, imports (references and well-known
-types), errors as one-line reasons, hostile values, and against a real registry (Apicurio's Confluent-compatible API)."""
+types), errors as one-line reasons, hostile values, and against a real registry (Apicurio, its Confluent API)."""
 
 import base64
 import sys
