@@ -360,6 +360,27 @@ def test_a_reference_to_another_subject_and_a_well_known_import():
         schema(POST_PROTO, 10, (), registry)
 
 
+def test_a_registry_that_is_down_while_a_reference_is_fetched_is_waited_for_not_a_reason():
+    """A reference fetched while the registry does not answer: the decode waits (nothing dead-lettered); a stop ends
+    the wait with RegistryUnavailable, and nothing about the schema is remembered as unreadable."""
+    import threading
+
+    from streamsense.streams.inputs.registry import RegistryUnavailable
+
+    stop = threading.Event()
+    client = RegistryClient("http://127.0.0.1:1", timeout=0.2, stop=stop)
+    client._schemas[8] = RegisteredSchema(8, "PROTOBUF", POST_PROTO, (
+        {"name": "people/person.proto", "subject": "people-person", "version": 1},))
+    threading.Timer(1.5, stop.set).start()
+    fmt = make_format("protobuf", {}, Settings(schema_registry_url="http://127.0.0.1:1"))
+    fmt.client = client
+    fmt.reader.client = client
+    Post, _ = post_classes()
+    with pytest.raises(RegistryUnavailable, match="subject people-person version 1"):
+        fmt.decode(frame(8, wire([0], Post(id="p"))), MSG)
+    assert client.requests >= 2 and not client._parsed  # retried; no reason cached for the schema
+
+
 # --- what is refused, and why ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, reason", [
@@ -369,6 +390,9 @@ def test_a_reference_to_another_subject_and_a_well_known_import():
     ('edition = "2023"; message A { int32 x = 1; }', r"Protobuf editions \(2023\) are not read"),
     ('syntax = "proto3"; enum E { A = 0; }', r"Protobuf schema id 1 declares no message"),
     ('syntax = "proto3"; message A { int32 x = 1; int32 y = 1; }', r"schema id 1 cannot be read: .*"),
+    ('syntax = "proto3"; message A { int32 x = 99999999999; }', r"cannot be read: ValueError: Value out of range"),
+    ('syntax = "proto3"; message A { oneof o { } int32 x = 1; }', r"cannot be read: .*Empty oneof"),
+    ('syntax = "proto3"; ' + "message A {" * 3000 + "}" * 3000, r"cannot be read: the \.proto nests too deeply"),
 ])
 def test_schemas_that_cannot_be_read_are_one_line_reasons(text, reason, capsys):
     with pytest.raises(DecodeError, match=reason) as info:

@@ -317,8 +317,11 @@ class ProtobufSchema:
     def _add(self, name: str, schema: RegisteredSchema, stack: tuple) -> tuple[str, list]:
         if len(self._added) >= MAX_FILES:
             raise SchemaError(f"it pulls in more than {MAX_FILES} files through its references")
-        tree = parse_proto(schema.text)
-        proto, messages = file_proto(name, tree)
+        try:
+            proto, messages = file_proto(name, parse_proto(schema.text))
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            # what the parser or the descriptor refuses past the grammar: a field number out of range, a hex one
+            raise SchemaError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         references = {r.get("name"): r for r in schema.references if isinstance(r, dict)}
         for i, dependency in enumerate(proto.dependency):
             if dependency in self._added:
@@ -351,6 +354,7 @@ class ProtobufSchema:
             self.pool.Add(proto)
         except Exception as exc:  # TypeError / ValueError from the pool: an undefined type, a clash, ...
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            detail = detail.replace("Couldn't build proto file into descriptor pool: ", "")
             raise SchemaError(f"{proto.name}: {detail}") from None
         self._added.add(proto.name)
 
