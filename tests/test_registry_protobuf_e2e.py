@@ -106,3 +106,16 @@ def test_protobuf_topic_through_the_registry(broker, schema_registry, unique, tm
         "mapping: text: body.text is not present",
     ])
     assert len(letters) == 4  # each once
+
+
+def test_bench_load_run_with_a_protobuf_topic(schema_registry, tmp_path):
+    """`bench --load --inputs protobuf`: the posts in Protobuf through the registry, every message counted."""
+    from streamsense.bench import run_load
+    from streamsense.settings import Settings
+
+    settings = Settings(batch_size=32, topic_partitions=2, null_model=True, schema_registry_url=schema_registry.url)
+    result = run_load(settings, 300, tmp_path / "protobuf.db", timeout=180, shape="protobuf")
+    assert result["inputs"] == "protobuf"
+    assert (result["lost"], result["duplicated"], result["offset_gaps"]) == (0, 0, 0)
+    assert sum(p["handled"] for p in result["partitions"].values()) == 301  # the warm-up message too
+    assert result["stage_us_per_msg"]["decode"] > 0
