@@ -306,6 +306,39 @@ def test_well_known_types_map_to_json():
         "unknown": {"@type": "type.googleapis.com/nowhere.Thing", "value": "CAE="}}
 
 
+def test_confluent_decimal_and_meta_imports_without_references():
+    """Confluent's serializer imports confluent/type/decimal.proto and confluent/meta.proto without references."""
+    text = """syntax = "proto3";
+    package pay;
+    import "confluent/meta.proto";
+    import "confluent/type/decimal.proto";
+    message Refund {
+      string id = 1 [(confluent.field_meta).doc = "the refund's id"];
+      confluent.type.Decimal amount = 2;
+      repeated confluent.type.Decimal parts = 3;
+    }
+    """
+    decimal_file = descriptor_pb2.FileDescriptorProto(
+        name="d.proto", package="confluent.type", syntax="proto3", message_type=[descriptor_pb2.DescriptorProto(
+            name="Decimal", field=[fld("value", 1, F.TYPE_BYTES), fld("precision", 2, F.TYPE_UINT32),
+                                   fld("scale", 3, F.TYPE_INT32)])])
+    refund_file = descriptor_pb2.FileDescriptorProto(
+        name="r.proto", package="pay", syntax="proto3", dependency=["d.proto"],
+        message_type=[descriptor_pb2.DescriptorProto(name="Refund", field=[
+            fld("id", 1, F.TYPE_STRING), fld("amount", 2, type_name=".confluent.type.Decimal"),
+            fld("parts", 3, type_name=".confluent.type.Decimal", label=F.LABEL_REPEATED)])])
+    cls = independent_classes(decimal_file, refund_file)
+    Refund, Decimal = cls("pay.Refund"), cls("confluent.type.Decimal")
+
+    def dec(unscaled: int, scale: int):
+        raw = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True) if unscaled else b""
+        return Decimal(value=raw, precision=10, scale=scale)
+
+    refund = Refund(id="rf-1", amount=dec(-12_345, 2), parts=[dec(0, 0), dec(5, -3), dec(2**70, 4)])
+    assert schema(text).read(wire([0], refund)) == {
+        "id": "rf-1", "amount": "-123.45", "parts": ["0", "5E+3", str(__import__("decimal").Decimal(2**70) / 10**4)]}
+
+
 # --- references: schemas that import other subjects -----------------------------------------------------------------
 
 AUTHOR_PROTO = 'syntax = "proto3";\npackage people;\nmessage Person { string name = 1; int64 followers = 2; }\n'

@@ -21,12 +21,14 @@ repeated and map fields) are absent, a field with presence (a message, a oneof m
 enums by name (an unknown number as the number); *64-bit integers as integers (not strings); bytes as base64 text;
 maps as objects (keys as text); Timestamp as RFC 3339 text, Duration as "1.5s", FieldMask as text; Struct, Value and
 ListValue as the JSON they hold; the wrappers (Int64Value, StringValue, ...) as their plain value; Any as its JSON
-form where its type is in the schema's files, else `{"@type": url, "value": base64}`. Floats stay numbers (NaN and
-infinities as Python floats). Not read: proto2 groups and Protobuf editions (the schema is refused: its messages are
-dead-lettered saying so), and imports that are neither references nor well-known types.
+form where its type is in the schema's files, else `{"@type": url, "value": base64}`; Confluent's decimal type
+(confluent/type/decimal.proto, imported without a reference as Confluent's serializer does, like confluent/meta.proto)
+as its decimal text. Floats stay numbers (NaN and infinities as Python floats). Not read: proto2 groups and Protobuf
+editions (the schema is refused: its messages are dead-lettered saying so), and imports that are none of these.
 """
 
 import base64
+import decimal
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
@@ -56,6 +58,21 @@ LABELS = {pa.FieldCardinality.REPEATED: FDP.LABEL_REPEATED, pa.FieldCardinality.
 WELL_KNOWN = {f"google/protobuf/{name}.proto": f"google.protobuf.{name}_pb2" for name in (
     "any", "api", "descriptor", "duration", "empty", "field_mask", "source_context", "struct", "timestamp", "type",
     "wrappers")}
+
+
+#: the files Confluent's serializers import without a reference (its "known dependencies"): the message types they
+#: declare (their options extensions are not read, as no option is)
+CONFLUENT_FILES = {
+    "confluent/meta.proto": """syntax = "proto3";
+package confluent;
+import "google/protobuf/descriptor.proto";
+message Meta { string doc = 1; map<string, string> params = 2; repeated string tags = 3; }
+""",
+    "confluent/type/decimal.proto": """syntax = "proto3";
+package confluent.type;
+message Decimal { bytes value = 1; uint32 precision = 2; int32 scale = 3; }
+""",
+}
 
 
 class SchemaError(Exception):
@@ -336,9 +353,12 @@ class ProtobufSchema:
                 self._add(dependency, imported, stack + (name,))
             elif dependency in WELL_KNOWN:
                 self._add_well_known(dependency)
+            elif dependency in CONFLUENT_FILES:
+                self._add(dependency, RegisteredSchema(schema.id, "PROTOBUF", CONFLUENT_FILES[dependency]),
+                          stack + (name,))
             else:
                 raise SchemaError(f"it imports {dependency!r}, which is neither one of its references nor one of "
-                                  f"Google's well-known types")
+                                  f"Google's well-known types (nor Confluent's meta.proto or decimal.proto)")
         self._pool_add(proto)
         return proto.package, messages
 
@@ -439,6 +459,12 @@ def _wrapper(self: ProtobufSchema, message) -> Any:
     return _b64(value) if isinstance(value, bytes) else value
 
 
+def _decimal(self: ProtobufSchema, message) -> str:
+    """confluent.type.Decimal (the unscaled value big-endian two's complement, and the scale) → its decimal text."""
+    unscaled = int.from_bytes(message.value, "big", signed=True) if message.value else 0
+    return str(decimal.Decimal(unscaled).scaleb(-message.scale))
+
+
 def _any(self: ProtobufSchema, message) -> Any:
     try:
         return json_format.MessageToDict(message, descriptor_pool=self.pool, preserving_proto_field_name=True)
@@ -455,6 +481,7 @@ _SPECIAL = {
     "google.protobuf.ListValue": lambda self, m: json_format.MessageToDict(m),
     "google.protobuf.Empty": lambda self, m: {},
     "google.protobuf.Any": _any,
+    "confluent.type.Decimal": _decimal,
     **{f"google.protobuf.{w}": _wrapper for w in ("DoubleValue", "FloatValue", "Int64Value", "UInt64Value",
                                                    "Int32Value", "UInt32Value", "BoolValue", "StringValue",
                                                    "BytesValue")},
