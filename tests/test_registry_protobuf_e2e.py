@@ -119,3 +119,33 @@ def test_bench_load_run_with_a_protobuf_topic(schema_registry, tmp_path):
     assert (result["lost"], result["duplicated"], result["offset_gaps"]) == (0, 0, 0)
     assert sum(p["handled"] for p in result["partitions"].values()) == 301  # the warm-up message too
     assert result["stage_us_per_msg"]["decode"] > 0
+
+
+def test_the_demo_protobuf_topic_reads_through_its_declaration(schema_registry, tmp_path):
+    """`demo --inputs`' Protobuf topic (made where a registry is at hand): every sample post read back through its
+    own declaration as the worker reads it, the one bad message with its reason."""
+    import json
+
+    from streamsense.demo import SAMPLES
+    from streamsense.settings import Settings
+    from streamsense.streams.contracts import Incoming
+    from streamsense.streams.inputs.declare import load_inputs
+    from streamsense.streams.records import DecodeError
+    from streamsense.demo_inputs import protobuf_posts
+
+    settings = Settings(schema_registry_url=schema_registry.url)
+    posts = [json.loads(line) for line in (SAMPLES / "posts.jsonl").read_text().splitlines()[36:48]]
+    topic = protobuf_posts(posts, settings)
+    path = tmp_path / "inputs.toml"
+    path.write_text(topic.declaration)
+    reader = load_inputs(Settings(inputs=path, schema_registry_url=schema_registry.url))[topic.topic]
+    records, reasons = [], []
+    for offset, value in enumerate(topic.messages):
+        try:
+            records.append(reader.read(Incoming(topic.topic, 0, offset, None, value, None)))
+        except DecodeError as exc:
+            reasons.append(str(exc))
+    assert [r.text for r in records] == [p["text"] for p in posts]
+    assert [r.created_at for r in records] == [datetime.fromisoformat(p["created_at"]) for p in posts]
+    assert [r.author for r in records] == [p.get("author") for p in posts]
+    assert len(reasons) == topic.malformed == 1 and "name no message type" in reasons[0]
