@@ -489,6 +489,42 @@ def test_random_bytes_decode_or_give_a_reason(data):
 _FUZZ_SCHEMA = schema(REVIEW_PROTO)
 
 
+def _fuzz_review() -> bytes:
+    cls = independent_classes(hand_made_review_file())
+    Review, Author = cls("shop.v1.Review"), cls("shop.v1.Review.Author")
+    return wire([0], Review(id="r-1", text="a long enough text " * 3, likes=-1, tags=["a", "b"], counts=[1, 2**40],
+                            votes={"up": 3}, by_id={7: Author(name="n", seen=[1, 2])}, web="w", status=1, rating=4))
+
+
+_FUZZ_GOOD = _fuzz_review()
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_FUZZ_GOOD) - 1), st.integers(0, 255)), min_size=1, max_size=4),
+       st.integers(1, len(_FUZZ_GOOD)))
+def test_a_valid_value_mutated_or_cut_decodes_or_gives_a_reason(flips, cut):
+    data = bytearray(_FUZZ_GOOD)
+    for where, byte in flips:
+        data[where] = byte
+    try:
+        value = _FUZZ_SCHEMA.read(bytes(data[:cut]))
+    except DecodeError as exc:
+        assert exc.reason and "\n" not in exc.reason
+    else:
+        assert isinstance(value, dict)
+
+
+def test_huge_declared_lengths_are_reasons_without_allocating():
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for length in (2**31, 2**60, 2**64 - 1):
+        for tag in (b"\x12", b"\x9a\x01", b"\xa2\x01"):  # text, counts (packed), votes (a map entry)
+            with pytest.raises(DecodeError, match=r"^invalid Protobuf value for schema id 1 \(shop\.v1\.Review: "):
+                _FUZZ_SCHEMA.read(b"\x00" + tag + _varint_bytes(length) + b"abc")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB: nothing of that size
+
+
 # --- the formats ----------------------------------------------------------------------------------------------------
 
 def test_the_protobuf_format_needs_a_registry_and_takes_no_options():
