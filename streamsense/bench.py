@@ -499,7 +499,8 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
     """The long load run: end to end only, as fast as possible, every message counted. `shape="both"`: the
     built-in shape and Twitter v2 through a declared mapping, alternated twice (A B A B, so a machine whose load
     changes meets both alike), with the ratio of their mean rates; `"avro"` / `"avro-both"` (`"protobuf"` /
-    `"protobuf-both"`) likewise for the posts in Avro (Protobuf) through the schema registry (STREAMSENSE_SCHEMA_REGISTRY_URL's, else an Apicurio started for the run)."""
+    `"protobuf-both"`) likewise for the posts in Avro (Protobuf) through the schema registry
+    (STREAMSENSE_SCHEMA_REGISTRY_URL's, else an Apicurio started for the run)."""
     common = {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
               "database": database, "zh_share": zh_share, "language_models": settings.language_models,
               **model_note(settings), "machine": machine()}
