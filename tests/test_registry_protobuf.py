@@ -568,6 +568,12 @@ def test_protobuf_with_references_through_the_registry(schema_registry, unique):
     assert len({person_id, post_id, post_v2_id}) == 3
     fetched = RegistryClient(url).schema(post_id)
     assert (fetched.type, [r["subject"] for r in fetched.references]) == ("PROTOBUF", [person_subject])
+    reference = RegistryClient(url).version(person_subject, 1)
+    assert (reference.id, reference.type, reference.text) == (person_id, "PROTOBUF", AUTHOR_PROTO)
+    for subject, version in ((person_subject, 9), (f"nobody-{unique}", 1)):  # the registry's 40402 and 40401
+        with pytest.raises(DecodeError, match=rf"^subject '{subject}' version {version} not found in the schema "
+                                              rf"registry at {url}$"):
+            RegistryClient(url).version(subject, version)
 
     Post, Person = post_classes()
     post = Post(id="p1", text="delayed again", author=Person(name="ann", followers=3))
