@@ -381,8 +381,8 @@ def test_a_reference_to_another_subject_and_a_well_known_import():
     registry = Versions({("people-person", 1): RegisteredSchema(7, "PROTOBUF", AUTHOR_PROTO)})
     refs = [{"name": "people/person.proto", "subject": "people-person", "version": 1}]
     s = schema(POST_PROTO, 8, refs, registry)
-    post = Post(id="p1", text="@united lost my bag", author=Person(name="ann", followers=10),
-                at=Post.DESCRIPTOR.fields_by_name["at"].message_type._concrete_class(seconds=86_400))
+    post = Post(id="p1", text="@united lost my bag", author=Person(name="ann", followers=10))
+    post.at.seconds = 86_400
     assert s.read(wire([0], post)) == {"id": "p1", "text": "@united lost my bag",
                                        "author": {"name": "ann", "followers": 10}, "at": "1970-01-02T00:00:00Z"}
     assert registry.asked == [("people-person", 1)]
@@ -535,9 +535,12 @@ def test_the_protobuf_format_needs_a_registry_and_takes_no_options():
 
 
 def test_without_the_parser_protobuf_fails_at_start_and_confluent_dead_letters_it(monkeypatch):
+    import streamsense.streams.inputs.confluent  # noqa: F401 (imported first: put back as they were after the test)
+    import streamsense.streams.inputs.protobuf  # noqa: F401
+
     monkeypatch.setitem(sys.modules, "proto_schema_parser", None)
     for module in ("streamsense.streams.inputs.protobuf", "streamsense.streams.inputs.confluent"):
-        monkeypatch.delitem(sys.modules, module, raising=False)
+        monkeypatch.delitem(sys.modules, module)
     monkeypatch.setattr(formats, "FORMATS", {k: v for k, v in formats.FORMATS.items()
                                              if k not in ("protobuf", "confluent")})
     settings = Settings(schema_registry_url="http://127.0.0.1:1")
@@ -546,6 +549,7 @@ def test_without_the_parser_protobuf_fails_at_start_and_confluent_dead_letters_i
     assert str(info.value) == ("format 'protobuf' needs the Python package 'proto_schema_parser', which is not "
                                "installed (pip install 'streamsense[registry]')")
     confluent = make_format("confluent", {}, settings)  # Avro and JSON Schema topics still read
+    confluent.client = RegistryClient("http://127.0.0.1:1")  # not the process's shared client: its cache untouched
     confluent.client._schemas[5] = RegisteredSchema(5, "PROTOBUF", 'syntax = "proto3"; message A { int32 x = 1; }')
     with pytest.raises(DecodeError, match=r"^schema id 5 is a Protobuf schema: reading it needs the Python package "
                                           r"'proto_schema_parser', which is not installed"):
