@@ -422,9 +422,9 @@ def test_a_registry_that_is_down_while_a_reference_is_fetched_is_waited_for_not_
     ('syntax = "proto2"; message A { optional group G = 1 { optional int32 x = 2; } }', r"proto2 groups are not read"),
     ('edition = "2023"; message A { int32 x = 1; }', r"Protobuf editions \(2023\) are not read"),
     ('syntax = "proto3"; enum E { A = 0; }', r"Protobuf schema id 1 declares no message"),
-    ('syntax = "proto3"; message A { int32 x = 1; int32 y = 1; }', r"schema id 1 cannot be read: .*"),
+    ('syntax = "proto3"; message A { int32 x = 1; int32 y = 1; }', r"cannot be read: A: field number 1 is used twice"),
     ('syntax = "proto3"; message A { int32 x = 99999999999; }', r"cannot be read: ValueError: Value out of range"),
-    ('syntax = "proto3"; message A { oneof o { } int32 x = 1; }', r"cannot be read: .*Empty oneof"),
+    ('syntax = "proto3"; message A { oneof o { } int32 x = 1; }', r"cannot be read: A: oneof o has no field"),
     ('syntax = "proto3"; ' + "message A {" * 3000 + "}" * 3000, r"cannot be read: the \.proto nests too deeply"),
 ])
 def test_schemas_that_cannot_be_read_are_one_line_reasons(text, reason, capsys):
@@ -448,7 +448,7 @@ def test_values_that_do_not_decode_are_one_line_reasons():
             continue  # a cut between two fields is a shorter valid message
         with pytest.raises(DecodeError, match=r"^invalid Protobuf value for schema id 1 \(shop\.v1\.Review: "):
             s.read(good[:cut])
-    with pytest.raises(DecodeError, match=r"invalid Protobuf value .*bad UTF-8"):
+    with pytest.raises(DecodeError, match=r"invalid Protobuf value .*(bad UTF-8|'utf-8' codec)"):
         s.read(b"\x00\x0a\x02\xff\xfe")  # a proto3 string that is not UTF-8
     far = Review(id="r")
     far.created_at.seconds = 2**62  # a Timestamp past the year 9999: no RFC 3339 text for it
@@ -461,7 +461,7 @@ def test_a_deeply_nested_value_is_a_reason_not_a_crash():
     payload = b""
     for _ in range(200):
         payload = b"\x0a" + _varint_bytes(len(payload)) + payload
-    with pytest.raises(DecodeError, match=r"^invalid Protobuf value for schema id 1 \(Node: .*Depth"):
+    with pytest.raises(DecodeError, match=r"^invalid Protobuf value for schema id 1 \(Node: .*(Depth|nesting)"):
         s.read(b"\x00" + payload)
 
 

@@ -218,6 +218,7 @@ def _message(node: pa.Message, out, proto3: bool, where: str) -> list:
     """Fill `out` from `node`; → the declared nested messages as [(name, their nested), ...] (the message indexes'
     tree: map entry types are not in it)."""
     out.name = node.name
+    here = f"{where}.{node.name}" if where else node.name  # the message's full name, for the reasons
     nested: list = []
     for element in node.elements:
         if isinstance(element, pa.Field):
@@ -234,18 +235,28 @@ def _message(node: pa.Message, out, proto3: bool, where: str) -> list:
             out.oneof_decl.add(name=element.name)
             for member in element.elements:
                 if isinstance(member, pa.Group):
-                    raise SchemaError(f"{where}.{node.name}: proto2 groups are not read")
+                    raise SchemaError(f"{here}: proto2 groups are not read")
                 if isinstance(member, pa.Field):
                     field = out.field.add()
                     _field(member, field, proto3)
                     field.oneof_index = index
         elif isinstance(element, pa.Message):
-            nested.append((element.name, _message(element, out.nested_type.add(), proto3, f"{where}.{node.name}")))
+            nested.append((element.name, _message(element, out.nested_type.add(), proto3, here)))
         elif isinstance(element, pa.Enum):
             _enum(element, out.enum_type.add())
         elif isinstance(element, pa.Group):
-            raise SchemaError(f"{where}.{node.name}: proto2 groups are not read")
+            raise SchemaError(f"{here}: proto2 groups are not read")
         # options, reserved names and ranges, extension ranges, extensions, comments: nothing to read a value by
+    # what protoc refuses and not every protobuf backend checks (the pure-Python pool does not)
+    numbers: set[int] = set()
+    for field in out.field:
+        if field.number in numbers:
+            raise SchemaError(f"{here}: field number {field.number} is used twice")
+        numbers.add(field.number)
+    used = {field.oneof_index for field in out.field if field.HasField("oneof_index")}
+    for index, oneof in enumerate(out.oneof_decl):
+        if index not in used:
+            raise SchemaError(f"{here}: oneof {oneof.name} has no field")
     # proto3 `optional`: each field in a oneof of its own, declared after the real ones (as protoc does)
     names = {f.name for f in out.field} | {o.name for o in out.oneof_decl}
     for field in out.field:
@@ -372,7 +383,8 @@ class ProtobufSchema:
     def _pool_add(self, proto) -> None:
         try:
             self.pool.Add(proto)
-        except Exception as exc:  # TypeError / ValueError from the pool: an undefined type, a clash, ...
+            self.pool.FindFileByName(proto.name)  # built now (the pure-Python pool builds lazily): errors here
+        except Exception as exc:  # TypeError / ValueError / KeyError from the pool: an undefined type, a clash, ...
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             detail = detail.replace("Couldn't build proto file into descriptor pool: ", "")
             raise SchemaError(f"{proto.name}: {detail}") from None
@@ -392,7 +404,11 @@ class ProtobufSchema:
             name, level = level[index]
             names.append(name)
         full = ".".join(([self.package] if self.package else []) + names)
-        cls = message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full))
+        try:
+            cls = message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full))
+        except Exception as exc:  # what the pool's checks at build time did not catch
+            raise DecodeError(f"Protobuf schema id {self.id}: message {full} cannot be built "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
         if len(self._classes) < 10_000:
             self._classes[indexes] = cls
         return cls
