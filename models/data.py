@@ -62,7 +62,8 @@ def load_split(datasets_dir: Path, task: Task, split: str, limit: int | None = N
             row = json.loads(line)
             text = normalize(row["text"], emoji)
             if text:
-                rows.append(Example(text, task.labels.index(canonical_label(row["label"])), row.get("domain", row.get("category"))))
+                label = task.labels.index(canonical_label(row["label"]))
+                rows.append(Example(text, label, row.get("domain", row.get("category"))))
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
     return rows
