@@ -166,3 +166,11 @@ def test_the_decide_command_refuses_what_it_cannot_state(tmp_path):
                        (["--policy", "prior", "--prior", "positive=0.5"], "positive share")):
         result = runner.invoke(app, ["models", "decide", "--model", str(ZH), *args])
         assert result.exit_code == 2 and said in result.output, result.output
+
+
+def test_the_decide_command_names_the_missing_datasets(tmp_path):
+    """The training prior comes from the train splits: without them, one clear line and no traceback."""
+    result = CliRunner().invoke(app, ["models", "decide", "--model", str(ZH)],
+                                env={"STREAMSENSE_DATASETS_DIR": str(tmp_path)})
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "waimai_10k" in result.output and "online_shopping_10_cats" in result.output, result.output
