@@ -38,18 +38,23 @@ def mix_shares(sizes: Mapping[str, int], alpha: float, weights: Mapping[str, flo
 
 
 def mix_prior(counts: Mapping[str, Mapping[str, int]], labels: Sequence[str], alpha: float,
-              weights: Mapping[str, float] | None = None, class_weighted: bool = False) -> dict[str, float]:
-    """The class prior a head trained on this mix learned: Σ over datasets of its draw share × its class shares,
-    times the loss's class weights where the task's loss weighs classes (total / (classes × count), over the task's
-    pooled examples, as the trainers do), normalised. `counts`: dataset -> label -> training examples."""
+              weights: Mapping[str, float] | None = None, class_weighted: bool | str = False) -> dict[str, float]:
+    """The class prior a head trained on this mix learned: Σ over datasets of its draw share × its class shares ×
+    the loss's class weights, normalised. Class weights (total / (classes × count)) are over the task's pooled
+    examples where `class_weighted` is True, over each dataset's own where it is "dataset" (each dataset then brings
+    an even split), else none. `counts`: dataset -> label -> training examples."""
     shares = mix_shares({d: sum(c.values()) for d, c in counts.items()}, alpha, weights)
-    pooled = np.array([sum(c.get(label, 0) for c in counts.values()) for label in labels], dtype=np.float64)
-    class_w = pooled.sum() / (len(labels) * np.maximum(pooled, 1)) if class_weighted else np.ones(len(labels))
+
+    def balancing(rows: list[Mapping[str, int]]) -> np.ndarray:
+        n = np.array([sum(c.get(label, 0) for c in rows) for label in labels], dtype=np.float64)
+        return n.sum() / (len(labels) * np.maximum(n, 1))
+
+    pooled = balancing(list(counts.values())) if class_weighted is True else np.ones(len(labels))
     mass = np.zeros(len(labels))
     for d, share in shares.items():
         n = sum(counts[d].values())
-        mass += share * np.array([counts[d].get(label, 0) / n for label in labels])
-    mass *= class_w
+        class_w = balancing([counts[d]]) if class_weighted == "dataset" else pooled
+        mass += share * np.array([counts[d].get(label, 0) / n for label in labels]) * class_w
     return {label: round(float(p), DIGITS) for label, p in zip(labels, mass / mass.sum())}
 
 
@@ -114,7 +119,8 @@ def offsets(card: dict) -> dict[str, np.ndarray]:
 def card_training_prior(card: dict, head: str, datasets_dir: Path) -> tuple[dict[str, float], dict]:
     """The prior the card's training put into `head`, and what it was derived from: the training config's sampling
     (task_sampling_alpha, dataset_weights), the train splits' class counts, and whether the loss weighed classes
-    (models/zh_train.py `class_weighted`; models/train.py weighs every task's classes)."""
+    (models/zh_train.py `class_weighted`, or per dataset `class_weighted_per_dataset`; models/train.py weighs every
+    task's classes)."""
     from streamsense.models.data import load_split, require_datasets
     from streamsense.models.tasks import task_views
 
@@ -131,6 +137,8 @@ def card_training_prior(card: dict, head: str, datasets_dir: Path) -> tuple[dict
     alpha = float(config.get("task_sampling_alpha", 0.5))
     weights = {d: w for d, w in (config.get("dataset_weights") or {}).items() if d in counts}
     weighted = head in config["class_weighted"] if "class_weighted" in config else True
+    if head in (config.get("class_weighted_per_dataset") or ()):
+        weighted = "dataset"
     prior = mix_prior(counts, views[0].labels, alpha, weights, weighted)
     shares = mix_shares({d: sum(c.values()) for d, c in counts.items()}, alpha, weights)
     derived = {"train_counts": counts, "draw_shares": {d: round(s, 4) for d, s in shares.items()},

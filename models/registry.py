@@ -431,8 +431,13 @@ def _decision_section(card: dict) -> list[str]:
             lines += [f"- {head}: {say.get(e['policy'], e['policy'])}. Training prior from the train splits "
                       f"({counts}), drawn {', '.join(f'{ds} {x}' for ds, x in d['draw_shares'].items())} "
                       f"(size ** {d['task_sampling_alpha']} × dataset weights {d['dataset_weights'] or 'none'}), "
-                      f"class-weighted loss: {'yes' if d['class_weighted'] else 'no'}."]
+                      f"class-weighted loss: {loss_weighting(d['class_weighted'])}."]
     return lines + [""]
+
+
+def loss_weighting(class_weighted) -> str:
+    """How a head's loss weighed its classes, in words (a decision entry's `class_weighted`)."""
+    return "per dataset" if class_weighted == "dataset" else "yes" if class_weighted else "no"
 
 
 MIN_TEST_ROWS = 20  # models/bias.py MIN_ROWS: a group's test-split figures are shown from this many rows

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from streamsense.cli import models_app
+from streamsense.models.registry import loss_weighting
 from streamsense.settings import Settings
 
 
@@ -66,7 +67,7 @@ def models_decide(
     out.print(f"{card['name']}:{card.get('version')} {head}: training prior "
               f"{fmt(f'{k} {v:.3f}' for k, v in training.items())} (draw shares "
               f"{fmt(f'{d} {s}' for d, s in derived['draw_shares'].items())}; class-weighted loss: "
-              f"{'yes' if derived['class_weighted'] else 'no'})", soft_wrap=True)
+              f"{loss_weighting(derived['class_weighted'])})", soft_wrap=True)
     out.print(f"policy {policy}: decides under {fmt(f'{k} {v:.3f}' for k, v in entry['target_prior'].items())}; "
               f"logit offset {fmt(f'{k} {v:+.4f}' for k, v in entry['logit_offset'].items())}", soft_wrap=True)
     if record:

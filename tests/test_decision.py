@@ -174,3 +174,27 @@ def test_the_decide_command_names_the_missing_datasets(tmp_path):
                                 env={"STREAMSENSE_DATASETS_DIR": str(tmp_path)})
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "waimai_10k" in result.output and "online_shopping_10_cats" in result.output, result.output
+
+
+def test_per_dataset_class_weights_leave_no_prior():
+    """models/zh_train.py `class_weighted_per_dataset`: each dataset's classes weigh alike in the loss, so the mix
+    carries an even prior whatever the sets' ratios and draw shares (and the card's derivation says so)."""
+    pytest.importorskip("torch")
+    from streamsense.models.data import Example
+    from streamsense.models.zh_train import ZhTrainConfig, loss_class_weights
+
+    counts = {"waimai_10k": {"negative": 6389, "positive": 3200},
+              "online_shopping_10_cats": {"negative": 20833, "positive": 21381}}
+    labels = ("negative", "positive")
+    assert mix_prior(counts, labels, 0.5, {"waimai_10k": 1.5}, "dataset") == {"negative": 0.5, "positive": 0.5}
+    assert mix_prior(counts, labels, 0.5, {"waimai_10k": 1.5}, True)["negative"] != 0.5  # pooled weights: not even
+    data = {"sentiment": {d: [Example("x", i) for i, label in enumerate(labels) for _ in range(c[label] // 100)]
+                          for d, c in counts.items()}}
+    cfg = ZhTrainConfig("", "", "", "", class_weighted=(), class_weighted_per_dataset=("sentiment",))
+    w = loss_class_weights(cfg, data)
+    assert np.allclose(w[("sentiment", "waimai_10k")], [95 / (2 * 63), 95 / (2 * 32)])
+    assert np.allclose(w[("sentiment", "online_shopping_10_cats")], [421 / (2 * 208), 421 / (2 * 213)])
+    pooled = loss_class_weights(ZhTrainConfig("", "", "", "", class_weighted=("sentiment",)), data)
+    assert np.allclose(pooled[("sentiment", "waimai_10k")], pooled[("sentiment", "online_shopping_10_cats")])
+    assert np.allclose(loss_class_weights(ZhTrainConfig("", "", "", "", class_weighted=()), data)[
+        ("sentiment", "waimai_10k")], [1, 1])
