@@ -375,7 +375,7 @@ def run(datasets_dir: Path, encode: Encode, card: dict, per_category: int | None
         temperature = (card.get("calibration") or {}).get("temperature", {}).get("sentiment")
         shift = offset(LABELS, prior, target_prior("balanced", LABELS, prior))
         report["shipped_policy"] = {"temperature": temperature, "training_prior": prior,
-                                    "logit_offset": dict(zip(LABELS, np.round(shift, 4).tolist()))}
+                                    "logit_offset": {label: round(float(x), 4) for label, x in zip(LABELS, shift)}}
         report["shipped"] = shipped(parts, card, prior)
     return report
 
