@@ -127,7 +127,10 @@ def card_training_prior(card: dict, head: str, datasets_dir: Path) -> tuple[dict
     entry = next((t for t in card["tasks"] if t["name"] == head), None)
     if entry is None:
         raise ValueError(f"model {card.get('name')} has no {head!r} head")
-    config = card["training"]["config"]
+    config = (card.get("training") or {}).get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"model {card.get('name')}: its card records no training config to derive {head}'s "
+                         "training prior from")
     views = task_views(entry)
     require_datasets(datasets_dir, [v.dataset for v in views], ("train",))
     counts = {}

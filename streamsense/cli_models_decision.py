@@ -51,8 +51,8 @@ def models_decide(
     if head not in {t["name"] for t in card["tasks"]}:
         raise typer.BadParameter(f"model {card.get('name')} has no head {head!r}; its heads: "
                                  f"{', '.join(t['name'] for t in card['tasks'])}")
-    training, derived = card_training_prior(card, head, settings.datasets_dir)
     try:
+        training, derived = card_training_prior(card, head, settings.datasets_dir)
         entry = state(card, head, policy, training, derived, _shares(prior) if prior else None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -166,6 +166,12 @@ def test_the_decide_command_refuses_what_it_cannot_state(tmp_path):
                        (["--policy", "prior", "--prior", "positive=0.5"], "positive share")):
         result = runner.invoke(app, ["models", "decide", "--model", str(ZH), *args])
         assert result.exit_code == 2 and said in result.output, result.output
+    model = _copy(ZH, tmp_path / "zh")
+    card = read_card(model)
+    del card["training"]["config"]
+    (model / "model.json").write_text(json.dumps(card))
+    result = runner.invoke(app, ["models", "decide", "--model", str(model)])
+    assert result.exit_code == 2 and "no training config" in result.output, result.output
 
 
 def test_the_decide_command_names_the_missing_datasets(tmp_path):
