@@ -204,3 +204,22 @@ def test_per_dataset_class_weights_leave_no_prior():
     assert np.allclose(pooled[("sentiment", "waimai_10k")], pooled[("sentiment", "online_shopping_10_cats")])
     assert np.allclose(loss_class_weights(ZhTrainConfig("", "", "", "", class_weighted=()), data)[
         ("sentiment", "waimai_10k")], [1, 1])
+
+
+def test_temperatures_are_fitted_on_the_heads_own_logits():
+    """`models calibrate` reads the raw logits (risk_eval.head_logits sets temperature and offset aside), so the
+    temperature never absorbs the decision offset; the runtime's own settings come back afterwards."""
+    from streamsense.models.data import load_split
+    from streamsense.models.risk_eval import head_logits
+    from streamsense.models.tasks import ZH_TASKS
+
+    decided = ModelRuntime(ZH, "cpu")
+    assert decided.offsets and decided.temperature
+    logits = head_logits(decided, FIXTURE_DATASETS, "validation", limit=8)
+    assert set(decided.offsets) == {"sentiment"} and decided.temperature["sentiment"] > 1
+    plain = ModelRuntime(ZH, "cpu")
+    plain.offsets, plain.temperature = {}, {}
+    texts = [r.text for view in ZH_TASKS["sentiment"]
+             for r in load_split(FIXTURE_DATASETS, view, "validation", 8, emoji=plain.emoji)]
+    raw = plain.predict_proba(texts)[0]["sentiment"]
+    assert np.allclose(np.exp(logits["sentiment"][0]), raw, atol=1e-5)
