@@ -2,7 +2,7 @@
 Chinese sets and scored on a set they never saw, deciding with the training mix's class prior (before) and without
 it (after, models/decision.py); plus the shipped head on its own test splits under both policies.
 
-`python -m streamsense.models.lodo [--encoder embeddings|cls] [--model DIR] [--per-category N] [--cache DIR]
+`python -m streamsense.models.lodo [--encoder embeddings|cls] [--model NAME|DIR] [--per-category N] [--cache DIR]
 [--out DIR]` (needs the `train` extra for onnx, and the labelled datasets in STREAMSENSE_DATASETS_DIR); writes
 lodo-ENCODER.json and lodo-ENCODER.md.
 
@@ -388,10 +388,12 @@ def _cores() -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from streamsense.models.data import DatasetsMissingError
+    from streamsense.models.registry import ModelNotFoundError, resolve
     from streamsense.settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m streamsense.models.lodo", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="models/shipped/streamsense-bge-zh/1", help="the Chinese model directory")
+    parser.add_argument("--model", default="streamsense-bge-zh",
+                        help="the Chinese model: name[:version] in the registry, or a model directory")
     parser.add_argument("--per-category", type=int, default=1000, help="online_shopping train rows per category")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the encoded vectors (reused)")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for lodo.json and lodo.md")
@@ -401,15 +403,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "cls: the fine-tuned model's pooled vector (saw both sets), which also scores the "
                              "shipped head before / after")
     args = parser.parse_args(argv)
-    datasets_dir = Settings().datasets_dir
+    settings = Settings()
+    datasets_dir = settings.datasets_dir
     try:
         require_datasets(datasets_dir, (WAIMAI, SHOPPING), ("train", "test"))
+        model = resolve(settings.model_registry, args.model)
         if args.encoder == "cls":
-            encode, card = onnx_encoder(Path(args.model), args.cache, args.threads)
+            encode, card = onnx_encoder(model, args.cache, args.threads)
         else:
-            encode, card = embedding_encoder(Path(args.model))
+            encode, card = embedding_encoder(model)
         report = run(datasets_dir, encode, card, args.per_category, ENCODERS[args.encoder].format(**card))
-    except DatasetsMissingError as exc:
+    except (DatasetsMissingError, ModelNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"lodo-{args.encoder}"

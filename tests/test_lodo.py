@@ -149,3 +149,18 @@ def test_the_runner_says_which_datasets_are_missing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: labelled datasets missing") and "Traceback" not in result.stderr
     assert "waimai_10k" in result.stderr and "online_shopping_10_cats" in result.stderr
+
+
+def test_the_runner_end_to_end_on_the_fixtures(tmp_path):
+    """The command as documented, on the committed fixtures: the base's word embeddings, every fold, JSON and
+    Markdown written."""
+    pytest.importorskip("onnx")
+    import json
+
+    lodo.main(["--out", str(tmp_path), "--per-category", "5"])
+    report = json.loads((tmp_path / "lodo-embeddings.json").read_text(encoding="utf-8"))
+    assert report["encoder"].startswith("the mean of streamsense-bge-zh:1's word embeddings")
+    assert report["mix"] == {"task_sampling_alpha": 0.5, "dataset_weights": {lodo.WAIMAI: 1.5}}
+    assert len(report["lodo"]) == 2 + 8 and "shipped" not in report  # 8 categories in the fixture's test split
+    assert report["lodo"][0]["training_prior"]["negative"] == pytest.approx(19 / 30, abs=1e-6)
+    assert (tmp_path / "lodo-embeddings.md").read_text(encoding="utf-8").count("| category ") == 8
