@@ -779,3 +779,4 @@ def bench(
 
 
 import streamsense.cli_models_bias  # noqa: E402,F401  `models bias` (registers itself on models_app)
+import streamsense.cli_models_decision  # noqa: E402,F401  `models decide` (registers itself on models_app)
