@@ -18,6 +18,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,10 @@ class _Form:
     plural: bool
 
 
+@lru_cache(maxsize=4)
 def _forms(language: str = "en") -> dict[str, _Form]:
     out = {}
-    for g in load_suite(language).groups:
+    for g in _groups(language).values():
         for term in (*g.terms, g.one, g.people):
             t = term.lower()
             plural = t == g.people.lower() or (t != g.one.lower() and t.endswith(("s", "men")))
@@ -97,18 +99,27 @@ def _forms(language: str = "en") -> dict[str, _Form]:
     return out
 
 
+@lru_cache(maxsize=4)
+def _groups(language: str = "en") -> dict:
+    return {g.name: g for g in load_suite(language).groups}
+
+
+@lru_cache(maxsize=4)
+def _terms(language: str = "en") -> re.Pattern:
+    return re.compile(r"\b(?:" + "|".join(re.escape(t) for t in sorted(_forms(language), key=len, reverse=True))
+                      + r")\b", re.IGNORECASE)
+
+
 def counterfactuals(text: str, k: int = SWAPS, rng: random.Random | None = None, language: str = "en") -> list[str]:
     """Up to `k` copies of `text` with every identity term (the suite's group lexicon, broad words left out) replaced
     by one other group's word in the same number ("gay people" → "Hindus", "a muslim" → "a deaf person"); none where
     the text names no group."""
-    forms = _forms(language)
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in sorted(forms, key=len, reverse=True)) + r")\b",
-                         re.IGNORECASE)
+    forms, pattern = _forms(language), _terms(language)
     found = [m for m in pattern.finditer(text) if m.group(0).lower() not in BROAD]
     if not found:
         return []
     rng = rng or random.Random(SEED)
-    groups = {g.name: g for g in load_suite(language).groups}
+    groups = _groups(language)
     own = {forms[m.group(0).lower()].group for m in found}
     others = [name for name in groups if name not in own]
     out = []
@@ -369,8 +380,8 @@ __all__ = ["BENIGN_TRAINING", "BIAS_HEADS", "Recipe", "VectorCache", "benign_tra
 
 
 RECIPES = (  # the grid `streamsense models debias` tries (docs/models.md, "Fairness": what each gave)
-    Recipe(0.3, 1.0, 0.0), Recipe(0.3, 0.0, 1.0), Recipe(0.3, 1.0, 1.0), Recipe(0.1, 1.0, 1.0), Recipe(0.03, 1.0, 1.0),
-    Recipe(0.01, 1.0, 1.0), Recipe(0.01, 1.0, 3.0), Recipe(0.003, 1.0, 3.0), Recipe(0.01, 2.0, 3.0),
+    Recipe(0.3, 1.0, 0.0), Recipe(0.3, 0.0, 1.0),
+    *(Recipe(anchor, 1.0, benign) for anchor in (0.3, 0.1, 0.03, 0.01, 0.003) for benign in (1.0, 3.0, 10.0)),
 )
 
 

@@ -89,3 +89,35 @@ def test_choose_keeps_validation_within_the_budget_and_needs_an_improvement():
     assert choose([base, costly]) is None
     assert choose([base, _row(0.78, 0.8, 0.7)]) is None
 
+
+
+def test_measure_fits_the_temperature_and_medium_on_validation_and_reports_each_group():
+    from streamsense.models.debias import HeadData, measure
+
+    rng = np.random.default_rng(3)
+
+    def split(n):
+        y = (rng.random(n) < 0.4).astype(np.int64)
+        x = rng.normal(size=(n, 3)).astype(np.float32)
+        x[:, 0] += np.where(y == 1, 1.5, -1.5)
+        return x, y
+
+    # templates: group "a" benign rows sit on the abusive side, group "b" benign rows far from it; abuse of both
+    x = np.zeros((8, 3), dtype=np.float32)
+    x[:, 0] = [1.0, 1.2, -3.0, -2.8, 3.0, 3.0, 3.0, 3.0]
+    abusive = np.array([False, False, False, False, True, True, True, True])
+    group = np.array(["a", "a", "b", "b", "a", "a", "b", "b"])
+    data = HeadData("hate", (np.zeros((1, 3), np.float32), np.zeros(1, np.int64), np.zeros(1, np.int64)),
+                    split(2000), split(1000), {"dev": (x, abusive, group), "heldout": (x, abusive, group)})
+    w = np.array([[-1.0, 0, 0], [1.0, 0, 0]], dtype=np.float32)
+    b = np.zeros(2, dtype=np.float32)
+    m = measure(data, w, b)
+    xv, yv = data.validation
+    assert 0.2 < m["temperature"] < 5
+    assert 0.84 <= m["validation"]["risky_medium"] <= 0.86  # the medium is fitted for 85 % recall on validation
+    assert 0.8 < m["validation"]["macro_f1"] <= 1 and 0.8 < m["test"]["macro_f1"] <= 1
+    dev = m["dev"]
+    assert dev["groups"]["a"]["fpr"] == 1.0 and dev["groups"]["b"]["fpr"] == 0.0
+    assert dev["worst_mean"] == dev["groups"]["a"]["mean"] > 0.5 > dev["groups"]["b"]["mean"]
+    assert dev["spread"] == round(dev["groups"]["a"]["mean"] - dev["groups"]["b"]["mean"], 4)
+    assert dev["recall"] == 1.0 and dev["max_fpr"] == 1.0
