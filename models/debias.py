@@ -382,6 +382,9 @@ __all__ = ["BENIGN_TRAINING", "BIAS_HEADS", "Recipe", "VectorCache", "benign_tra
 RECIPES = (  # the grid `streamsense models debias` tries (docs/models.md, "Fairness": what each gave)
     Recipe(0.3, 1.0, 0.0), Recipe(0.3, 0.0, 1.0),
     *(Recipe(anchor, 1.0, benign) for anchor in (0.3, 0.1, 0.03, 0.01, 0.003) for benign in (1.0, 3.0, 10.0)),
+    *(Recipe(anchor, counterfactual, benign, balanced) for balanced in (True, False)
+      for anchor in (0.1, 0.03, 0.01, 0.003)
+      for counterfactual, benign in ((0.0, 3.0), (0.0, 10.0), (0.3, 10.0), (0.0, 30.0))),
 )
 
 
