@@ -105,13 +105,25 @@ def models_debias(
     sentences, anchored to the heads they replace; print each recipe on validation, test and both template halves,
     and the one chosen (validation and the dev half only; docs/models.md, "Fairness"). Needs the `train` extra and
     the datasets. After --publish: `models calibrate --record`, `models risk-eval --fit`, `models bias --record`."""
+    from streamsense.models.adapt import AdaptError
+    from streamsense.models.bias import BIAS_HEADS
     from streamsense.models.debias import choose, dumps, export_refit, run, table
     from streamsense.models.registry import resolve
+    from streamsense.settings import SHIPPED_MODELS
 
+    unknown = [h for h in head if h not in BIAS_HEADS]
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: refits only {', '.join(BIAS_HEADS)}", param_hint="--head")
+    if publish is not None and publish.resolve() == SHIPPED_MODELS.resolve():
+        raise typer.BadParameter("not into the shipped models: publish into a registry of your own "
+                                 "(`streamsense models registry-init DIR`)", param_hint="--publish")
     settings = Settings()
     path = resolve(settings.model_registry, model or settings.model)
     out = Console(highlight=False)
-    results = run(path, settings.datasets_dir, cache, tuple(head), log=out.print)
+    try:
+        results = run(path, settings.datasets_dir, cache, tuple(head), log=out.print)
+    except AdaptError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
     chosen = {}
     for name, rows in results.items():
         out.print(f"\n{name}\n" + table(rows), soft_wrap=True)

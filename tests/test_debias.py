@@ -121,3 +121,20 @@ def test_measure_fits_the_temperature_and_medium_on_validation_and_reports_each_
     assert dev["worst_mean"] == dev["groups"]["a"]["mean"] > 0.5 > dev["groups"]["b"]["mean"]
     assert dev["spread"] == round(dev["groups"]["a"]["mean"] - dev["groups"]["b"]["mean"], 4)
     assert dev["recall"] == 1.0 and dev["max_fpr"] == 1.0
+
+
+def test_debias_command_refuses_what_it_cannot_do(tmp_path):
+    """Before any encoding: an unknown head, publishing into the shipped models, a Chinese model: one clear line."""
+    from typer.testing import CliRunner
+
+    from streamsense.cli import app
+    from streamsense.settings import SHIPPED_MODELS
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["models", "debias", "--head", "complaint", "--cache", str(tmp_path)])
+    assert result.exit_code == 2 and "refits only offensive, hate" in result.output
+    result = runner.invoke(app, ["models", "debias", "--publish", str(SHIPPED_MODELS), "--cache", str(tmp_path)])
+    assert result.exit_code == 2 and "not into the shipped models" in result.output
+    result = runner.invoke(app, ["models", "debias", "--model", "streamsense-bge-zh", "--cache", str(tmp_path)])
+    assert result.exit_code == 2 and "English mean-pooled models only" in result.output
+    assert not list(tmp_path.iterdir())  # nothing encoded
