@@ -88,12 +88,14 @@ def _features(model, tokenizer, texts: list[str], max_length: int, batch_size: i
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, anchor: float = ANCHOR,
-             steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
-    """A linear head on vectors `x`: cross-entropy on the labels `y` plus `anchor` × the squared distance to the
-    replaced head (w0, b0), from which it starts; full-batch L-BFGS."""
+             steps: int = STEPS, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A linear head on vectors `x`: cross-entropy on the labels `y` (weighted per row by `sample_weight`, a weighted
+    mean) plus `anchor` × the squared distance to the replaced head (w0, b0), from which it starts; full-batch
+    L-BFGS."""
     import torch
 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    sw = None if sample_weight is None else torch.from_numpy(np.asarray(sample_weight, dtype=x.dtype))
     w = torch.tensor(w0, requires_grad=True)
     b = torch.tensor(b0, requires_grad=True)
     w0t, b0t = torch.tensor(w0), torch.tensor(b0)
@@ -101,7 +103,10 @@ def fit_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, ancho
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt)
+        if sw is None:
+            loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt)
+        else:
+            loss = (torch.nn.functional.cross_entropy(xt @ w.T + b, yt, reduction="none") * sw).sum() / sw.sum()
         loss = loss + anchor * (((w - w0t) ** 2).sum() + ((b - b0t) ** 2).sum())
         loss.backward()
         return loss
@@ -121,23 +126,18 @@ def _split(n: int, seed: int) -> tuple[list[int], list[int]]:
     return order[k:], order[:k]
 
 
-def adapt(base_dir: Path, rows: list[LabelRow], trained_out: Path, source: str, anchor: float = ANCHOR,
-          seed: int = 0) -> dict:
-    """Write a trained directory (models/network.py layout) whose labelled heads are refitted; returns its
-    training.json, with `adaptation`: per head the labels used, and the held-out accuracy before and after."""
-    import torch
-    from transformers import BertModel, PreTrainedTokenizerFast
+def load_base(base_dir: Path):
+    """(card, PyTorch model, tokenizer, tasks) of an English mean-pooled model, its weights read back from its fp16
+    graph; the model in eval mode."""
+    from transformers import BertModel
 
     from streamsense.exporters.recover import SOURCE_VARIANT, read_weights
-    from streamsense.models.network import MultiTaskModel, save_trained
+    from streamsense.models.network import MultiTaskModel
 
-    started = time.monotonic()
-    torch.manual_seed(seed)
     base_dir = Path(base_dir)
     card = verify(base_dir)
     if card.get("pooling", "mean") != "mean" or "en" not in card.get("languages", ["en"]):
         raise AdaptError(f"{card['name']}: adapting this model is not built yet (English mean-pooled models only)")
-    by_task, left_out = usable(card, rows)
     if SOURCE_VARIANT not in card["variants"]:
         raise AdaptError(f"{base_dir} has no {SOURCE_VARIANT} variant to read its weights from")
     tasks = [task_views(t)[0] for t in card["tasks"]]
@@ -145,7 +145,27 @@ def adapt(base_dir: Path, rows: list[LabelRow], trained_out: Path, source: str, 
     model = MultiTaskModel(BertModel(config, add_pooling_layer=True), tasks)
     model.load_state_dict(state)
     model.eval()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(base_dir / "tokenizer.json"))
+    return card, model, tokenizer_of(base_dir), tasks
+
+
+def tokenizer_of(base_dir: Path):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(Path(base_dir) / "tokenizer.json"))
+
+
+def adapt(base_dir: Path, rows: list[LabelRow], trained_out: Path, source: str, anchor: float = ANCHOR,
+          seed: int = 0) -> dict:
+    """Write a trained directory (models/network.py layout) whose labelled heads are refitted; returns its
+    training.json, with `adaptation`: per head the labels used, and the held-out accuracy before and after."""
+    import torch
+
+    from streamsense.models.network import save_trained
+
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    card, model, tokenizer, tasks = load_base(base_dir)
+    by_task, left_out = usable(card, rows)
     emoji = text_options(card)["emoji"]
     report = {}
     for task, pairs in by_task.items():

@@ -226,6 +226,8 @@ class Head:
     # the head's probability, where it reaches `medium` on a text naming a group of people, is the lower of the text's
     # and its identity-blind counterfactual's (models/bias.py, docs/models.md "Fairness")
     identity_blind: bool = False
+    # policy: the share of the head's risky validation rows `--fit` puts at `medium` (None: the fit's default, 0.85)
+    recall: float | None = None
 
     def score(self, p: float, bands: dict[str, float]) -> float:
         medium, high, critical = bands["medium"], bands["high"], bands["critical"]
@@ -243,7 +245,7 @@ def _heads(path, where: str, raw: dict) -> tuple[dict[str, Head], str | None]:
     fitted_for = table.pop("fitted_for", None)
     heads = {}
     for name, h in table.items():
-        unknown = set(h) - {"medium", "high", "requires", "ceiling", "identity_blind"}
+        unknown = set(h) - {"medium", "high", "requires", "ceiling", "identity_blind", "recall"}
         if unknown:
             raise RulesError(f"risk rules {path}: {where}.{name}: unknown option {', '.join(sorted(unknown))}")
         ceiling = h.get("ceiling", "high")
@@ -251,8 +253,11 @@ def _heads(path, where: str, raw: dict) -> tuple[dict[str, Head], str | None]:
             raise RulesError(f"risk rules {path}: {where}.{name}: ceiling is \"medium\" (then no `high`) or "
                              f"\"high\", got {ceiling!r}")
         heads[name] = Head(name, float(h["medium"]), None if h.get("high") is None else float(h["high"]),
-                           h.get("requires"), ceiling, bool(h.get("identity_blind", False)))
+                           h.get("requires"), ceiling, bool(h.get("identity_blind", False)),
+                           None if h.get("recall") is None else float(h["recall"]))
     for head in heads.values():
+        if head.recall is not None and not 0 < head.recall < 1:
+            raise RulesError(f"risk rules {path}: {where}.{head.name}: recall is a share between 0 and 1")
         if not 0 < head.medium < (head.high if head.high is not None else 1.0) <= 1:
             raise RulesError(f"risk rules {path}: {where}.{head.name}: need 0 < medium < high <= 1")
         if head.requires is not None and head.requires not in heads:

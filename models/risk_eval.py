@@ -11,9 +11,10 @@ risk decision and the alert rules' per-message evaluation, as the worker runs th
 Fits, on validation only:
 - `fit_temperatures`: one temperature per head, minimising the negative log-likelihood of the head's validation set
   (temperature scaling, Guo et al. 2017); written into the model card by `streamsense models calibrate`.
-- `fit_heads`: each risk head's `medium` probability is the highest at which it still reaches `recall` of its set's
-  risky rows; its `high` probability the lowest at which at most `benign_budget` of every set's benign rows (the
-  ordinary stream's rows too) reach it, or none where that needs more than `max_high`.
+- `fit_heads`: each risk head's `medium` probability is the highest at which it still reaches `recall` (0.85, or the
+  head's own `recall` in the rules: policy) of its set's risky rows; its `high` probability the lowest at which at
+  most `benign_budget` of every set's benign rows (the ordinary stream's rows too) reach it, or none where that needs
+  more than `max_high`.
 """
 
 import json
@@ -239,14 +240,17 @@ def fit_temperatures(runtime, datasets_dir: Path, limit: int | None = None) -> d
 def fit_heads(scored: dict[str, Scored], rules: RiskRules, recall: float = 0.85, benign_budget: float = 0.01,
               max_high: float = 0.995) -> dict[str, Head]:
     """Each risk head's `medium` and `high` probabilities from scored validation sets (see the module's doc); a
-    head's `requires` is kept from `rules` (policy, not a fit)."""
+    head's `requires`, `ceiling`, `identity_blind` and `recall` are kept from `rules` (policy, not a fit), and its
+    `recall` there, where set, replaces `recall`."""
     heads = {}
     for name in (t.name for t in RISK_TASKS):
         own = scored.get(name)
         if own is None or name not in own.probs:
             continue
         positives = own.probs[name][own.risky]
-        medium = math.floor(float(np.quantile(positives, 1 - recall)) * 1000) / 1000 if positives.size else 0.5
+        old = rules.heads.get(name)
+        aim = old.recall if old and old.recall is not None else recall
+        medium = math.floor(float(np.quantile(positives, 1 - aim)) * 1000) / 1000 if positives.size else 0.5
         high = 0.0
         for s in scored.values():
             if name not in s.probs:
@@ -255,11 +259,10 @@ def fit_heads(scored: dict[str, Scored], rules: RiskRules, recall: float = 0.85,
             if benign.size:
                 high = max(high, float(np.quantile(benign, 1 - benign_budget, method="higher")))
         high = math.ceil(high * 1000 + 1e-9) / 1000
-        old = rules.heads.get(name)
         ceiling = old.ceiling if old else "high"
         keep_high = ceiling == "high" and medium < high <= max_high
         heads[name] = Head(name, max(medium, 0.001), high if keep_high else None, old.requires if old else None,
-                           ceiling, old.identity_blind if old else False)
+                           ceiling, old.identity_blind if old else False, old.recall if old else None)
     return heads
 
 
@@ -277,6 +280,8 @@ def heads_toml(heads: dict[str, Head], fitted_for: str, model: str | None = None
             lines.append(f'ceiling = "{head.ceiling}"')
         if head.identity_blind:
             lines.append("identity_blind = true")
+        if head.recall is not None:
+            lines.append(f"recall = {head.recall}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,8 @@
-"""`streamsense models bias`: the identity-term bias report of a model (models/bias.py), printed or recorded."""
+"""`streamsense models bias`: the identity-term bias report of a model (models/bias.py), printed or recorded; and
+`streamsense models debias`: the heads refitted against it (models/debias.py)."""
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -86,3 +88,52 @@ def models_bias(
                          or f"no group with {MIN_ROWS} rows"), soft_wrap=True)
     if record:
         out.print(f"recorded in {path / 'profile.json'} and {path / 'MODEL_CARD.md'}")
+
+
+@models_app.command("debias")
+def models_debias(
+    model: Optional[str] = typer.Option(None, help="name[:version] in the registry, or a model directory "
+                                                   "(default: STREAMSENSE_MODEL)."),
+    head: list[str] = typer.Option(["hate"], help="Head to refit (repeat: hate, offensive)."),
+    cache: Path = typer.Option(Path(".cache/debias"), help="Folder for the sentence vectors (each text encoded once, "
+                                                           "kept across runs)."),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write every refit's figures to this file."),
+    publish: Optional[Path] = typer.Option(None, help="Export the chosen refits (parity on the validation splits) "
+                                                      "and publish them as the next version in this registry."),
+):
+    """Refit heads on the frozen encoder with counterfactual copies of their training rows and benign identity
+    sentences, anchored to the heads they replace; print each recipe on validation, test and both template halves,
+    and the one chosen (validation and the dev half only; docs/models.md, "Fairness"). Needs the `train` extra and
+    the datasets. After --publish: `models calibrate --record`, `models risk-eval --fit`, `models bias --record`."""
+    from streamsense.models.adapt import AdaptError
+    from streamsense.models.bias import BIAS_HEADS
+    from streamsense.models.debias import choose, dumps, export_refit, run, table
+    from streamsense.models.registry import resolve
+    from streamsense.settings import SHIPPED_MODELS
+
+    unknown = [h for h in head if h not in BIAS_HEADS]
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: refits only {', '.join(BIAS_HEADS)}", param_hint="--head")
+    if publish is not None and publish.resolve() == SHIPPED_MODELS.resolve():
+        raise typer.BadParameter("not into the shipped models: publish into a registry of your own "
+                                 "(`streamsense models registry-init DIR`)", param_hint="--publish")
+    settings = Settings()
+    path = resolve(settings.model_registry, model or settings.model)
+    out = Console(highlight=False)
+    try:
+        results = run(path, settings.datasets_dir, cache, tuple(head), log=out.print)
+    except AdaptError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    chosen = {}
+    for name, rows in results.items():
+        out.print(f"\n{name}\n" + table(rows), soft_wrap=True)
+        best = choose(rows)
+        out.print(f"chosen: {best['recipe'] if best else 'none (no refit is better within the validation budget)'}")
+        if best:
+            chosen[name] = best
+    if as_json:
+        as_json.write_text("{" + ", ".join(f'"{n}": {dumps(rows)}' for n, rows in results.items()) + "}")
+    if publish and chosen:
+        target = export_refit(path, {n: r["weights"] for n, r in chosen.items()}, publish, settings.datasets_dir,
+                              {"heads": {n: r["recipe"] for n, r in chosen.items()}})
+        out.print(f"published {target}")

@@ -86,6 +86,9 @@ def test_old_weights_are_refused_with_a_pointer(tmp_path):
     old.write_text("[levels]\nmedium = 0.5\nhigh = 0.7\ncritical = 0.9\n[heads.hate]\nmedium = 0.6\nhigh = 0.5\n")
     with pytest.raises(RulesError, match="need 0 < medium < high"):
         RiskRules.load(old)
+    old.write_text("[levels]\nmedium = 0.5\nhigh = 0.7\ncritical = 0.9\n[heads.hate]\nmedium = 0.5\nrecall = 1.5\n")
+    with pytest.raises(RulesError, match="recall is a share between 0 and 1"):
+        RiskRules.load(old)
 
 
 def test_levels_follow_thresholds(rules):

@@ -90,6 +90,26 @@ def test_fitted_thresholds_meet_the_recall_and_the_benign_budget_on_what_they_we
     assert 'fitted_for = "m:1"' in text and f"high = {c.high}" in text and 'requires = "offensive"' in text
 
 
+def test_a_heads_own_recall_in_the_rules_is_what_the_fit_aims_for():
+    """The Chinese offensive head's policy (`recall = 0.9`): its medium is fitted lower than by the default 0.85, and
+    the recall is kept in the tables the fit prints."""
+    import dataclasses
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    risky = rng.random(n) < 0.4
+    offensive = np.clip(np.where(risky, rng.beta(5, 2, n), rng.beta(2, 5, n)), 0, 1)
+    sets = {"offensive": _scored("offensive", {"offensive": offensive}, risky)}
+    zh = RiskRules.load().for_model("streamsense-bge-zh")
+    assert zh.heads["offensive"].recall == 0.9
+    aimed = fit_heads(sets, zh)["offensive"]
+    default = fit_heads(sets, dataclasses.replace(zh, heads={"offensive": dataclasses.replace(
+        zh.heads["offensive"], recall=None)}))["offensive"]
+    # (the quantile interpolates: up to a row short of the share)
+    assert (offensive[risky] >= aimed.medium).mean() >= 0.899 > 0.9 - 0.02 > (offensive[risky] >= default.medium).mean()
+    assert aimed.recall == 0.9 and "recall = 0.9" in heads_toml({"offensive": aimed}, "m:1", "m")
+
+
 def test_the_shipped_rules_are_fitted_for_the_shipped_model(classifier):
     assert classifier.rules.fitted_for == classifier.model_version
 
