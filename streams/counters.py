@@ -2,12 +2,13 @@
 hour) and by stored time, added in the batch's own SQL transaction from the rows it inserted (so once per message), and
 rebuilt from the stored predictions by migration 0008. The dashboard's panels read these, not the raw rows."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy import Column, DateTime, Float, Integer, String, Table
 
+from streamsense.streams.bulk import add
 from streamsense.streams.schema import metadata
 
 # What a counter row's bucket is: a minute of the messages' event time, an hour of it (so that a range of days reads
@@ -71,42 +72,6 @@ def count(conn, insert, added: Iterable[tuple], stored_at: datetime) -> None:
         for key, i in keys.items():
             counts[(basis, *key)] = (n[i], s[i], r[i])
     add(conn, dashboard_counts, KEY, [(*key, *sums) for key, sums in sorted(counts.items())])
-
-
-def add(conn, table, keys: Sequence[str], rows: list[tuple]) -> None:
-    """Upsert `rows` (the `keys` columns, then the columns to add to, in the table's order) into `table`: a new key
-    is inserted, a present one gets the row's values added to its own. One prepared statement run over the rows by
-    the driver (executemany) with the values bound as SQLAlchemy's types would bind them, without SQLAlchemy's
-    per-row parameter handling (which cost more than the database's own work on a batch's counters)."""
-    if rows:
-        sql, processors = _upsert(conn.dialect, table, tuple(keys))
-        if processors:
-            rows = [tuple(v if p is None else p(v) for v, p in zip(row, processors)) for row in rows]
-        conn.exec_driver_sql(sql, rows)
-
-
-_UPSERTS: dict = {}
-
-
-def _upsert(dialect, table, keys: tuple[str, ...]) -> tuple[str, list | None]:
-    """The statement of `add` for `table` on `dialect` (INSERT … ON CONFLICT (keys) DO UPDATE SET c = table.c +
-    excluded.c, the same on SQLite and PostgreSQL) and each column's bind processor (None where none converts)."""
-    cached = _UPSERTS.get((dialect.name, dialect.paramstyle, table.name, keys))
-    if cached is None:
-        quote = dialect.identifier_preparer.quote
-        columns = [c for c in table.c if c.name in keys] + [c for c in table.c if c.name not in keys]
-        if [c.name for c in columns[:len(keys)]] != list(keys):
-            raise ValueError(f"{table.name}: {keys} are not its leading key columns in order")
-        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}[dialect.paramstyle]
-        name = quote(table.name)
-        sql = (f"INSERT INTO {name} ({', '.join(quote(c.name) for c in columns)}) "
-               f"VALUES ({', '.join([marker] * len(columns))}) ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
-               + ", ".join(f"{quote(c.name)} = {name}.{quote(c.name)} + excluded.{quote(c.name)}"
-                           for c in columns[len(keys):]))
-        processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-        cached = _UPSERTS[(dialect.name, dialect.paramstyle, table.name, keys)] = (
-            sql, processors if any(p is not None for p in processors) else None)
-    return cached
 
 
 def present(conn) -> bool:

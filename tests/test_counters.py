@@ -1,6 +1,7 @@
-"""The batch counters' upserts (streams/counters.py): the dashboard counters and the alert window counters, computed
-per batch with numpy and written with one prepared statement, hold exactly what the per-message loop and
-SQLAlchemy's upsert (the code before) wrote, on SQLite and PostgreSQL."""
+"""A batch's counters and bulk rows through the driver (streams/counters.py, streams/bulk.py): the dashboard counters
+and the alert window counters, computed per batch with numpy and upserted with one prepared statement, and the
+shadow rows inserted the same way, hold exactly what the per-message loop and SQLAlchemy's statements (the code
+before) wrote, on SQLite and PostgreSQL."""
 
 import random
 from datetime import datetime, timedelta, timezone
@@ -8,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import delete, select
 
-from streamsense.streams import counters
+from streamsense.streams import bulk, counters
 from streamsense.streams.alerting.gate import count_windows
 from streamsense.streams.counters import EVENT, HOUR, KEY, STORED, _minute, dashboard_counts
 from streamsense.streams.schema import alert_window_lengths, alert_windows
@@ -131,9 +132,41 @@ def test_the_window_counters_write_what_the_upsert_wrote(database_url):
 def test_an_upsert_names_its_table_key_columns_in_order():
     dialect = Store("sqlite://", "g").engine.dialect
     with pytest.raises(ValueError, match="leading key columns"):
-        counters._upsert(dialect, dashboard_counts, ("kind", "basis"))
-    sql, _ = counters._upsert(dialect, alert_windows,
+        bulk._upsert(dialect, dashboard_counts, ("kind", "basis"))
+    sql, _ = bulk._upsert(dialect, alert_windows,
                               ("window_seconds", "kind", "grp", "window_index"))
     assert sql.startswith("INSERT INTO alert_windows (window_seconds, kind, grp, window_index, messages, negatives) "
                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (window_seconds, kind, grp, window_index) DO UPDATE")
     assert "messages = alert_windows.messages + excluded.messages" in sql
+
+
+def test_the_shadow_rows_insert_what_the_sqlalchemy_insert_did(database_url):
+    """Shadow rows (JSON, floats, NULL, aware times) through `insert_new` equal SQLAlchemy's insert of them, and a row
+    already stored (same kind, message, model version) is left as it was, first write wins, as before."""
+    from streamsense.streams.bulk import insert_new
+    from streamsense.streams.feedback.schema import shadow_predictions as t
+
+    store = Store(database_url, "streamsense")
+    store.migrate()
+    at = datetime(2026, 12, 7, 2, 0, 1, 250000, tzinfo=timezone.utc)
+    rows = [{"kind": "post", "message_id": f"m{i}", "model_version": "m:2", "sentiment": "negative",
+             "p_negative": 0.1 * i, "p_neutral": None if i % 2 else 0.3333, "p_positive": 1 / 3,
+             "risk_level": "medium", "risk_score": 0.5 + i / 7, "risk_labels": {"offensive": 0.5, "hate": i / 3},
+             "alerts": sorted({"risk", "complaint"} if i % 3 else set()), "stored_at": at} for i in range(7)]
+    got = {}
+    conflict = ("kind", "message_id", "model_version")
+    for name in ("reference", "driver"):
+        with store.engine.begin() as conn:
+            conn.execute(delete(t))
+        for chunk in (rows[:4], rows[2:]):  # the second overlaps: its first two rows are already stored
+            if chunk is rows[2:]:
+                chunk = [{**r, "risk_level": "high"} if i < 2 else r for i, r in enumerate(chunk)]
+            with store.engine.begin() as conn:
+                if name == "reference":
+                    conn.execute(store._insert(t).on_conflict_do_nothing(index_elements=list(conflict)), chunk)
+                else:
+                    insert_new(conn, t, conflict, chunk)
+        with store.engine.connect() as conn:
+            got[name] = [tuple(r)[1:] for r in conn.execute(select(t).order_by(t.c.message_id))]
+    assert got["driver"] == got["reference"] and len(got["driver"]) == 7
+    assert {r[7] for r in got["driver"]} == {"medium"}  # first write wins

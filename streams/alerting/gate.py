@@ -22,7 +22,7 @@ from streamsense.streams.alerting.rules import (
 )
 from streamsense.streams.alerting import terms
 from streamsense.streams.contracts import AlertCandidate
-from streamsense.streams.counters import add
+from streamsense.streams.bulk import add
 from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
 log = logging.getLogger(__name__)
