@@ -77,9 +77,9 @@ def shadow_rows(shadow, valid: list, stored_ids: set, share: float, alert_rules,
             tokens = champion_tokens(champion, shadow, encoded, picked, texts)
         else:
             tokens = shadow.tokenize(texts)
-        champion_rules = getattr(champion, "rules", None)
+        champion_rules, shadow_rules = getattr(champion, "rules", None), getattr(shadow, "rules", None)
         if fired is not None and len(fired) == len(valid) and champion_rules is not None \
-                and champion_rules.same_signals(shadow.rules):
+                and shadow_rules is not None and champion_rules.same_signals(shadow_rules):
             result = shadow.decide(texts, tokens, fired=[fired[i] for i in picked])
         else:
             result = shadow.decide(texts, tokens)
