@@ -208,7 +208,7 @@ class Processor:
         with self.stages("shadow"):
             stored = {(row["kind"], row["message_id"]) for row in processed.batch.predictions}
             # the champion's pattern signals per message, on the one-pass path (one part, all of the batch)
-            fired = parts[0][2].fired if len(parts) == 1 and not isinstance(parts[0][2], Exception) else None
+            fired = getattr(parts[0][2], "fired", None) if len(parts) == 1 else None
             rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules, prepared.encoded,
                                prepared.classifier, fired)
         return replace(processed, batch=replace(processed.batch, shadow=rows))
