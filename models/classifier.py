@@ -57,6 +57,8 @@ class BatchResult:
     risks: list[Risk]
     truncated: list[bool]
     versions: list[str] | None = None  # the model that decided each text, where a batch is routed to several
+    # the pattern signals that fired on each text (RiskRules.fire), for a model with the same signals (a shadow)
+    fired: list[tuple] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -95,10 +97,11 @@ class Classifier:
         return self.runtime.infer(encoded)
 
     def decide(self, texts: Sequence[str], encoded: Encoded,
-               probs: Mapping[str, np.ndarray] | None = None) -> BatchResult:
+               probs: Mapping[str, np.ndarray] | None = None, fired: Sequence[tuple] | None = None) -> BatchResult:
         """Decisions for `texts`, already tokenized into `encoded`, from the heads' probabilities `probs` (inferred
         here when not given): argmax, rounding and the head columns once per batch with numpy, then the risk rules
-        per text."""
+        per text. `fired`: the pattern signals of each text (RiskRules.fire) where another model with the same
+        signals found them already (the champion, for a shadow)."""
         if probs is None:
             probs = self.infer(encoded)
         if self.rules.identity_blind:  # a second look, without the identity terms, at the texts those heads flag
@@ -117,9 +120,13 @@ class Classifier:
             columns = np.stack([probs[name][:, positive] for name, positive in self.risk_heads], axis=1).tolist()
         else:
             columns = [[]] * n
-        assess = self.rules.assess
-        risks = [assess(text, dict(zip(heads, row))) for text, row in zip(texts, columns)]
-        return BatchResult(labels, scores, risks, list(encoded.truncated[:n]))
+        rules = self.rules
+        if fired is None or len(fired) != n:
+            fire = rules.fire
+            fired = [fire(text) for text in texts]
+        assess = rules.assess
+        risks = [assess(text, dict(zip(heads, row)), signals) for text, row, signals in zip(texts, columns, fired)]
+        return BatchResult(labels, scores, risks, list(encoded.truncated[:n]), fired=list(fired))
 
     def predict(self, texts: Sequence[str], encoded: Encoded) -> list[Prediction]:
         """Predictions for `texts`, already tokenized into `encoded` (tokenize once per batch)."""

@@ -354,11 +354,29 @@ class RiskRules:
                 level = name
         return level
 
-    def assess(self, text: str, head_probs: dict[str, float]) -> Risk:
+    def fire(self, text: str) -> tuple[tuple[str, float, str], ...]:
+        """The pattern signals that fire on `text`, in the rules' order: (name, weight, what it matched) each, a signal
+        with tables in two languages once. The half of `assess` that reads the text alone (not the heads), so rules
+        with the same signals (RiskRules.same_signals) may share it: a shadowed challenger takes the champion's."""
+        fired = []
+        names = []
+        for signal in self.signals if self.may_signal(text) else ():
+            hit = signal.match(text)
+            if hit and signal.name not in names:  # a signal with tables in two languages counts once
+                names.append(signal.name)
+                fired.append((signal.name, signal.weight, hit))
+        return tuple(fired)
+
+    def same_signals(self, other: "RiskRules") -> bool:
+        """Whether `other` has these pattern signals (so `fire` says the same on any text)."""
+        return other.signals is self.signals or other.signals == self.signals
+
+    def assess(self, text: str, head_probs: dict[str, float],
+               fired: tuple[tuple[str, float, str], ...] | None = None) -> Risk:
         """The message's risk: each learned head (Head.score) and each pattern signal that fires (its weight) is a
         component on the score scale; the score is the strongest component's, the level its band. Heads without a
         [heads] table are reported in `labels` but do not count. The explanation lists the components of at least
-        0.2, strongest first."""
+        0.2, strongest first. `fired`: what `fire(text)` gives, where the caller has it already."""
         bands = self.thresholds
         heads = self.heads
         labels = {}
@@ -379,18 +397,17 @@ class RiskRules:
             if contribution >= 0.2:
                 shown.append((contribution, f"{name} {p:.2f} (model)" + (f", counts with {needs.name} only" if gated
                                                                          and p >= head.medium else "")))
-        fired = []
-        for signal in self.signals if self.may_signal(text) else ():
-            hit = signal.match(text)
-            if hit and signal.name not in fired:  # a signal with tables in two languages counts once
-                fired.append(signal.name)
-                score = max(score, signal.weight)
-                if signal.weight >= 0.2:
-                    shown.append((signal.weight, f"{signal.name}: '{hit}' (rule)"))
+        if fired is None:
+            fired = self.fire(text)
+        for name, weight, hit in fired:
+            score = max(score, weight)
+            if weight >= 0.2:
+                shown.append((weight, f"{name}: '{hit}' (rule)"))
         score = round(score, 4)
         if shown:
             shown.sort(key=lambda c: -c[0])
             explanation = "; ".join([why for _, why in shown])
         else:
             explanation = "no risk signal"
-        return Risk(level=self.level(score), score=score, labels=labels, signals=fired, explanation=explanation)
+        return Risk(level=self.level(score), score=score, labels=labels, signals=[name for name, _, _ in fired],
+                    explanation=explanation)

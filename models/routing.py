@@ -50,6 +50,9 @@ class RoutedClassifier:
         self.primary = primary
         self.routes: list[Classifier] = [primary, *dict.fromkeys(by_language.values())]
         self._route_of = {lang: self.routes.index(c) for lang, c in by_language.items()}
+        # every route's pattern signals are the primary's (risk rules for_model changes heads only): the batch's
+        # fired signals (BatchResult.fired) then mean the same whichever route found them
+        self._same_signals = all(primary.rules.same_signals(c.rules) for c in self.routes[1:])
         self.languages: tuple[str, ...] = tuple(dict.fromkeys(
             [*primary.languages, *(lang for c in self.routes[1:] for lang in c.languages)]))
 
@@ -114,18 +117,24 @@ class RoutedClassifier:
             route, _, part = encoded.parts[0]
             result = self.routes[route].decide(texts, part, probs[0])
             return BatchResult(result.labels, result.scores, result.risks, result.truncated,
-                               [self.routes[route].model_version] * len(texts))
+                               [self.routes[route].model_version] * len(texts),
+                               result.fired if self._same_signals else None)
         n = len(texts)
         labels, scores, risks, truncated, versions = [None] * n, [None] * n, [None] * n, [False] * n, [None] * n
+        fired = [()] * n if self._same_signals else None
         for (route, positions, part), route_probs in zip(encoded.parts, probs):
             classifier = self.routes[route]
             result = classifier.decide([texts[i] for i in positions], part, route_probs)
             version = classifier.model_version
+            if result.fired is None:
+                fired = None
             for k, i in enumerate(positions):
                 labels[i], scores[i], risks[i], truncated[i] = (result.labels[k], result.scores[k], result.risks[k],
                                                                 result.truncated[k])
                 versions[i] = version
-        return BatchResult(labels, scores, risks, truncated, versions)
+                if fired is not None:
+                    fired[i] = result.fired[k]
+        return BatchResult(labels, scores, risks, truncated, versions, fired)
 
     def predict(self, texts: Sequence[str], encoded: RoutedEncoded) -> list[Prediction]:
         return self.decide(texts, encoded).predictions()

@@ -5,8 +5,10 @@ rebuilt from the stored predictions by migration 0008. The dashboard's panels re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+import numpy as np
 from sqlalchemy import Column, DateTime, Float, Integer, String, Table
 
+from streamsense.streams.bulk import add
 from streamsense.streams.schema import metadata
 
 # What a counter row's bucket is: a minute of the messages' event time, an hour of it (so that a range of days reads
@@ -39,25 +41,37 @@ def _minute(at: datetime) -> datetime:
 
 def count(conn, insert, added: Iterable[tuple], stored_at: datetime) -> None:
     """Add the predictions a batch inserted ((kind, grp, sentiment, event_at, lang, risk_level, risk_score,
-    supported) each, as the store read them back) to the counters, in one upsert in key order."""
+    supported) each, as the store read them back) to the counters, in one upsert in key order (`add`).
+
+    Per batch with numpy: each message gets the index of its (event minute, kind, grp, lang, sentiment, level), and
+    the hour's and stored minute's counters are looked up once per such key; `np.bincount` then adds each counter's
+    messages in the batch's order, one after the other from 0.0, so every sum is the float that adding them one by
+    one gives (as this did before, message by message)."""
+    added = list(added)
+    if not added:
+        return
+    kinds, grps, sentiments, events, langs, levels, scores, supported = zip(*added)
+    minute_of = {at: _minute(at) for at in set(events)}
+    index: dict[tuple, int] = {}
+    rows = np.fromiter((index.setdefault(key, len(index)) for key in zip(
+        map(minute_of.__getitem__, events), kinds, [g or "" for g in grps], [g or "" for g in langs], sentiments,
+        levels)), dtype=np.intp, count=len(added))
+    scores = np.fromiter(scores, dtype=np.float64, count=len(added))
+    supported = np.fromiter(map(bool, supported), dtype=np.float64, count=len(added))
     stored = _minute(stored_at)
-    counts: dict[tuple, list] = {}
-    for kind, grp, sentiment, event_at, lang, level, score, supported in added:
-        minute = _minute(event_at)
-        for basis, at in ((EVENT, minute), (HOUR, minute.replace(minute=0)), (STORED, stored)):
-            c = counts.setdefault((basis, at, kind, grp or "", lang or "", sentiment, level), [0, 0, 0.0])
-            c[0] += 1
-            c[1] += bool(supported)
-            c[2] += score
-    if counts:
-        stmt = insert(dashboard_counts)
-        t = dashboard_counts.c
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=list(KEY),
-            set_={"n": t.n + stmt.excluded.n, "supported": t.supported + stmt.excluded.supported,
-                  "risk_score_sum": t.risk_score_sum + stmt.excluded.risk_score_sum}),
-            [dict(zip(KEY, key), n=n, supported=s, risk_score_sum=r)
-             for key, (n, s, r) in sorted(counts.items())])
+    counts: dict[tuple, tuple] = {}
+    for basis, key_of in ((EVENT, lambda minute, rest: (minute, *rest)),
+                          (HOUR, lambda minute, rest: (minute.replace(minute=0), *rest)),
+                          (STORED, lambda minute, rest: (stored, *rest))):
+        keys: dict[tuple, int] = {}
+        mapped = np.fromiter((keys.setdefault(key_of(key[0], key[1:]), len(keys)) for key in index),
+                             dtype=np.intp, count=len(index))[rows]
+        n = np.bincount(mapped, minlength=len(keys)).tolist()
+        s = np.bincount(mapped, weights=supported, minlength=len(keys)).astype(np.int64).tolist()
+        r = np.bincount(mapped, weights=scores, minlength=len(keys)).tolist()
+        for key, i in keys.items():
+            counts[(basis, *key)] = (n[i], s[i], r[i])
+    add(conn, dashboard_counts, KEY, [(*key, *sums) for key, sums in sorted(counts.items())])
 
 
 def present(conn) -> bool:

@@ -207,8 +207,10 @@ class Processor:
             return processed
         with self.stages("shadow"):
             stored = {(row["kind"], row["message_id"]) for row in processed.batch.predictions}
+            # the champion's pattern signals per message, on the one-pass path (one part, all of the batch)
+            fired = getattr(parts[0][2], "fired", None) if len(parts) == 1 else None
             rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules, prepared.encoded,
-                               prepared.classifier)
+                               prepared.classifier, fired)
         return replace(processed, batch=replace(processed.batch, shadow=rows))
 
     def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:

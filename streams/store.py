@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from streamsense.streams.alerting.gate import AlertGate, count_windows, register_window_lengths
 from streamsense.streams.contracts import Batch
+from streamsense.streams.bulk import insert_new
 from streamsense.streams.counters import count as count_dashboard
 from streamsense.streams.counters import present as counters_present
 from streamsense.streams.drift.windows import inserted_mask
@@ -97,8 +98,7 @@ class Store:
             conn.execute(self._insert(alerts).on_conflict_do_nothing(index_elements=["id"]), kept)
         stored_alerts = len(kept)
         if batch.shadow:  # a shadowed challenger's rows (streams/feedback/shadow.py): first write wins, like results
-            conn.execute(self._insert(shadow_predictions).on_conflict_do_nothing(
-                index_elements=["kind", "message_id", "model_version"]), batch.shadow)
+            insert_new(conn, shadow_predictions, ("kind", "message_id", "model_version"), batch.shadow)
         if batch.dead_letters:
             conn.execute(self._insert(dead_letters).on_conflict_do_nothing(
                 index_elements=["source_topic", "source_partition", "source_offset"]), batch.dead_letters)

@@ -252,23 +252,71 @@ def test_the_chinese_report_reads_its_own_templates_and_head(tmp_path):
     assert report["test_splits"] is None and "templates only" in report["test_splits_note"]
 
 
-def test_the_word_gate_agrees_with_the_lexicon():
-    """`names_a_group` skips the lexicon's regex where no word of an ASCII text starts an identity term: on the
-    samples, the templates and random casings of both it says what the regex says."""
+def _identity_texts() -> list[str]:
+    """The sample posts, the fixture tweets of every English set, templated mentions, and texts made to trip the
+    word-set path: non-ASCII text, characters that fold into ASCII letters (the long s, the Kelvin sign, the dotted
+    capital I), terms of several words and hyphens, terms glued to symbols, digits and underscores."""
     import json
-    import random
+    from pathlib import Path
 
     from streamsense.demo import SAMPLES
-    from streamsense.models.bias import identity_lexicon, load_suite, names_a_group
 
     texts = [json.loads(line).get("text") or "" for line in (SAMPLES / "posts.jsonl").read_text().splitlines()]
-    suite = load_suite("en")
-    texts += [t.format(g=g.one) for g in suite.groups[:8] for t in ("I am {g} and I fly often", "my {g}-friendly town")]
+    fixtures = Path(__file__).parent / "fixtures" / "datasets"
+    for path in sorted(fixtures.glob("tweeteval_*/*.jsonl")) + sorted(fixtures.glob("complaints_twitter/*.jsonl")):
+        texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+    suite = bias.load_suite("en")
+    texts += [t.format(g=g.one) for g in suite.groups for t in ("I am {g} and I fly often", "my {g}-friendly town")]
+    texts += ["the old man and the old  man", "OLD MAN, old-man, old_man, oldman", "Black people 👍🏿 black-people",
+              "blind woman✨", "€gay", "gay€", "gay_", "2gay", "gays'", "ſtraight people", "gay Kelvin",
+              "Müslim Muslims", "İslam islam", "trans\u00a0woman and trans women", "young people, YOUNG PERSON!",
+              "a wheelchair users' group", "LGBTQ+ folks", "jews—and—muslims", "東京のgay", "ＧＡＹ full width",
+              "white\nman", "Asian\tpeople", "latino-people latino people"]
+    return texts
+
+
+def test_the_word_gate_agrees_with_the_lexicon():
+    """`names_a_group` and `blind` find the terms in the lower-cased text's words where lower case is re's case
+    folding, else with the lexicon's regex: on the samples, the fixture tweets, the templates, hand-made edge cases
+    and random casings of all of them they say exactly what the regex says (which texts, and the blinded text)."""
+    import random
+
+    from streamsense.models.bias import blind, identity_lexicon, names_a_group, names_groups
+
+    texts = _identity_texts()
     rng = random.Random(0)
     lexicon = identity_lexicon("en")
     checked = 0
     for text in texts:
-        for variant in (text, text.upper(), "".join(c.upper() if rng.random() < 0.5 else c for c in text)):
+        variants = (text, text.upper(), "".join(c.upper() if rng.random() < 0.5 else c for c in text))
+        for variant in variants:
             assert names_a_group(variant) == bool(lexicon.search(variant)), variant
+            assert blind(variant) == lexicon.sub("person", variant), variant
             checked += 1
-    assert checked > 1000 and any(names_a_group(t) for t in texts) and not all(names_a_group(t) for t in texts)
+        assert names_groups(variants) == [i for i, v in enumerate(variants) if lexicon.search(v)]
+    assert checked > 3000 and any(names_a_group(t) for t in texts) and not all(names_a_group(t) for t in texts)
+    assert sum(names_a_group(t) for t in texts) > 100 and sum(not t.isascii() for t in texts) > 30
+
+
+def test_lower_case_is_re_case_folding_where_the_word_gate_trusts_it():
+    """What the word-set path assumes of every character that does not fold into ASCII (models/risk.py): its lower
+    case is one character, not ASCII, and a word character exactly where it is one, over all of Unicode."""
+    import re
+
+    from streamsense.models.risk import _folds_into_ascii
+
+    folds, word = _folds_into_ascii(), re.compile(r"\w")
+    wrong = []
+    for code in range(0x80, 0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        c = chr(code)
+        low = c.lower()
+        if low != c or word.match(c) is None:
+            if folds.search(c) is None and (len(low) != 1 or low.isascii() or
+                                            (word.match(c) is None) != (word.match(low) is None)):
+                wrong.append(hex(code))
+    assert not wrong
+    # and the folding characters are caught: re matches them to ASCII letters case-insensitively
+    assert all(folds.search(c) for c in "\u017f\u212a\u0130")  # the long s, the Kelvin sign, the dotted capital I
+    assert re.fullmatch("st", "\u017ft", re.IGNORECASE) and "\u017ft".lower() != "st"  # why they must be caught

@@ -79,3 +79,40 @@ def test_the_champions_tokens_serve_a_challenger_that_tokenizes_alike():
     assert [r["message_id"] for r in reused] == [r.id for r in records if sampled("post", r.id, 0.6)]
     assert [{k: v for k, v in r.items() if k != "stored_at"} for r in reused] == [
         {k: v for k, v in r.items() if k != "stored_at"} for r in own]
+
+
+def test_a_routed_champions_tokens_and_signals_serve_the_challenger():
+    """With a routed champion (English + Chinese) the challenger takes the English route's tokens and the pattern
+    signals the champion found (its risk rules have the same signals), tokenizes only the Chinese messages itself,
+    and stores exactly the rows it stores on its own tokens and rules: signals that fire, identity terms (the
+    identity-blind heads' second look) and Chinese text included."""
+    from streamsense.streams.feedback.shadow import champion_tokens
+
+    champion = load_classifier(Settings(device="cpu"))  # the default routes zh to the Chinese model
+    challenger = load_classifier(Settings(device="cpu", language_models=""))
+    assert hasattr(champion, "routes") and same_tokens(champion.routes[0], challenger)
+    texts = [text for text, _ in TEXTS.values()] + [
+        "@AcmeAir I will sue you for every penny if my bags aren't back by Friday",
+        "You charged me twice for one order, this is fraud", "I'm a gay person and a loyal customer for ten years",
+        "Gay people are trash and so is your airline", "我要起诉你们，法院见", "外卖太难吃了，再也不点了",
+        "The old man at the gate was rude, cancelling my subscription"]
+    records = [decode("post", json.dumps({"id": f"r{i}", "text": t, "channel": "acme"}).encode())
+               for i, t in enumerate(texts)]
+    valid = [(None, r) for r in records]
+    stored = {("post", r.id) for r in records}
+    model_texts = [r.model_text for r in records]
+    langs = ["zh" if any("\u4e00" <= c <= "\u9fff" for c in t) else "en" for t in model_texts]
+    encoded = champion.tokenize(model_texts, langs)
+    decided = champion.decide(model_texts, encoded)
+    assert decided.fired is not None and sum(bool(f) for f in decided.fired) >= 3
+    rules = AlertRules.load()
+    reused = shadow_rows(challenger, valid, stored, 1.0, rules, encoded, champion, decided.fired)
+    own = shadow_rows(challenger, valid, stored, 1.0, rules)
+    assert len(reused) == len(texts)
+    assert [{k: v for k, v in r.items() if k != "stored_at"} for r in reused] == [
+        {k: v for k, v in r.items() if k != "stored_at"} for r in own]
+    tokens = champion_tokens(champion, challenger, encoded, list(range(len(texts))), model_texts)
+    english = dict(zip(encoded.parts[0][1], encoded.parts[0][2].ids))
+    for i, ids in enumerate(tokens.ids):
+        assert (ids is english[i]) if langs[i] == "en" else (i not in english)  # reused, not copied
+    assert tokens.ids == challenger.tokenize(model_texts).ids

@@ -321,3 +321,63 @@ def test_one_signal_may_have_a_table_per_language(tmp_path, rules):
     bad.write_text(head + "[[signals]]\nname='x'\nlang='Chinese'\nweight=0.5\npatterns=['a']\n")
     with pytest.raises(RulesError, match="lang must be a language code"):
         RiskRules.load(bad)
+
+
+def _assess_before(rules, text, head_probs):
+    """`RiskRules.assess` as it was before its pattern half became `fire` (the signals searched inside it)."""
+    from streamsense.models.risk import _BELOW
+
+    bands, heads, labels, score, shown = rules.thresholds, rules.heads, {}, 0.0, []
+    for name, p in head_probs.items():
+        p = float(p)
+        labels[name] = round(p, 4)
+        head = heads.get(name)
+        if head is None or p != p:
+            continue
+        contribution = head.score(p, bands)
+        needs = heads.get(head.requires) if head.requires else None
+        gated = needs is not None and not float(head_probs.get(needs.name, 0.0)) >= needs.medium
+        if gated:
+            contribution = min(contribution, bands["medium"] - _BELOW)
+        score = max(score, contribution)
+        if contribution >= 0.2:
+            shown.append((contribution, f"{name} {p:.2f} (model)" + (f", counts with {needs.name} only" if gated
+                                                                     and p >= head.medium else "")))
+    fired = []
+    for signal in rules.signals if rules.may_signal(text) else ():
+        hit = signal.match(text)
+        if hit and signal.name not in fired:
+            fired.append(signal.name)
+            score = max(score, signal.weight)
+            if signal.weight >= 0.2:
+                shown.append((signal.weight, f"{signal.name}: '{hit}' (rule)"))
+    score = round(score, 4)
+    shown.sort(key=lambda c: -c[0])
+    return (rules.level(score), score, labels, fired, "; ".join(why for _, why in shown) or "no risk signal")
+
+
+def test_assess_with_the_signals_fired_beforehand_says_what_it_said(rules):
+    """`fire` + `assess(..., fired)` (a shadow reusing the champion's signals) and `assess` alone give what the
+    assessment gave before it was split, on every rule case and fixture text, with random head probabilities (NaN,
+    the thresholds themselves and the hate head's gate included), and a copy of the rules loaded apart shares them."""
+    from dataclasses import astuple
+
+    texts = [json.loads(line)["text"] for line in (Path(DEFAULT_RULES).parent / "risk_rule_cases.jsonl")
+             .read_text(encoding="utf-8").splitlines()]
+    for path in sorted(FIXTURE_DATASETS.glob("*/test.jsonl")):
+        texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+    rng = random.Random(0)
+    special = [float("nan"), 0.0, 1.0, *(h.medium for h in rules.heads.values())]
+    other = RiskRules.load(DEFAULT_RULES)
+    assert other.signals is not rules.signals and rules.same_signals(other)
+    fired_any = 0
+    for text in texts:
+        probs = {h: rng.choice(special) if rng.random() < 0.2 else rng.random() for h in ("offensive", "hate",
+                                                                                          "complaint")}
+        fired = other.fire(text)
+        fired_any += bool(fired)
+        before = repr(_assess_before(rules, text, probs))  # repr: NaN labels compare equal
+        assert repr(astuple(rules.assess(text, probs))) == before, text
+        assert repr(astuple(rules.assess(text, probs, fired))) == before, text
+    assert fired_any > 50 and len(texts) > 500
+    assert not rules.same_signals(RiskRules(rules.thresholds, rules.heads, rules.signals[:-1]))

@@ -22,6 +22,7 @@ from streamsense.streams.alerting.rules import (
 )
 from streamsense.streams.alerting import terms
 from streamsense.streams.contracts import AlertCandidate
+from streamsense.streams.bulk import add
 from streamsense.streams.schema import alert_window_lengths, alert_windows, alerts, predictions
 
 log = logging.getLogger(__name__)
@@ -240,15 +241,9 @@ def count_windows(conn, insert, added: Iterable[tuple]) -> None:
                 n = counts.setdefault((seconds, kind, grp, window_index(event_at, seconds)), [0, 0])
                 n[0] += 1
                 n[1] += sentiment == "negative"
-    if counts:
-        stmt = insert(alert_windows)
-        conn.execute(  # in key order, so concurrent batches lock shared counter rows in the same order
-            stmt.on_conflict_do_update(
-                index_elements=["window_seconds", "kind", "grp", "window_index"],
-                set_={"messages": alert_windows.c.messages + stmt.excluded.messages,
-                      "negatives": alert_windows.c.negatives + stmt.excluded.negatives}),
-            [{"window_seconds": s, "kind": k, "grp": g, "window_index": i, "messages": n, "negatives": neg}
-             for (s, k, g, i), (n, neg) in sorted(counts.items())])
+    # in key order, so concurrent batches lock shared counter rows in the same order
+    add(conn, alert_windows, ("window_seconds", "kind", "grp", "window_index"),
+        [(*key, n, neg) for key, (n, neg) in sorted(counts.items())])
 
 def register_window_lengths(engine, dialect: str, insert, window_lengths: set[int]) -> None:
     """Start counting the window lengths of this store's rules: a length not counted yet gets its counters

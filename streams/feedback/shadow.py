@@ -39,10 +39,33 @@ def same_tokens(champion, shadow) -> bool:
             and (a.max_length, a.emoji) == (b.max_length, b.emoji))
 
 
+def champion_tokens(champion, shadow, encoded, picked: list[int], texts: list[str]) -> Encoded:
+    """The challenger's tokens of valid[picked] (`texts`): the champion's where its model (or, routed, the route that
+    tokenized the message) tokenizes like the challenger (same_tokens), the challenger's own for the rest (each text
+    is tokenized alone either way: the same ids)."""
+    found: list = [None] * len(picked)
+    if isinstance(champion, Classifier):
+        if same_tokens(champion, shadow):
+            found = [(encoded, i) for i in picked]
+    elif hasattr(encoded, "parts") and hasattr(champion, "routes"):  # routed (models/routing.py)
+        where = {}
+        for route, positions, part in encoded.parts:
+            if same_tokens(champion.routes[route], shadow):
+                where.update(zip(positions, ((part, k) for k in range(len(positions)))))
+        found = [where.get(i) for i in picked]
+    missing = [k for k, f in enumerate(found) if f is None]
+    own = shadow.tokenize([texts[k] for k in missing]) if missing else None
+    for j, k in enumerate(missing):
+        found[k] = (own, j)
+    return Encoded([part.ids[i] for part, i in found], [part.truncated[i] for part, i in found])
+
+
 def shadow_rows(shadow, valid: list, stored_ids: set, share: float, alert_rules, encoded: Encoded | None = None,
-                champion=None) -> list[dict]:
+                champion=None, fired: list | None = None) -> list[dict]:
     """The challenger's rows for the batch's messages that the champion stored (`stored_ids`: (kind, id)) and the
-    share samples. `encoded`: the champion's tokens of `valid`, reused where both tokenize alike."""
+    share samples. `encoded`: the champion's tokens of `valid`, reused where both tokenize alike; `fired`: the pattern
+    signals that fired on each of `valid` (BatchResult.fired), reused where the challenger's risk rules have the
+    champion's signals (its heads and everything else are its own)."""
     picked = [i for i, (_, record) in enumerate(valid)
               if (record.kind, record.id) in stored_ids and sampled(record.kind, record.id, share)]
     if not picked:
@@ -50,11 +73,16 @@ def shadow_rows(shadow, valid: list, stored_ids: set, share: float, alert_rules,
     chosen = [valid[i][1] for i in picked]
     texts = [record.model_text for record in chosen]
     try:
-        if encoded is not None and len(encoded) == len(valid) and same_tokens(champion, shadow):
-            tokens = Encoded([encoded.ids[i] for i in picked], [encoded.truncated[i] for i in picked])
+        if encoded is not None and len(encoded) == len(valid):
+            tokens = champion_tokens(champion, shadow, encoded, picked, texts)
         else:
             tokens = shadow.tokenize(texts)
-        result = shadow.decide(texts, tokens)
+        champion_rules, shadow_rules = getattr(champion, "rules", None), getattr(shadow, "rules", None)
+        if fired is not None and len(fired) == len(valid) and champion_rules is not None \
+                and shadow_rules is not None and champion_rules.same_signals(shadow_rules):
+            result = shadow.decide(texts, tokens, fired=[fired[i] for i in picked])
+        else:
+            result = shadow.decide(texts, tokens)
     except Exception as exc:  # the challenger's failure costs its own rows only
         log.warning("shadow model %s failed on a batch of %d (%s: %s): no shadow rows for it",
                     shadow.model_version, len(texts), type(exc).__name__, exc)
