@@ -289,20 +289,30 @@ def adapt_and_export(base_dir: Path, rows: list[LabelRow], registry: Path, sourc
                           name=name or card["name"])
         exported["training"]["adaptation"] = summary["adaptation"]
         exported["parity"]["texts_from"] = "the adaptation labels' texts"
-        calibration = _calibration_kept(card, set(by_task))
-        if calibration:
-            exported["calibration"] = calibration
+        for section in PER_HEAD_SECTIONS:
+            kept = _calibration_kept(card, set(by_task), section)
+            if kept:
+                exported[section] = kept
         write_card(tmp / "exported", exported)
         target = publish(tmp / "exported", registry, name or card["name"])
     return target, read_card(target)
 
 
-def _calibration_kept(card: dict, refitted: set[str]) -> dict | None:
-    """The base card's calibration for the heads left as they were (their logits are the base's); a refitted head's
-    temperature no longer applies (`streamsense models calibrate` fits it again)."""
-    section = card.get("calibration")
-    kept = {h: t for h, t in ((section or {}).get("temperature") or {}).items() if h not in refitted}
-    if not kept:
+# card sections that hold something per head, fitted on the base's logits: kept for the heads left as they were,
+# dropped for a refitted head (a per-head decision correction belongs here too: the refitted head is fit balanced)
+PER_HEAD_SECTIONS = ("calibration",)
+
+
+def _calibration_kept(card: dict, refitted: set[str], section_name: str = "calibration") -> dict | None:
+    """The base card's `section_name` (calibration: temperatures) for the heads left as they were (their logits are
+    the base's); a refitted head's entries no longer apply (`streamsense models calibrate` fits a temperature
+    again). None where no head keeps anything."""
+    section = card.get(section_name)
+    heads = {t["name"] for t in card["tasks"]}
+    if not isinstance(section, dict):
         return None
-    return {key: ({h: v for h, v in value.items() if h in kept} if isinstance(value, dict) else value)
-            for key, value in section.items()}
+    per_head = {key: value for key, value in section.items() if isinstance(value, dict) and set(value) & heads}
+    kept = {key: {h: v for h, v in value.items() if h not in refitted} for key, value in per_head.items()}
+    if not any(kept.values()):
+        return None
+    return {key: kept.get(key, value) for key, value in section.items()}
