@@ -125,9 +125,13 @@ def class_weights(y: np.ndarray, classes: int, policy: str = CLASS_WEIGHT) -> np
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, anchor: float = ANCHOR,
-             steps: int = STEPS, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             steps: int = STEPS, weights: np.ndarray | None = None,
+             moments: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A linear head on vectors `x`: cross-entropy on the labels `y` (per-class `weights`, default balanced) plus
-    `anchor` × the squared distance to the replaced head (w0, b0), from which it starts; full-batch L-BFGS."""
+    `anchor` × the squared distance to the replaced head (w0, b0), from which it starts; full-batch L-BFGS.
+    `moments` (M = E[v vᵀ], μ = E[v] over the vectors the replaced head was trained on) measure that distance where
+    it matters: the mean squared change of the head's logits on those vectors, tr(ΔW M ΔWᵀ) + 2 Δb·ΔW μ + |Δb|²
+    (measured in the learning curve, docs/models.md; the shipped models do not carry their moments yet)."""
     import torch
 
     x, w0, b0 = (np.asarray(a, dtype=np.float32) for a in (x, w0, b0))
@@ -137,12 +141,18 @@ def fit_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, ancho
     w = torch.tensor(w0, requires_grad=True)
     b = torch.tensor(b0, requires_grad=True)
     w0t, b0t = torch.tensor(w0), torch.tensor(b0)
+    if moments is not None:
+        mt, mut = (torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in moments)
     opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt, weight=wt)
-        loss = loss + anchor * (((w - w0t) ** 2).sum() + ((b - b0t) ** 2).sum())
+        dw, db = w - w0t, b - b0t
+        if moments is None:
+            loss = loss + anchor * ((dw ** 2).sum() + (db ** 2).sum())
+        else:
+            loss = loss + anchor * ((dw @ mt * dw).sum() + 2 * (db * (dw @ mut)).sum() + (db ** 2).sum())
         loss.backward()
         return loss
 
@@ -169,8 +179,8 @@ def _split(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 def refit(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, labels: tuple[str, ...],
-          anchor: float = ANCHOR, seed: int = 0, class_weight: str = CLASS_WEIGHT
-          ) -> tuple[np.ndarray, np.ndarray, dict]:
+          anchor: float = ANCHOR, seed: int = 0, class_weight: str = CLASS_WEIGHT,
+          moments: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """One head refitted from its labels' vectors: 20 % held out for the before / after accuracy (with 10 labels or
     more), then the final fit on all of them. Returns the new weights, bias and the card's entry for the head.
     (`streamsense models adapt` and the learning curve, models/learning_curve.py, both fit heads through here.)"""
@@ -179,10 +189,11 @@ def refit(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, labels: 
              "class_weight": class_weight, "class_weights": {labels[i]: round(float(v), 4) for i, v in enumerate(weights)}}
     train, held = _split(len(y), seed)
     if held:
-        w, b = fit_head(x[train], y[train], w0, b0, anchor, weights=class_weights(y[train], len(w0), class_weight))
+        w, b = fit_head(x[train], y[train], w0, b0, anchor, weights=class_weights(y[train], len(w0), class_weight),
+                        moments=moments)
         entry |= {"held_out": len(held), "held_out_accuracy_before": _accuracy(x[held], y[held], w0, b0),
                   "held_out_accuracy_after": _accuracy(x[held], y[held], w, b)}
-    w, b = fit_head(x, y, w0, b0, anchor, weights=weights)  # the final head learns from every label
+    w, b = fit_head(x, y, w0, b0, anchor, weights=weights, moments=moments)  # the final head learns from every label
     entry["train_accuracy_before"], entry["train_accuracy_after"] = _accuracy(x, y, w0, b0), _accuracy(x, y, w, b)
     return w, b, entry
 

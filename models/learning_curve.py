@@ -155,9 +155,10 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: int) -> tuple[np.ndarray, 
 
 def curve(domain: Domain, sets: dict[str, list[Row]], encode: Callable[[list[str]], np.ndarray],
           ks: Sequence[int] = KS, seeds: int = SEEDS, anchor: float = ANCHOR,
-          shipped: Callable[[list[str]], np.ndarray] | None = None) -> dict:
+          shipped: Callable[[list[str]], np.ndarray] | None = None, moments: bool = False) -> dict:
     """One domain's curve (see the module's docstring); `encode` gives each text's vector, `shipped` (optional) the
-    shipped model's predicted label index per text."""
+    shipped model's predicted label index per text; `moments`: the anchor measures the change of the head's logits on
+    the rest's training vectors (models/adapt.py `fit_head`) instead of the plain distance in weights."""
     started = time.monotonic()
     vecs = {name: encode([r.text for r in rows]) for name, rows in sets.items()}
     ys = {name: np.array([r.label for r in rows]) for name, rows in sets.items()}
@@ -166,8 +167,10 @@ def curve(domain: Domain, sets: dict[str, list[Row]], encode: Callable[[list[str
     w_base, b_base = train_head(vecs["rest_train"], ys["rest_train"], n)
     w_full, b_full = train_head(np.concatenate([vecs["rest_train"], vecs["domain_train"]]),
                                 np.concatenate([ys["rest_train"], ys["domain_train"]]), n)
+    rest = vecs["rest_train"].astype(np.float64)
+    stats = ((rest.T @ rest / len(rest)).astype(np.float32), rest.mean(0).astype(np.float32)) if moments else None
     report = {
-        "domain": asdict(domain), "rows": {name: len(rows) for name, rows in sets.items()},
+        "domain": asdict(domain), "anchor_kind": "moments" if moments else "weights", "rows": {name: len(rows) for name, rows in sets.items()},
         "domain_train_per_label": {domain.labels[i]: int(c) for i, c in
                                    enumerate(np.bincount(ys["domain_train"], minlength=n))},
         "base": round(_metric(domain, vecs["domain_eval"], ys["domain_eval"], w_base, b_base), 4),
@@ -185,7 +188,7 @@ def curve(domain: Domain, sets: dict[str, list[Row]], encode: Callable[[list[str
             t0 = time.monotonic()
             # the same head fit as `streamsense models adapt` (its held-out report included)
             w, b, entry = refit(vecs["domain_train"][pick], ys["domain_train"][pick], w_base, b_base, domain.labels,
-                                anchor, seed)
+                                anchor, seed, moments=stats)
             fit_s = time.monotonic() - t0
             rest = _per_dataset(domain, sets["rest_test"], vecs["rest_test"], w, b)
             runs.append({"seed": seed, "labels": len(pick), "per_label": entry["per_label"],
@@ -348,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", default=",".join(map(str, KS)), help="label counts (default 100,300,500)")
     ap.add_argument("--seeds", type=int, default=SEEDS, help="label draws per count")
     ap.add_argument("--anchor", type=float, default=ANCHOR)
+    ap.add_argument("--anchor-moments", action="store_true", help="anchor the change of the head's logits on the "
+                    "rest's training vectors, not the distance in weights")
     ap.add_argument("--datasets-dir", type=Path, default=None, help="default: STREAMSENSE_DATASETS_DIR")
     ap.add_argument("--bge-zh-dir", type=Path, default=Path(".cache/bge-small-zh"))
     ap.add_argument("--cache-dir", type=Path, default=None, help="encoded vectors are kept here (default: none)")
@@ -372,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                       else minilm_encoder(card["max_length"]))
                 encoders[domain.lang] = CachedEncoder(f"{domain.lang}-base", fn, args.cache_dir)
             shipped = None if args.no_shipped else shipped_predictor(domain.lang, domain.task)
-            report = curve(domain, sets, encoders[domain.lang], ks, args.seeds, args.anchor, shipped)
+            report = curve(domain, sets, encoders[domain.lang], ks, args.seeds, args.anchor, shipped,
+                           args.anchor_moments)
             print(json.dumps({k: report[k] for k in ("rows", "base", "full", "shipped", "targets") if k in report}
                              | {"domain": key}, ensure_ascii=False), flush=True)
             reports.append(report)

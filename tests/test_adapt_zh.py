@@ -169,3 +169,27 @@ def test_learning_curve_names_missing_datasets(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "waimai_10k" in err[0] and "online_shopping_10_cats" in err[0]
     assert not (tmp_path / "o.json").exists()
+
+
+def test_an_anchor_on_the_original_vectors_moves_the_head_only_where_they_do_not_reach():
+    """fit_head's `moments` anchor: the change of the logits on the vectors the head was trained on. With M = I and
+    μ = 0 it is the plain distance in weights; where those vectors span only some directions, the head learns labels
+    along the others and answers the originals as before."""
+    from streamsense.models.adapt import fit_head
+
+    rng = np.random.default_rng(3)
+    original = np.concatenate([rng.normal(size=(400, 4)), np.zeros((400, 4))], axis=1).astype(np.float32)
+    w0 = np.concatenate([rng.normal(size=(2, 4)), np.zeros((2, 4))], axis=1).astype(np.float32)
+    b0 = np.zeros(2, np.float32)
+    y = rng.integers(0, 2, 60)
+    x = np.concatenate([rng.normal(size=(60, 4)), np.where(y[:, None] == 1, 1.0, -1.0) * np.ones((60, 4))],
+                       axis=1).astype(np.float32)  # the labels ride on the directions the originals never use
+    plain = fit_head(x, y, w0, b0, 0.3)
+    same = fit_head(x, y, w0, b0, 0.3, moments=(np.eye(8, dtype=np.float32), np.zeros(8, np.float32)))
+    assert np.allclose(plain[0], same[0], atol=1e-4) and np.allclose(plain[1], same[1], atol=1e-4)
+    m = original.T @ original / len(original)
+    w, b = fit_head(x, y, w0, b0, 10.0, moments=(m, original.mean(0)))
+    assert ((x @ w.T + b).argmax(1) == y).mean() == 1.0  # learnt the labels, despite a strong anchor
+    assert np.abs((original @ w.T + b) - (original @ w0.T + b0)).max() < 0.05  # the originals' logits kept
+    w_plain, b_plain = fit_head(x, y, w0, b0, 10.0)
+    assert np.abs((original @ w_plain.T + b_plain) - (original @ w0.T + b0)).max() > 0.05
