@@ -7,8 +7,9 @@ Head-only on purpose: it runs on a 2-core CPU in about a minute (one encoder pas
 hundred steps of a linear model), it cannot move what the other heads say (they read the same frozen vectors), and
 with a few hundred labels a pull towards the old weights (`anchor`) keeps the original test splits close — which the
 promotion gate then checks. Classes weigh equally in the fit (`balanced`): a head's decision does not take on the
-class ratio of whatever labels people happened to give (a stated policy, recorded per head in the card). Labels: `{"text", "task", "label", "lang"?}` per line (a file), or people's labelled
-verdicts on stored messages (streams/feedback/evidence.py `labelled`).
+class ratio of whatever labels people happened to give (a stated policy, recorded per head in the card). Labels:
+`{"text", "task", "label", "lang"?}` per line (a file), or people's labelled verdicts on stored messages
+(streams/feedback/evidence.py `labelled`).
 """
 
 import json
@@ -185,8 +186,10 @@ def refit(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, labels: 
     more), then the final fit on all of them. Returns the new weights, bias and the card's entry for the head.
     (`streamsense models adapt` and the learning curve, models/learning_curve.py, both fit heads through here.)"""
     weights = class_weights(y, len(w0), class_weight)
-    entry = {"labels": len(y), "per_label": {labels[i]: int(c) for i, c in enumerate(np.bincount(y, minlength=len(w0)))},
-             "class_weight": class_weight, "class_weights": {labels[i]: round(float(v), 4) for i, v in enumerate(weights)}}
+    counts = np.bincount(y, minlength=len(w0))
+    entry = {"labels": len(y), "per_label": {labels[i]: int(c) for i, c in enumerate(counts)},
+             "class_weight": class_weight,
+             "class_weights": {labels[i]: round(float(v), 4) for i, v in enumerate(weights)}}
     train, held = _split(len(y), seed)
     if held:
         w, b = fit_head(x[train], y[train], w0, b0, anchor, weights=class_weights(y[train], len(w0), class_weight),

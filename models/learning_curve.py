@@ -170,7 +170,8 @@ def curve(domain: Domain, sets: dict[str, list[Row]], encode: Callable[[list[str
     rest = vecs["rest_train"].astype(np.float64)
     stats = ((rest.T @ rest / len(rest)).astype(np.float32), rest.mean(0).astype(np.float32)) if moments else None
     report = {
-        "domain": asdict(domain), "anchor_kind": "moments" if moments else "weights", "rows": {name: len(rows) for name, rows in sets.items()},
+        "domain": asdict(domain), "anchor_kind": "moments" if moments else "weights",
+        "rows": {name: len(rows) for name, rows in sets.items()},
         "domain_train_per_label": {domain.labels[i]: int(c) for i, c in
                                    enumerate(np.bincount(ys["domain_train"], minlength=n))},
         "base": round(_metric(domain, vecs["domain_eval"], ys["domain_eval"], w_base, b_base), 4),
@@ -221,7 +222,8 @@ def targets(report: dict, k: int) -> dict:
 def markdown(reports: list[dict]) -> str:
     """The docs' table: one row per domain and label count."""
     lines = ["| domain (metric) | labels | adapted: mean ± sd (3 draws) | without the domain (`base`) | all its "
-             "training data (`full`) | shipped model (trained on it) | original test splits, worst change | head fit s |",
+             "training data (`full`) | shipped model (trained on it) | original test splits, worst change | "
+             "head fit s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in reports:
         d = r["domain"]

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from streamsense.cli import app
 from streamsense.models import learning_curve as lc
 from streamsense.models.adapt import AdaptError, LabelRow, class_weights, route
-from streamsense.models.data import DatasetsMissingError
 from streamsense.models.registry import alias_version, init_registry, read_card, resolve
 from streamsense.models.runtime import ModelRuntime
 from streamsense.settings import SHIPPED_MODELS
@@ -152,8 +151,8 @@ def test_learning_curve_runs_the_protocol_and_writes_its_table(tmp_path):
     again = lc.CachedEncoder("chars", lambda texts: pytest.fail("encoded twice"), tmp_path / "cache")
     assert np.array_equal(again([r.text for r in sets["domain_eval"]]), _chars([r.text for r in sets["domain_eval"]]))
     a10 = report["adapted"]["10"]
-    assert [r["labels"] for r in a10["runs"]] == [10, 10, 10] and len({json.dumps(r["per_label"]) for r in
-                                                                      a10["runs"] + report["adapted"]["20"]["runs"]}) > 1
+    draws = a10["runs"] + report["adapted"]["20"]["runs"]
+    assert [r["labels"] for r in a10["runs"]] == [10, 10, 10] and len({json.dumps(r["per_label"]) for r in draws}) > 1
     assert a10["min"] <= a10["mean"] <= a10["max"] and a10["sd"] >= 0
     y = np.array([r.label for r in sets["domain_eval"]])
     assert report["shipped"] == pytest.approx(float(np.mean(y == 1)), abs=1e-4)  # an all-positive "model"
