@@ -313,8 +313,9 @@ def adapt_and_export(base_dir: Path, rows: list[LabelRow], registry: Path, sourc
 
 
 # card sections that hold something per head, fitted on the base's logits: kept for the heads left as they were,
-# dropped for a refitted head (a per-head decision correction belongs here too: the refitted head is fit balanced)
-PER_HEAD_SECTIONS = ("calibration",)
+# dropped for a refitted head — its temperature, and its decision policy's logit offset (models/decision.py: the
+# training mix's prior swapped for a stated one), since the refitted head is fit with its own class weights
+PER_HEAD_SECTIONS = ("calibration", "decision")
 
 
 def _calibration_kept(card: dict, refitted: set[str], section_name: str = "calibration") -> dict | None:
@@ -325,6 +326,8 @@ def _calibration_kept(card: dict, refitted: set[str], section_name: str = "calib
     heads = {t["name"] for t in card["tasks"]}
     if not isinstance(section, dict):
         return None
+    if section and set(section) <= heads:  # keyed by head itself (decision)
+        return {h: v for h, v in section.items() if h not in refitted} or None
     per_head = {key: value for key, value in section.items() if isinstance(value, dict) and set(value) & heads}
     kept = {key: {h: v for h, v in value.items() if h not in refitted} for key, value in per_head.items()}
     if not any(kept.values()):

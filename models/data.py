@@ -47,7 +47,7 @@ def require_datasets(datasets_dir: Path, names, splits) -> None:
 class Example:
     text: str
     label: int
-    domain: str | None = None  # complaints data: the brand domain, or random_* for unrelated tweets
+    domain: str | None = None  # complaints data: the brand domain, or random_* for unrelated tweets; shopping: category
 
 
 def load_split(datasets_dir: Path, task: Task, split: str, limit: int | None = None, seed: int = 0,
@@ -62,7 +62,8 @@ def load_split(datasets_dir: Path, task: Task, split: str, limit: int | None = N
             row = json.loads(line)
             text = normalize(row["text"], emoji)
             if text:
-                rows.append(Example(text, task.labels.index(canonical_label(row["label"])), row.get("domain")))
+                label = task.labels.index(canonical_label(row["label"]))
+                rows.append(Example(text, label, row.get("domain", row.get("category"))))
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
     return rows

@@ -27,6 +27,8 @@ def evaluate(model_dir: Path, datasets_dir: Path, device: str = "cpu", variant: 
              batch_size: int = 64, limit: int | None = None, threads: int = 0) -> dict:
     runtime = ModelRuntime(model_dir, device, threads=threads, variant=variant)
     report: dict = {"model": runtime.label, "variant": runtime.variant, "device": runtime.device}
+    if runtime.card.get("decision"):  # the policy each head decided under (models/decision.py)
+        report["decision"] = {head: entry["policy"] for head, entry in runtime.card["decision"].items()}
     batch_seconds: list[float] = []
     messages = 0
     require_datasets(datasets_dir, [view.dataset for view, _ in _views(runtime.card)], ("test",))

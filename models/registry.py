@@ -333,6 +333,7 @@ def render_markdown(card: dict, profile: dict | None = None) -> str:
         "",
         *_test_section(card),
         *_calibration_section(card),
+        *_decision_section(card),
         *_text_section(card),
         *_fairness_section(((profile or {}).get("sections") or {}).get("bias")),
         "## Training",
@@ -401,6 +402,42 @@ def _calibration_section(card: dict) -> list[str]:
              "temperature before the softmax, so probabilities (and the risk levels fitted on them) mean what they "
              "say; labels do not change."), "",
             *_table(["head", "temperature", "validation NLL", "validation ECE", "test NLL", "test ECE"], rows), ""]
+
+
+def _decision_section(card: dict) -> list[str]:
+    """Decision policies recorded by `streamsense models decide --record` (models/decision.py)."""
+    section = card.get("decision")
+    if not section:
+        return []
+    say = {"balanced": "as if its classes were equally likely", "training": "under its training mix's prior",
+           "prior": "under a stated prior"}
+
+    def shares(prior: dict) -> str:
+        return ", ".join(f"{label} {p:.3f}" for label, p in prior.items())
+
+    rows = [[head, e["policy"], shares(e["training_prior"]), shares(e["target_prior"]),
+             ", ".join(f"{label} {x:+.4f}" for label, x in e["logit_offset"].items())] for head, e in section.items()]
+    lines = ["## Decision policy", "",
+             ("What class prior each head decides under (`streamsense models decide`). A head trained on a mix of "
+              "datasets learns the mix's class shares; the runtime adds log target − log training prior to the "
+              "head's temperature-scaled logits before the softmax, so its probabilities and label are those of the "
+              "stated prior, on every device and variant and in `streamsense models eval`."), "",
+             *_table(["head", "policy", "training prior", "decides under", "logit offset"], rows), ""]
+    for head, e in section.items():
+        d = e.get("derived_from") or {}
+        if "draw_shares" in d:
+            counts = "; ".join(f"{ds} " + ", ".join(f"{k} {v}" for k, v in c.items())
+                               for ds, c in d["train_counts"].items())
+            lines += [f"- {head}: {say.get(e['policy'], e['policy'])}. Training prior from the train splits "
+                      f"({counts}), drawn {', '.join(f'{ds} {x}' for ds, x in d['draw_shares'].items())} "
+                      f"(size ** {d['task_sampling_alpha']} × dataset weights {d['dataset_weights'] or 'none'}), "
+                      f"class-weighted loss: {loss_weighting(d['class_weighted'])}."]
+    return lines + [""]
+
+
+def loss_weighting(class_weighted) -> str:
+    """How a head's loss weighed its classes, in words (a decision entry's `class_weighted`)."""
+    return "per dataset" if class_weighted == "dataset" else "yes" if class_weighted else "no"
 
 
 MIN_TEST_ROWS = 20  # models/bias.py MIN_ROWS: a group's test-split figures are shown from this many rows

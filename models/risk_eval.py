@@ -201,8 +201,10 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
 
 
 def head_logits(runtime, datasets_dir: Path, split: str, limit: int | None = None) -> dict:
-    """Per head, its own set's (uncalibrated) logits up to a constant (log-probabilities) and labels."""
+    """Per head, its own set's (uncalibrated, no decision offset) logits up to a constant (log-probabilities) and
+    labels."""
     saved, runtime.temperature = runtime.temperature, {}
+    shifts, runtime.offsets = runtime.offsets, {}
     try:
         out = {}
         for task, entry in zip(runtime.tasks, runtime.card["tasks"]):
@@ -215,7 +217,7 @@ def head_logits(runtime, datasets_dir: Path, split: str, limit: int | None = Non
                               np.array([r.label for r in rows]))
         return out
     finally:
-        runtime.temperature = saved
+        runtime.temperature, runtime.offsets = saved, shifts
 
 
 def fit_temperatures(runtime, datasets_dir: Path, limit: int | None = None) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from streamsense.models.decision import offsets, probabilities
 from streamsense.models.registry import calibration, text_options, verify
 from streamsense.models.tasks import Task, canonical_label
 from streamsense.models.text import normalize
@@ -87,6 +88,9 @@ class ModelRuntime:
         self.emoji = text_options(self.card)["emoji"]
         # Temperature scaling fitted on validation (`streamsense models calibrate`): probability = softmax(logits / T)
         self.temperature = calibration(self.card)
+        # The decision policy (models/decision.py): the training mix's class prior swapped for the stated one,
+        # probability = softmax(logits / T + offset); heads without a policy in the card are not moved
+        self.offsets = offsets(self.card)
         self.max_length = int(self.card["max_length"])
         self.group_size = group_size
         available = ort.get_available_providers()
@@ -146,11 +150,9 @@ class ModelRuntime:
         probs = {t.name: np.zeros((n, len(t.labels)), dtype=np.float32) for t in self.tasks}
         for group in length_groups([len(x) for x in encoded.ids], self.group_size):
             input_ids, mask = pad([encoded.ids[i] for i in group])
-            temperature = self.temperature
+            temperature, shifts = self.temperature, self.offsets
             for task, out in zip(self.tasks, self._run(input_ids, mask)):
-                logits = out.astype(np.float32)
-                t = temperature.get(task.name)
-                probs[task.name][group] = softmax(logits if t is None else logits / np.float32(t))
+                probs[task.name][group] = probabilities(out, temperature.get(task.name), shifts.get(task.name))
         return probs
 
     def _run(self, input_ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:

@@ -60,6 +60,9 @@ class ZhTrainConfig:
     task_sampling_alpha: float = 0.5  # each dataset is drawn with probability ∝ its size ** alpha × its weight
     dataset_weights: dict = field(default_factory=dict)  # dataset -> multiplier (default 1)
     class_weighted: tuple[str, ...] = ("sentiment", "offensive")  # tasks whose loss weighs classes equally
+    # tasks whose loss weighs classes equally inside each dataset (no dataset brings its class ratio into the head;
+    # docs/models.md, "Decision policy": the leave-one-dataset-out check of this option)
+    class_weighted_per_dataset: tuple[str, ...] = ()
     freeze_embeddings: bool = True
     seed: int = 13
     threads: int = 2
@@ -90,6 +93,20 @@ def evaluate_zh(model, tokenizer, splits, max_length: int) -> dict:
     return out
 
 
+def loss_class_weights(cfg: ZhTrainConfig, train_by_dataset: dict[str, dict[str, list[Example]]]) -> dict:
+    """(task, dataset) -> the loss's class weights: total / (2 × count) over the task's pooled examples
+    (`class_weighted`), over the dataset's own (`class_weighted_per_dataset`), else ones."""
+    out = {}
+    for name, per in train_by_dataset.items():
+        pooled = [e for exs in per.values() for e in exs]
+        for dataset, exs in per.items():
+            rows = exs if name in cfg.class_weighted_per_dataset else pooled
+            counts = np.bincount([e.label for e in rows], minlength=2).astype(np.float64)
+            weighted = name in cfg.class_weighted or name in cfg.class_weighted_per_dataset
+            out[(name, dataset)] = counts.sum() / (2 * np.maximum(counts, 1)) if weighted else np.ones(2)
+    return out
+
+
 def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
     from transformers import BertModel
 
@@ -101,7 +118,6 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
                      ("train", "validation", "test"))
     tokenizer = load_tokenizer(Path(cfg.tokenizer))
     train_by_dataset = _splits(cfg, "train")
-    train_sets = {name: [e for exs in per.values() for e in exs] for name, per in train_by_dataset.items()}
     val_sample = _splits(cfg, "validation", cfg.eval_sample)
     tasks = [ZH_TASKS[name][0] for name in cfg.tasks]
     model = MultiTaskModel(BertModel.from_pretrained(cfg.base_dir, add_pooling_layer=False), tasks, "cls")
@@ -123,11 +139,7 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
     raw = np.array([len(train_by_dataset[n][d]) ** cfg.task_sampling_alpha * cfg.dataset_weights.get(d, 1.0)
                     for n, d in sources])
     probs = raw / raw.sum()
-    weights = {}
-    for name, ex in train_sets.items():
-        counts = np.bincount([e.label for e in ex], minlength=2).astype(np.float64)
-        balanced = counts.sum() / (2 * np.maximum(counts, 1))
-        weights[name] = torch.tensor(balanced if name in cfg.class_weighted else np.ones(2), dtype=torch.float32)
+    weights = {key: torch.tensor(w, dtype=torch.float32) for key, w in loss_class_weights(cfg, train_by_dataset).items()}
     rng = random.Random(cfg.seed)
     streams = {(n, d): _batches(train_by_dataset[n][d], cfg.batch_size, rng) for n, d in sources}
 
@@ -147,7 +159,8 @@ def train_zh(cfg: ZhTrainConfig, log=print) -> dict:
         enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=cfg.max_length,
                         return_tensors="pt")
         logits = model(enc["input_ids"], enc["attention_mask"])[model.task_names.index(name)]
-        loss = nn.functional.cross_entropy(logits, torch.tensor([e.label for e in batch]), weight=weights[name])
+        loss = nn.functional.cross_entropy(logits, torch.tensor([e.label for e in batch]),
+                                           weight=weights[(name, dataset)])
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -60,11 +60,12 @@ def _level_rank(col):
 
 
 EVENT, STORED = "event time", "stored time"
-SQLITE_BUCKETS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000"}  # as migration 0002
+SQLITE_BUCKETS = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000",  # as migration 0002
+                  "day": "%Y-%m-%d 00:00:00.000000"}
 
 
 def _bucket(unit: str, col, dialect: str) -> ColumnElement:
-    """The start of the UTC minute or hour `col` falls in, as the views of migration 0002 compute it."""
+    """The start of the UTC minute, hour or day `col` falls in, as the views of migration 0002 compute it."""
     if dialect == "postgresql":
         return type_coerce(func.timezone("UTC", func.date_trunc(unit, func.timezone("UTC", col))), TZ)
     return type_coerce(func.strftime(SQLITE_BUCKETS[unit], col), TZ)
@@ -224,8 +225,9 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
     Report("feedback-labels", "verdicts collected per kind, head, source and verdict: how many carry a label, from "
            "how many people, the newest", quality.labels_query(),
            sources=(Source(feedback, "verdicts", event="created_at", stored="updated_at"),)),
-    Report("feedback-precision", "precision of each head's predicted label and each alert rule from people's "
-           "verdicts, with 95 % Wilson intervals; *_random: from the review queue's random share only (unbiased)",
+    Report("feedback-precision", "precision of each head's predicted label, each alert rule and each rule a "
+           "shadowed challenger would have fired, from people's verdicts, with 95 % Wilson intervals; *_random: from "
+           "the review queue's random share only (unbiased)",
            quality.precision_query(), table=("scope", "name", "predicted", "model_version", "n", "precision", "low",
                                              "high", "n_random", "precision_random"),
            compute=quality.with_intervals,

@@ -23,6 +23,7 @@ from streamsense.streams.bi import (
     panel_languages, panel_risk, panel_sentiment, panel_throughput, panel_top_tickets, panel_totals, parse_since,
     run_report,
 )
+from streamsense.streams.feedback.panel import feedback_panel
 from streamsense.streams.schema import predictions
 
 STATIC = Path(__file__).with_name("dashboard_static")
@@ -140,6 +141,12 @@ async def summary_view(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     return await _query(request, summary, bucket, buckets, filters)
+
+
+async def feedback_view(request: web.Request) -> web.Response:
+    """The feedback panel (streams/feedback/panel.py): not narrowed by the filters (verdicts are few, and about
+    whichever message people chose)."""
+    return await _query(request, feedback_panel)
 
 
 async def reports_view(request: web.Request) -> web.Response:
@@ -327,6 +334,7 @@ def create_app(database_url: str, token: str | None = None, metrics: tuple[str, 
     app.router.add_get("/api/reports/{name}", report_view)
     app.router.add_get("/api/window", window_view)
     app.router.add_get("/api/lag", lag_view)
+    app.router.add_get("/api/feedback", feedback_view)
     app.router.add_static("/static", STATIC)
     return app
 

@@ -285,8 +285,18 @@ id = "id"
 text = "text"
 channel = "channel"
 """
-#: --inputs both / avro-both: the pairs alternated A B A B in one run
-PAIRS = {"both": ("fixed", "twitter-v2"), "avro-both": ("fixed", "avro")}
+#: `--inputs protobuf`: the same posts in Protobuf through the schema registry, declared format "protobuf"
+PROTOBUF_POST = """syntax = "proto3";
+package streamsense.bench;
+message BenchPost { string id = 1; string text = 2; optional string channel = 3; }
+"""
+PROTOBUF_DECLARATION = AVRO_DECLARATION.replace('format = "avro"', 'format = "protobuf"')
+#: --inputs both / avro-both / protobuf-both: the pairs alternated A B A B in one run
+PAIRS = {"both": ("fixed", "twitter-v2"), "avro-both": ("fixed", "avro"), "protobuf-both": ("fixed", "protobuf")}
+#: what `bench --load --inputs` takes; those that need a schema registry
+LOAD_INPUTS = ("fixed", "twitter-v2", "both", "avro", "avro-both", "protobuf", "protobuf-both")
+REGISTRY_INPUTS = ("avro", "avro-both", "protobuf", "protobuf-both")
+DECLARATIONS = {"twitter-v2": TWITTER_V2_DECLARATION, "avro": AVRO_DECLARATION, "protobuf": PROTOBUF_DECLARATION}
 
 
 def avro_shaper(registry_url: str, topic: str):
@@ -307,6 +317,21 @@ def avro_shaper(registry_url: str, topic: str):
     return shape
 
 
+def protobuf_shaper(registry_url: str, topic: str):
+    """`shaped` for the protobuf shape: the bench .proto registered under "<topic>-value", each post framed with its
+    id and the message indexes [0]."""
+    from streamsense.streams.inputs.protobuf import ProtobufSchema, encode_indexes
+    from streamsense.streams.inputs.registry import RegisteredSchema, RegistryClient, frame
+
+    schema_id = RegistryClient(registry_url).register(f"{topic}-value", PROTOBUF_POST, "PROTOBUF")
+    post = ProtobufSchema(RegisteredSchema(schema_id, "PROTOBUF", PROTOBUF_POST), None).message_class((0,))
+    header = frame(schema_id, encode_indexes([0]))
+
+    def shape(ident: str, text: str, channel: str) -> bytes:
+        return header + post(id=ident, text=text, channel=channel).SerializeToString()
+    return shape
+
+
 def shaped(shape: str, ident: str, text: str, channel: str) -> bytes:
     """One bench message in `shape`."""
     if callable(shape):
@@ -323,11 +348,11 @@ def _end_to_end(settings: Settings, texts: list[str], db_path: Path, timeout: fl
     overrides = {}
     if shape != "fixed":
         declaration = db_path.with_suffix(".inputs.toml")
-        text = AVRO_DECLARATION if shape == "avro" else TWITTER_V2_DECLARATION
-        declaration.write_text(text.format(topic=f"bench-posts-{run}"))
+        declaration.write_text(DECLARATIONS[shape].format(topic=f"bench-posts-{run}"))
         overrides["inputs"] = declaration
-    if shape == "avro":
-        shape = avro_shaper(settings.schema_registry_url, f"bench-posts-{run}")
+    if shape in ("avro", "protobuf"):
+        shape = (avro_shaper if shape == "avro" else protobuf_shaper)(settings.schema_registry_url,
+                                                                     f"bench-posts-{run}")
     lines = [shaped(shape, f"b{i}", t, f"brand-{i % 20}") for i, t in enumerate(texts)]
     with local_stack(settings, db_path, workers, broker, web=True, app_id=f"bench-{run}",
                      topic_posts=f"bench-posts-{run}", database_url=database_url,
@@ -473,8 +498,9 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
              postgres_url: str = BENCH_POSTGRES_URL, zh_share: float = 0.0, shape: str = "fixed") -> dict:
     """The long load run: end to end only, as fast as possible, every message counted. `shape="both"`: the
     built-in shape and Twitter v2 through a declared mapping, alternated twice (A B A B, so a machine whose load
-    changes meets both alike), with the ratio of their mean rates; `"avro"` / `"avro-both"` likewise for the posts in
-    Avro through the schema registry (STREAMSENSE_SCHEMA_REGISTRY_URL's, else an Apicurio started for the run)."""
+    changes meets both alike), with the ratio of their mean rates; `"avro"` / `"avro-both"` (`"protobuf"` /
+    `"protobuf-both"`) likewise for the posts in Avro (Protobuf) through the schema registry
+    (STREAMSENSE_SCHEMA_REGISTRY_URL's, else an Apicurio started for the run)."""
     common = {"messages": messages, "batch_size": settings.batch_size, "workers": workers, "broker": broker,
               "database": database, "zh_share": zh_share, "language_models": settings.language_models,
               **model_note(settings), "machine": machine()}
@@ -482,7 +508,7 @@ def run_load(settings: Settings, messages: int, db_path: Path, timeout: float, w
     run = lambda shape: end_to_end(settings, texts, db_path, timeout, rate=None, workers=workers,  # noqa: E731
                                    producers=producers, broker=broker, database=database,
                                    postgres_url=postgres_url, shape=shape)
-    with registry_for(settings, shape in ("avro", "avro-both")) as settings:
+    with registry_for(settings, shape in REGISTRY_INPUTS) as settings:
         if shape not in PAIRS:
             return {**common, "inputs": shape, **run(shape)}
         pair = PAIRS[shape]

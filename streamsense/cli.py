@@ -19,6 +19,7 @@ the full traceback instead; anything not in that table (a bug) always does. Read
 
 import asyncio
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -706,13 +707,13 @@ def bench(
                                    "Chinese reviews and posts (mixed traffic; needs the datasets)."),
     inputs: str = typer.Option("fixed", help="With --load: fixed (the built-in shape), twitter-v2 (Twitter API v2 "
                                "messages through a declared field mapping) or both (alternated A B A B, and their "
-                               "ratio); avro (Avro through the schema registry) or avro-both (fixed and avro)."),
+                               "ratio); avro / protobuf (through the schema registry) or avro-both / protobuf-both."),
     curve: Optional[str] = typer.Option(None, help="With --load: a latency–throughput table, paced at these percents "
                                         "of the ceiling that --messages measures, e.g. 10,50,80,100."),
     row_seconds: float = typer.Option(20.0, min=1.0, help="With --curve: about how long each paced row runs."),
 ):
     """Measure model only, tokenize + infer, end to end (broker → worker → SQL) and a transformers baseline."""
-    from streamsense.bench import run_bench, run_load
+    from streamsense.bench import LOAD_INPUTS, REGISTRY_INPUTS, run_bench, run_load
 
     n = messages or (3000 if quick else 30000)
     if broker not in ("tansu", "kafka"):
@@ -728,13 +729,16 @@ def bench(
         raise typer.BadParameter("choose sqlite or postgresql", param_hint="--database")
     if zh_share and not load:
         raise typer.BadParameter("mixed traffic is measured end to end only: add --load", param_hint="--zh-share")
-    if inputs not in ("fixed", "twitter-v2", "both", "avro", "avro-both") or (inputs != "fixed" and not load):
-        raise typer.BadParameter("fixed, twitter-v2, both, avro or avro-both, with --load", param_hint="--inputs")
-    if inputs.startswith("avro"):
+    if inputs not in LOAD_INPUTS or (inputs != "fixed" and not load):
+        raise typer.BadParameter(f"{', '.join(LOAD_INPUTS)}, with --load", param_hint="--inputs")
+    if inputs.startswith("protobuf") and importlib.util.find_spec("proto_schema_parser") is None:
+        console.print("--inputs protobuf needs the .proto parser: pip install 'streamsense[registry]'")
+        raise typer.Exit(2)
+    if inputs in REGISTRY_INPUTS:
         from streamsense.registries import apicurio_missing
 
         if not Settings().schema_registry_url and apicurio_missing():
-            console.print("no schema registry for --inputs avro: set STREAMSENSE_SCHEMA_REGISTRY_URL, or run "
+            console.print(f"no schema registry for --inputs {inputs}: set STREAMSENSE_SCHEMA_REGISTRY_URL, or run "
                           "`bash deploy/test-deps.sh` once (Apicurio Registry; needs Java 21 or later)")
             raise typer.Exit(2)
     settings = Settings(null_model=null_model)
@@ -775,3 +779,4 @@ def bench(
 
 
 import streamsense.cli_models_bias  # noqa: E402,F401  `models bias` (registers itself on models_app)
+import streamsense.cli_models_decision  # noqa: E402,F401  `models decide` (registers itself on models_app)

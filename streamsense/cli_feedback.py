@@ -20,7 +20,10 @@ console = Console(stderr=True)
 
 
 def register(app: typer.Typer, models_app: typer.Typer, panel: str) -> None:
+    from streamsense import cli_challenger
+
     app.add_typer(feedback_app, name="feedback", rich_help_panel=panel)
+    cli_challenger.register(feedback_app)
     models_app.command("promote")(models_promote)
     models_app.command("rollback")(models_rollback)
     models_app.command("aliases")(models_aliases)
@@ -211,10 +214,14 @@ def feedback_queue(
                                                       "STREAMSENSE_FEEDBACK_RANDOM_SHARE, 0.2)."),
     order: str = typer.Option("margin", "--order", help="margin (smallest first) or entropy (largest first)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the random share (repeatable queues)."),
+    challenger: str = typer.Option("auto", "--challenger", help="Whose would-be alerts share the alerts' slots: "
+                                                                 "NAME:VERSION (or alias), auto (the challenger "
+                                                                 "shadowed now, if any) or none."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ):
-    """What to review next: alerts, the predictions the model is least sure of, and a random share (the only
-    unbiased estimate of quality)."""
+    """What to review next: alerts (and a shadowed challenger's would-be alerts), the predictions the model is least
+    sure of, and a random share (the only unbiased estimate of quality)."""
+    from streamsense.cli_challenger import challenger_version
     from streamsense.streams.feedback.queue import ORDERS, review_queue
 
     if order not in ORDERS:
@@ -223,7 +230,8 @@ def feedback_queue(
     share = settings.feedback_random_share if random_share is None else random_share
     engine = _engine(settings)
     try:
-        items = review_queue(engine, limit, share, order, seed=seed)
+        items = review_queue(engine, limit, share, order, seed=seed,
+                             challenger=challenger_version(settings, engine, challenger))
     finally:
         engine.dispose()
     if as_json:
@@ -231,13 +239,16 @@ def feedback_queue(
             print(json.dumps(item))
         return
     table = Table(title=f"review queue ({len(items)}; random share {share:g})")
-    for col in ("target", "why", "head", "margin/entropy or rule"):
+    for col in ("target", "why", "head", "margin/entropy, rule or challenger"):
         table.add_column(col)
     for i in items:
         table.add_row(f"{i['kind']}:{i['message_id']}", i["reason"], i["head"], str(i["score"]))
     out.print(table)
     console.print("add verdicts with `streamsense feedback add KIND:ID --head H --label L --by YOU` (or "
                   "`feedback export --queue N` for Argilla / Label Studio)", markup=False)
+    if any(i["kind"] == "would_alert" for i in items):
+        console.print("a would_alert row is an alert the challenger (last column) would have raised: `streamsense "
+                      "feedback would-alert KIND:ID --rule HEAD --false-alarm|--confirmed --by YOU`", markup=False)
 
 
 @feedback_app.command("quality")
@@ -317,15 +328,16 @@ def models_promote(
     model: str = typer.Argument(..., help="NAME:VERSION to make champion."),
     evidence: Optional[Path] = typer.Option(None, help="A JSON file of gate evidence (docs/models.md); what it "
                                                        "lacks is gathered from STREAMSENSE_DATABASE_URL: both "
-                                                       "models run on the held-out labelled verdicts, and the "
-                                                       "verdicts on each version's alerts."),
+                                                       "models run on the held-out labelled verdicts; alert "
+                                                       "precision comes from the verdicts on each version's "
+                                                       "(would-be) alerts where there are any, else the file."),
     by: Optional[str] = typer.Option(None, "--by", help="Who promotes (recorded in the aliases' history)."),
 ):
     """Promote a version to champion through the gate; refused, with each failed check's reason, unless every
     check passes. A worker serving NAME:champion switches on its next reload (SIGHUP)."""
     from streamsense.models.gate import promote
     from streamsense.models.registry import CHAMPION, alias_version, resolve
-    from streamsense.streams.feedback.gate_checks import alert_counts, load_evidence
+    from streamsense.streams.feedback.gate_checks import load_evidence
 
     settings = Settings()
     name, version = _name_version(model)
@@ -333,23 +345,22 @@ def models_promote(
     resolve(root, model)  # an unknown model fails here with the registry's message
     gathered = load_evidence(evidence) if evidence else {}
     sqlite = errors.sqlite_path(settings.database_url)
-    wanted = {"verdicts", "alert_precision"} - set(gathered)
-    if wanted and (sqlite is None or sqlite.is_file()):  # what the file does not give, from the store
-        from streamsense.models.registry import read_card
-        from streamsense.streams.feedback.evidence import paired
+    from streamsense.models.registry import read_card
+    from streamsense.streams.feedback.challenger import alert_precision
 
-        dirs = {"champion": resolve(root, f"{name}:{alias_version(root, name, CHAMPION)}"),
-                "challenger": resolve(root, model)}
-        engine = _engine(settings)
-        try:
-            if "verdicts" in wanted:
-                console.print("running both models on the held-out labelled verdicts…", markup=False)
-                gathered.update(paired(engine, dirs["champion"], dirs["challenger"]))
-            if "alert_precision" in wanted:
-                cards = {role: read_card(path) for role, path in dirs.items()}
-                gathered["alert_precision"] = {role: alert_counts(engine, f"{card['name']}:{card['version']}")
-                                               for role, card in cards.items()}
-        finally:
+    dirs = {"champion": resolve(root, f"{name}:{alias_version(root, name, CHAMPION)}"),
+            "challenger": resolve(root, model)}
+    versions = {role: f"{c['name']}:{c['version']}" for role, c in ((r, read_card(p)) for r, p in dirs.items())}
+    engine = _engine(settings) if sqlite is None or sqlite.is_file() else None
+    try:  # the verdicts from the store where the file lacks them; alert precision from the store's verdicts first
+        if engine is not None and "verdicts" not in gathered:
+            from streamsense.streams.feedback.evidence import paired
+
+            console.print("running both models on the held-out labelled verdicts…", markup=False)
+            gathered.update(paired(engine, dirs["champion"], dirs["challenger"]))
+        gathered["alert_precision"] = alert_precision(engine, versions, gathered.get("alert_precision"))
+    finally:
+        if engine is not None:
             engine.dispose()
     try:
         result = promote(root, name, version, gathered, by)

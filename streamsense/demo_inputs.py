@@ -1,6 +1,7 @@
 """`streamsense demo --inputs`: topics in shapes of other systems (Twitter API v2, stored tweets, Debezium change
-events of a helpdesk table), made from the bundled samples and declared in one inputs file beside the demo's
-database, so the demo shows them classified next to the built-in topics."""
+events of a helpdesk table; Avro and Protobuf through a schema registry where one is at hand), made from the bundled
+samples and declared in one inputs file beside the demo's database, so the demo shows them classified next to the
+built-in topics."""
 
 import json
 from collections.abc import Callable
@@ -148,6 +149,56 @@ channel = {{ const = "shop-reviews" }}
 """, messages, malformed=1)
 
 
+PROTOBUF_POST = """syntax = "proto3";
+package demo.shop;
+import "google/protobuf/timestamp.proto";
+
+message Review {
+  int64 review_id = 1;
+  string body = 2;
+  optional string reviewer = 3;
+  google.protobuf.Timestamp posted_at = 4;
+}
+"""
+
+
+def protobuf_posts(posts: list[dict], settings: Settings) -> DemoTopic | None:
+    """Posts as Protobuf in the Confluent wire format, their .proto registered in the schema registry (None without
+    one, or without the optional .proto parser); one message whose indexes name no message type shows its dead
+    letter."""
+    if not settings.schema_registry_url:
+        return None
+    try:
+        from streamsense.streams.inputs.protobuf import ProtobufSchema, encode_indexes
+    except ImportError:
+        return None
+    from streamsense.streams.inputs.registry import RegistryClient, frame
+
+    topic = "demo-protobuf-reviews"
+    client = RegistryClient.from_settings(settings)
+    schema_id = client.register(f"{topic}-value", PROTOBUF_POST, "PROTOBUF")
+    review, messages = ProtobufSchema(client.schema(schema_id), client).message_class((0,)), []
+    for i, p in enumerate(posts):
+        message = review(review_id=60_000 + i, body=p["text"])
+        if p.get("author"):
+            message.reviewer = p["author"]
+        message.posted_at.FromDatetime(datetime.fromisoformat(p["created_at"]))
+        messages.append(frame(schema_id, encode_indexes([0]) + message.SerializeToString()))
+    messages.append(frame(schema_id, encode_indexes([3]) + b"\x08\x01"))  # message type 3: the .proto has one
+    return DemoTopic(topic, f"Protobuf, schema id {schema_id} in the schema registry", f"""
+[[input]]
+topic = "{topic}"
+kind = "post"
+format = "protobuf"
+[input.fields]
+id = "review_id"
+text = "body"
+author = "reviewer"
+created_at = "posted_at"
+channel = {{ const = "shop-reviews" }}
+""", messages, malformed=1)
+
+
 #: what makes the demo's foreign topics: (sample posts, sample tickets, settings) → a DemoTopic, or None where what
 #: it needs is not there (a schema registry's topic, without one). Append to add a shape.
 FOREIGN: list[Callable[[list[dict], list[dict], Settings], DemoTopic | None]] = [
@@ -155,6 +206,7 @@ FOREIGN: list[Callable[[list[dict], list[dict], Settings], DemoTopic | None]] = 
     lambda posts, tickets, settings: stored_tweets(posts[PER_TOPIC:2 * PER_TOPIC], settings),
     lambda posts, tickets, settings: debezium_tickets(tickets[:PER_TOPIC], settings),
     lambda posts, tickets, settings: avro_posts(posts[2 * PER_TOPIC:3 * PER_TOPIC], settings),
+    lambda posts, tickets, settings: protobuf_posts(posts[3 * PER_TOPIC:4 * PER_TOPIC], settings),
 ]
 
 

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     # produce a message per result on the predictions topic; off for users who read results from SQL only
     publish_predictions: bool = True
 
-    # Schema registry (Confluent-compatible API: streams/inputs/registry.py) for inputs in the avro, json_schema and
-    # auto formats and for output_format avro / json_schema. The URL is the API's root: Confluent and Karapace
+    # Schema registry (Confluent-compatible API: streams/inputs/registry.py) for inputs in the avro, json_schema,
+    # protobuf, confluent and auto formats and for output_format avro / json_schema. The URL is the API's root: Confluent and Karapace
     # http://host:8081, Apicurio Registry 3 http://host:8080/apis/ccompat/v7
     schema_registry_url: str | None = None
     schema_registry_user: str | None = None  # basic auth

@@ -91,6 +91,8 @@ def test_adapting_the_chinese_model_from_a_mixed_file(tmp_path):
     assert head["class_weight"] == "balanced" and head["class_weights"] == {"negative": 1.0, "positive": 1.0}
     assert all(v["status"] == "passed" for k, v in card["parity"]["variants"].items() if k != "fp16")
     assert set(card["calibration"]["temperature"]) == {"offensive"}  # sentiment's was for the replaced head
+    assert "sentiment" in read_card(root / ZH / "1").get("decision", {})  # the base's policy offset …
+    assert "sentiment" not in card.get("decision", {})  # … is not the refitted head's (fit balanced)
     assert [t["datasets"] for t in card["tasks"]] == [["waimai_10k", "online_shopping_10_cats"], ["cold"]]
 
     after, _ = ModelRuntime(root / ZH / "2", "cpu").predict_proba(held)

@@ -144,6 +144,7 @@ def test_dockerfile_runs_the_worker_as_non_root_with_a_health_check(name):
                 assert (ROOT / source).exists(), source
     runs = " ".join(args for op, args in steps if op == "RUN")
     assert "torch" not in runs and "[train" not in runs  # runtime dependencies only
+    assert "[registry]" in runs  # the schema registry formats (Protobuf, JSON Schema validation) read in the image
 
 
 def test_images_carry_the_files_the_default_settings_need():

@@ -414,7 +414,7 @@ def test_the_cli_says_a_bad_declaration_in_two_lines(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: {path}: input 'a': kind: must be post | ticket, not 'tweet'",
         f"error: {path}: input 'b': format: unknown format 'xml' (known: auto, avro, confluent, json, json_schema, "
-        "string)", f"  2 problems in {path} (docs/inputs.md has worked declarations)"]
+        "protobuf, string)", f"  2 problems in {path} (docs/inputs.md has worked declarations)"]
     worker = CliRunner().invoke(app, ["worker"], env={"STREAMSENSE_INPUTS": str(path)})
     assert worker.exit_code == 2 and len(worker.stderr.splitlines()) == 2
     assert worker.stderr.startswith(f"error: invalid input declaration: {path}: input 'a': kind:")

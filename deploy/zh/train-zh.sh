@@ -5,6 +5,7 @@
 #   3. fine-tune the heads and the encoder: stage 1 from the base, stage 2 continued from stage 1 with more weight on
 #      waimai_10k (models/zh_train.py; each stage has a time budget, so the steps depend on the machine)
 #   4. export int8 + fp16 with the parity checks, and publish into the registry when PUBLISH=1
+#   5. state the sentiment head's decision policy in the card (`streamsense models decide`: balanced)
 # Needs the `train` extra (`make install-dev`), Java + Maven, the datasets (STREAMSENSE_DATASETS_DIR).
 # Usage: deploy/zh/train-zh.sh [WORK_DIR]   env: STAGE1_MINUTES (32), STAGE2_MINUTES (62), PUBLISH (0)
 set -euo pipefail
@@ -37,6 +38,10 @@ JSON
 
 if [[ "${PUBLISH:-0}" == 1 ]]; then
   streamsense export "$WORK/stage2" -o "$WORK/export" --publish streamsense-bge-zh
+  MODEL=streamsense-bge-zh:latest
 else
   streamsense export "$WORK/stage2" -o "$WORK/export"
+  MODEL="$WORK/export"
 fi
+# the sentiment head decides as if its classes were balanced, not with the mix's class prior (models/decision.py)
+streamsense models decide --model "$MODEL" --head sentiment --policy balanced --record

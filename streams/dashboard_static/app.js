@@ -51,11 +51,11 @@ function slots(times, step) {
   return out;
 }
 
-function xAxis(svg, ticks, x, y, withDate) {
+function xAxis(svg, ticks, x, y, withDate, format = null) {
   const every = Math.max(1, Math.ceil(ticks.length / 8));
   ticks.forEach((t, i) => {
     if (i % every) return;
-    add(svg, "svg:text", {x: x(t), y: y + 16, "text-anchor": "middle"}, clock(t, withDate && i === 0));
+    add(svg, "svg:text", {x: x(t), y: y + 16, "text-anchor": "middle"}, format ? format(t) : clock(t, withDate && i === 0));
   });
   add(svg, "svg:line", {x1: 50, x2: x(ticks[ticks.length - 1]) + 10, y1: y, y2: y, class: "axis"});
 }
@@ -134,8 +134,8 @@ function lineChart(container, rows, bucket) {
                                                     class: "held"}, line));
 }
 
-// Stacked bars per time bucket; `values(t)` gives {key: count}.
-function stackedBars(container, width, height, times, step, keys, palette, values) {
+// Stacked bars per time bucket; `values(t)` gives {key: count}; `format(t)`: a tick's label (default: the clock).
+function stackedBars(container, width, height, times, step, keys, palette, values, format = null) {
   const top = 12, bottom = height - 28, right = width - 130;
   const svg = svgIn(container, width, height);
   if (!times.length) return empty(svg, width, height, "no rows yet");
@@ -144,7 +144,7 @@ function stackedBars(container, width, height, times, step, keys, palette, value
   const band = (right - 60) / ticks.length, barWidth = Math.min(band * 0.8, 40);
   const x = t => 60 + band * ((t - ticks[0]) / step) + band / 2;
   yGrid(svg, top, bottom, right, max, v => String(Math.round(v)));
-  xAxis(svg, ticks, x, bottom, false);
+  xAxis(svg, ticks, x, bottom, false, format);
   for (const t of ticks) {
     let y = bottom;
     for (const k of keys) {
@@ -154,7 +154,7 @@ function stackedBars(container, width, height, times, step, keys, palette, value
       y -= h;
       const bar = add(svg, "svg:rect", {x: x(t) - barWidth / 2, y, width: barWidth, height: h, fill: palette[k],
                                         class: "bar", "data-key": k});
-      add(bar, "svg:title", {}, `${clock(t, true)} ${KIND_NAMES[k] || k}: ${n}`);
+      add(bar, "svg:title", {}, `${format ? format(t) : clock(t, true)} ${KIND_NAMES[k] || k}: ${n}`);
     }
   }
   legend(svg, keys.map(k => [KIND_NAMES[k] || k, palette[k]]), right + 20, top);
@@ -471,6 +471,93 @@ async function loadLag(offsets) {
   } catch (exc) { /* the offsets stay; the note says nothing new */ }
 }
 
+// --- feedback: labels collected, precision with its interval, a shadowed challenger (/api/feedback) ---------------
+const DAY_MS = 86400e3;
+const day = ms => { const d = new Date(ms); return `${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())}`; };
+const percent = v => `${Math.round(100 * v)}%`;
+const SCOPES = {"alert rule": "rule", "would-be alert rule": "would-be rule", head: "head"};
+
+function feedbackSummary(data) {
+  const note = document.getElementById("feedback-summary");
+  note.classList.toggle("empty", !!data.hint);
+  if (data.hint) { note.textContent = data.hint; return; }
+  const sum = key => data.labels.reduce((n, l) => n + l[key], 0);
+  note.textContent = `${data.verdicts} verdicts from ${data.people} ${data.people === 1 ? "person" : "people"}: ` +
+    `${sum("random")} on the review queue's random share (the unbiased estimate), ${sum("queue")} on the rest of ` +
+    `the queue (alerts, least sure), ${sum("outside")} given outside it` + (data.precision_rows > data.precision.length ?
+      ` · precision: the first ${data.precision.length} of ${data.precision_rows} lines` : "");
+}
+
+// One line per alert rule, would-be alert rule or head label: its 95 % interval, a dot at the precision from all
+// verdicts, a ring at the random share's.
+function precisionChart(rows) {
+  const width = WIDE, rowH = 24, top = 24, left = 340, right = width - 270;
+  const height = Math.max(top + rows.length * rowH + 8, 70);
+  const svg = svgIn(document.getElementById("feedback-precision-chart"), width, height);
+  if (!rows.length) return empty(svg, width, height, "no verdicts yet");
+  const x = p => left + (right - left) * p, bottom = top + rows.length * rowH;
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    add(svg, "svg:line", {x1: x(v), x2: x(v), y1: top - 6, y2: bottom, class: "grid"});
+    add(svg, "svg:text", {x: x(v), y: top - 10, "text-anchor": "middle"}, percent(v));
+  }
+  rows.forEach((r, i) => {
+    const y = top + i * rowH + rowH / 2;
+    const label = `${SCOPES[r.scope] || r.scope} ${r.name}${r.scope === "head" ? ` → ${r.predicted}` : ""}` +
+      ` · ${r.model_version ?? "?"}`;
+    add(svg, "svg:text", {x: left - 10, y: y + 4, "text-anchor": "end", class: "bar-label"}, label);
+    const g = add(svg, "svg:g", {class: "precision-row", "data-scope": r.scope, "data-name": r.name,
+                                 "data-n": r.n, "data-low": r.low, "data-high": r.high});
+    add(g, "svg:line", {x1: x(r.low), x2: x(r.high), y1: y, y2: y, class: "interval"});
+    const dot = add(g, "svg:circle", {cx: x(r.precision), cy: y, r: 4.5, class: "estimate"});
+    add(dot, "svg:title", {}, `${label}: ${r.right} of ${r.n} right, ${percent(r.precision)} ` +
+      `(95 %: ${percent(r.low)} – ${percent(r.high)})`);
+    if (r.precision_random !== null && r.precision_random !== undefined) {
+      const ring = add(g, "svg:circle", {cx: x(r.precision_random), cy: y, r: 7, class: "random-estimate"});
+      add(ring, "svg:title", {}, `random share: ${r.right_random} of ${r.n_random} right, ` +
+        `${percent(r.precision_random)} (95 %: ${percent(r.low_random)} – ${percent(r.high_random)})`);
+    }
+    add(svg, "svg:text", {x: right + 14, y: y + 4, class: "bar-label"}, `${percent(r.precision)} of ${r.n}` +
+      ` [${Math.round(100 * r.low)}–${percent(r.high)}]` +
+      (r.n_random ? ` · random ${percent(r.precision_random)} of ${r.n_random}` : ""));
+  });
+}
+
+function feedbackPanel(data) {
+  feedbackSummary(data);
+  fillTable("feedback-labels-table", data.labels, (tr, l) => {
+    add(tr, "td", {}, l.kind === l.head ? l.head : `${l.kind === "would_alert" ? "would-be alert" : l.kind}, ${l.head}`);
+    for (const key of ["n", "labelled", "random", "queue", "outside", "people"]) add(tr, "td", {class: "num"}, String(l[key]));
+    add(tr, "td", {class: "time"}, shortTime(l.last_at));
+  }, "no verdicts yet");
+  const days = new Map(data.per_day.map(d => [Date.parse(d.bucket_start), d]));
+  stackedBars(document.getElementById("feedback-days-chart"), HALF, 170, [...days.keys()], DAY_MS, ["random", "other"],
+              {random: cssVar("--positive"), other: PALETTE[0]}, t => days.get(t) || {}, day);
+  precisionChart(data.precision);
+  fillTable("feedback-shadow-table", data.shadow, (tr, s) => {
+    add(tr, "td", {}, s.champion);
+    add(tr, "td", {}, s.challenger);
+    add(tr, "td", {class: "num"}, String(s.messages));
+    add(tr, "td", {class: "num"}, percent(s.sentiment_agreement));
+    add(tr, "td", {class: "num"}, percent(s.risk_level_agreement));
+    add(tr, "td", {class: "num"}, String(s.challenger_alerts));
+    add(tr, "td", {class: "num"}, String(s.judged));
+    add(tr, "td", {}, s.judged ? `${percent(s.precision)} [${percent(s.low)}–${percent(s.high)}]` :
+      "none judged yet: streamsense feedback queue");
+    add(tr, "td", {class: "time"}, shortTime(s.last_at));
+  }, "no challenger shadowed (STREAMSENSE_SHADOW_MODEL)");
+}
+
+async function loadFeedback() {
+  try {
+    const response = await fetch("/api/feedback", {cache: "no-store"});
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || response.statusText);
+    feedbackPanel(data);
+  } catch (exc) {
+    document.getElementById("feedback-summary").textContent = `Could not load the feedback: ${exc.message}`;
+  }
+}
+
 async function load() {
   const error = document.getElementById("error");
   try {
@@ -483,6 +570,7 @@ async function load() {
     if (!response.ok) throw new Error(data.error || response.statusText);
     render(data);
     await loadLag(data.offsets);
+    await loadFeedback();
     error.hidden = true;
     document.getElementById("updated").textContent = `updated ${clock(Date.parse(data.generated_at))}:` +
       `${pad2(new Date(data.generated_at).getUTCSeconds())} UTC · every ${REFRESH_MS / 1000} s`;

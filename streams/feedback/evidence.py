@@ -147,20 +147,11 @@ def compare(engine: Engine, champion_dir: Path, challenger_dir: Path, sample: in
 
 def shadowed(engine: Engine, champion_dir: Path, challenger_dir: Path) -> dict:
     """Live, from shadowing: on the messages the champion stored and the challenger shadowed, how often their
-    sentiment and risk level agree, and how many alerts each raised or would have raised."""
-    from streamsense.streams.feedback.schema import shadow_predictions as s
+    sentiment and risk level agree, and how many alerts the challenger would have raised."""
+    from streamsense.streams.feedback.challenger import agreement
 
     versions = [f"{c['name']}:{c['version']}" for c in map(read_card, (champion_dir, challenger_dir))]
-    p = predictions.c
-    stmt = (select(p.sentiment, p.risk_level, s.c.sentiment.label("s_sentiment"), s.c.risk_level.label("s_level"),
-                   s.c.alerts)
-            .select_from(predictions.join(s, and_(s.c.kind == p.kind, s.c.message_id == p.message_id)))
-            .where(p.model_version == versions[0], s.c.model_version == versions[1]))
-    with engine.connect() as conn:
-        rows = list(conn.execute(stmt))
+    rows = agreement(engine, *versions)
     if not rows:
         return {"messages": 0}
-    return {"messages": len(rows),
-            "sentiment_agreement": round(sum(r.sentiment == r.s_sentiment for r in rows) / len(rows), 4),
-            "risk_level_agreement": round(sum(r.risk_level == r.s_level for r in rows) / len(rows), 4),
-            "challenger_alerts": sum(bool(r.alerts) for r in rows)}
+    return {k: v for k, v in rows[0].items() if k not in ("champion", "challenger", "last_at")}

@@ -6,7 +6,9 @@ Evidence (a JSON object, `streamsense models promote --evidence FILE`, or gather
   label matched the person's. Paired: both models on the same items, so the test is on the discordant pairs.
 - `alpha`: the test's level (default 0.05).
 - `test_splits`: {"champion": report, "challenger": report} to use instead of the cards' `metrics.test`.
-- `alert_precision`: {"champion": {"n", "right"}, "challenger": {"n", "right"}} — verdicts on each model's alerts.
+- `alert_precision`: {"champion": {"n", "right", "source"?}, "challenger": {…}} — verdicts on each model's alerts
+  (the challenger's: on the alerts it would have raised while shadowed; `challenger.alert_precision` gathers them
+  from the store, falling back to an --evidence file's counts).
 """
 
 import json
@@ -100,15 +102,21 @@ def no_test_split_worse(champion: Path, challenger: Path, evidence: dict) -> Che
 @gate_check("alert_precision")
 def alert_precision_not_lower(champion: Path, challenger: Path, evidence: dict) -> CheckResult:
     counts = evidence.get("alert_precision") or {}
+    sources = "; ".join(f"{role}'s from {counts[role]['source']}" for role in ("challenger", "champion")
+                        if (counts.get(role) or {}).get("source"))
     lacking = [role for role in ("champion", "challenger") if not (counts.get(role) or {}).get("n")]
     if lacking:
+        how = {"champion": "mark its alerts (`streamsense feedback alert ID --false-alarm` or --confirmed)",
+               "challenger": "shadow it and review its would-be alerts (`streamsense feedback queue` lists them, "
+                             "`streamsense feedback would-alert`)"}
         return CheckResult("alert_precision", False, (
-            f"no verdicts on the {' or the '.join(lacking)}'s alerts (a challenger raises none until it is shadowed "
-            "beside the champion; give them with --evidence)"))
+            f"no verdicts on the {' or the '.join(lacking)}'s alerts: {'; '.join(how[r] for r in lacking)}, or give "
+            "the counts with --evidence" + (f" ({sources})" if sources else "")))
     precision = {role: counts[role]["right"] / counts[role]["n"] for role in ("champion", "challenger")}
     reason = (f"alert precision {precision['challenger']:.3f} (n={counts['challenger']['n']}) vs the champion's "
-              f"{precision['champion']:.3f} (n={counts['champion']['n']})")
-    return CheckResult("alert_precision", precision["challenger"] >= precision["champion"], reason, precision)
+              f"{precision['champion']:.3f} (n={counts['champion']['n']})" + (f"; {sources}" if sources else ""))
+    return CheckResult("alert_precision", precision["challenger"] >= precision["champion"], reason,
+                       {**precision, "sources": {r: counts[r].get("source") for r in ("champion", "challenger")}})
 
 
 def alert_counts(engine: Engine, model_version: str) -> dict:

@@ -1,10 +1,12 @@
-"""Quality from verdicts: precision per head and predicted label, and per alert rule, with Wilson intervals."""
+"""Quality from verdicts: precision per head and predicted label, per alert rule, and per rule of a shadowed
+challenger's would-be alerts, with Wilson intervals."""
 
 import math
 
 from sqlalchemy import String, case, func, literal, select, union_all
 from sqlalchemy.sql import Select
 
+from streamsense.streams.feedback.challenger import WOULD_ALERT
 from streamsense.streams.feedback.schema import feedback
 from streamsense.streams.schema import alerts
 
@@ -33,17 +35,22 @@ def _counts(*group):
 def precision_query() -> Select:
     """Verdict counts per (scope, name, predicted label, model version): heads (what a head predicted, how often
     people said it was right) and alert rules (alerts judged, how many were real alarms). `random` columns: the
-    verdicts on items drawn by the review queue's random share (the unbiased estimate)."""
+    verdicts on items drawn by the review queue's random share (the unbiased estimate). Scope `would-be alert rule`:
+    a shadowed challenger's would-be alerts (streams/feedback/challenger.py), per rule and the version judged."""
     heads = (select(literal("head", String).label("scope"), feedback.c.head.label("name"), feedback.c.predicted,
                     feedback.c.model_version, *_counts())
-             .where(feedback.c.kind != "alert")
+             .where(feedback.c.kind.notin_(("alert", WOULD_ALERT)))
              .group_by(feedback.c.head, feedback.c.predicted, feedback.c.model_version))
     rules = (select(literal("alert rule", String).label("scope"), alerts.c.rule.label("name"),
                     literal("alarm", String).label("predicted"), feedback.c.model_version, *_counts())
              .select_from(feedback.join(alerts, alerts.c.id == feedback.c.message_id))
              .where(feedback.c.kind == "alert")
              .group_by(alerts.c.rule, feedback.c.model_version))
-    both = union_all(heads, rules).subquery()
+    would = (select(literal("would-be alert rule", String).label("scope"), feedback.c.head.label("name"),
+                    literal("alarm", String).label("predicted"), feedback.c.model_version, *_counts())
+             .where(feedback.c.kind == WOULD_ALERT)
+             .group_by(feedback.c.head, feedback.c.model_version))
+    both = union_all(heads, rules, would).subquery()
     return select(both).order_by(both.c.scope, both.c.name, both.c.predicted, both.c.model_version)
 
 

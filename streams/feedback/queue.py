@@ -11,6 +11,11 @@ predictions), spread evenly through the queue; of the other slots, at most half 
 first), the rest to the least sure predictions (smallest margin first). Margin of a head: its top probability minus
 the second (calibrated heads, as stored); of a message: its smallest over the heads. Entropy (`by="entropy"`): the
 largest normalised entropy over the heads, largest first.
+
+With a shadowed challenger (`challenger`: its NAME:VERSION), the alerts' slots are shared with the alerts it would
+have raised (streams/feedback/challenger.py), alternating, newest first: verdicts on those give its alert precision
+for the promotion gate. Their items are {kind: would_alert, message_id: "post:123", head: the rule, score: the
+version}.
 """
 
 import math
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from sqlalchemy import and_, exists, select
 from sqlalchemy.engine import Engine
 
+from streamsense.streams.feedback.challenger import unreviewed as would_alerts
 from streamsense.streams.feedback.schema import feedback
 from streamsense.streams.feedback.verdicts import heads_of
 from streamsense.streams.schema import alerts, predictions
@@ -62,7 +68,7 @@ def _unreviewed(kind_col, id_col):
 
 
 def review_queue(engine: Engine, limit: int = 20, random_share: float = DEFAULT_RANDOM_SHARE, by: str = "margin",
-                 scan: int = 5000, seed: int | None = None) -> list[dict]:
+                 scan: int = 5000, seed: int | None = None, challenger: str | None = None) -> list[dict]:
     """The next `limit` items to review: [{kind, message_id, reason (random / alert / uncertain), head, score}]
     (`score`: the margin or normalised entropy of `head`; for alerts, the rule). `scan`: how many of the newest
     unreviewed predictions the least-sure part looks at."""
@@ -83,14 +89,17 @@ def review_queue(engine: Engine, limit: int = 20, random_share: float = DEFAULT_
         alert_rows = list(conn.execute(
             select(alerts.c.id, alerts.c.rule).where(_unreviewed("alert", alerts.c.id))
             .order_by(alerts.c.created_at.desc(), alerts.c.id).limit(n_alerts))) if n_alerts else []
-        n_uncertain = limit - len(random_rows) - len(alert_rows)
+        real = [{"kind": "alert", "message_id": row.id, "reason": "alert", "head": "alert", "score": row.rule}
+                for row in alert_rows]
+        would = would_alerts(conn, challenger, n_alerts) if challenger and n_alerts else []
+        alert_items = _alternate(real, would)[:n_alerts]
+        n_uncertain = limit - len(random_rows) - len(alert_items)
         newest = list(conn.execute(select(*columns).where(unreviewed, predictions.c.pk.notin_(picked))
                                    .order_by(predictions.c.pk.desc()).limit(scan))) if n_uncertain > 0 else []
     randoms = [_item(row, "random", by) for row in sorted(random_rows, key=lambda r: rng.random())]
     uncertain = sorted((_item(row, "uncertain", by) | {"_pk": row.pk} for row in newest),
                        key=lambda item: (item["_sort"], item["_pk"]))[:max(n_uncertain, 0)]
-    rest = [{"kind": "alert", "message_id": row.id, "reason": "alert", "head": "alert", "score": row.rule}
-            for row in alert_rows] + uncertain
+    rest = alert_items + uncertain
     return [{k: v for k, v in item.items() if not k.startswith("_")} for item in _spread(randoms, rest)]
 
 
@@ -98,6 +107,13 @@ def _item(row, reason: str, by: str) -> dict:
     key, head = uncertainty(row, by)
     return {"kind": row.kind, "message_id": row.message_id, "reason": reason, "head": head,
             "score": round(abs(key), 4), "_sort": key}
+
+
+def _alternate(a: list, b: list) -> list:
+    """a[0], b[0], a[1], b[1], …, then the longer one's rest."""
+    out = [x for pair in zip(a, b) for x in pair]
+    n = min(len(a), len(b))
+    return out + a[n:] + b[n:]
 
 
 def _spread(randoms: list, rest: list) -> list:

@@ -1,11 +1,13 @@
 """Verdicts in: parse a person's verdict or label, check it against the stored prediction or alert, store it once.
 
-A verdict names its target (`post:ID`, `ticket:ID` or `alert:ID`), the head judged (sentiment, offensive, hate,
-complaint, … or `alert`), who said it, and either `right` / `wrong` or the label the person gives. Against the
+A verdict names its target (`post:ID`, `ticket:ID`, `alert:ID`, or `would_alert:post:ID`: an alert a shadowed
+challenger would have raised on that message), the head judged (sentiment, offensive, hate, complaint, …, `alert`,
+or for a would-be alert the rule), who said it, and either `right` / `wrong` or the label the person gives. Against the
 stored row it gains what was predicted and by which model version, and its missing half: a label equal to the
 prediction is `right`, another is `wrong`; `right` confirms the predicted label, `wrong` on a two-label head names
 the other one (on sentiment's three labels a bare `wrong` leaves the label unknown: it counts for quality, not for
-training). An alert's labels are `alarm` and `false_alarm`; its prediction is always `alarm`.
+training). An alert's labels are `alarm` and `false_alarm`; its prediction is always `alarm`; so are a would-be
+alert's.
 """
 
 from collections.abc import Iterable
@@ -15,13 +17,14 @@ from datetime import datetime, timezone
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection, Engine
 
+from streamsense.streams.feedback.challenger import WOULD_ALERT, shadow_rows_of
 from streamsense.streams.feedback.schema import feedback
 from streamsense.streams.schema import alerts, predictions
 
 VERDICTS = ("right", "wrong")
 SOURCES = ("cli", "jsonl", "kafka", "argilla", "label-studio")
-SAMPLES = ("random", "uncertain", "alert")
-KINDS = ("post", "ticket", "alert")
+SAMPLES = ("random", "uncertain", "alert", WOULD_ALERT)
+KINDS = ("post", "ticket", "alert", WOULD_ALERT)
 ALERT_HEAD, ALARM, FALSE_ALARM = "alert", "alarm", "false_alarm"
 
 
@@ -160,10 +163,11 @@ def complete(v: Verdict, labels: tuple[str, ...], predicted: str) -> tuple[str, 
     return "wrong", others[0] if len(others) == 1 else None
 
 
-def _targets(conn: Connection, verdicts: list[Verdict]) -> tuple[dict, dict]:
-    """The stored predictions and alerts the verdicts name: {(kind, id): row}, {alert id: row}."""
+def _targets(conn: Connection, verdicts: list[Verdict]) -> tuple[dict, dict, dict]:
+    """The stored predictions, alerts and shadow rows the verdicts name: {(kind, id): row}, {alert id: row},
+    {"post:id": [shadow rows, newest first]}."""
     found, found_alerts = {}, {}
-    pairs = sorted({(v.kind, v.message_id) for v in verdicts if v.kind != "alert"})
+    pairs = sorted({(v.kind, v.message_id) for v in verdicts if v.kind not in ("alert", WOULD_ALERT)})
     for start in range(0, len(pairs), 500):
         chunk = pairs[start:start + 500]
         stmt = select(predictions.c.kind, predictions.c.message_id, predictions.c.sentiment, predictions.c.p_neutral,
@@ -174,13 +178,13 @@ def _targets(conn: Connection, verdicts: list[Verdict]) -> tuple[dict, dict]:
     for start in range(0, len(ids), 500):
         stmt = select(alerts.c.id, alerts.c.rule, alerts.c.model_version).where(alerts.c.id.in_(ids[start:start + 500]))
         found_alerts.update({r.id: r for r in conn.execute(stmt)})
-    return found, found_alerts
+    return found, found_alerts, shadow_rows_of(conn, [v.message_id for v in verdicts if v.kind == WOULD_ALERT])
 
 
 def resolve(conn: Connection, verdicts: list[Verdict]) -> tuple[list[dict], list[tuple[int, str, str]], int]:
     """Rows for the feedback table, the rejected verdicts (their index in `verdicts`, what, why), and how many rows
     name a message stored without text."""
-    found, found_alerts = _targets(conn, verdicts)
+    found, found_alerts, shadowed = _targets(conn, verdicts)
     rows, rejected, without_text = [], [], 0
     now = datetime.now(timezone.utc)
     for i, v in enumerate(verdicts):
@@ -190,6 +194,11 @@ def resolve(conn: Connection, verdicts: list[Verdict]) -> tuple[list[dict], list
                 if alert is None:
                     raise VerdictError(f"no stored alert {v.message_id!r}")
                 labels, predicted, version, text = (ALARM, FALSE_ALARM), ALARM, alert.model_version, ""
+            elif v.kind == WOULD_ALERT:
+                would = [r for r in shadowed.get(v.message_id, []) if v.head in (r.alerts or [])]
+                if not would:
+                    raise VerdictError(f"no shadowed challenger would have raised {v.head!r} on {v.message_id!r}")
+                labels, predicted, version, text = (ALARM, FALSE_ALARM), ALARM, would[0].model_version, ""
             else:
                 row = found.get((v.kind, v.message_id))
                 if row is None:

@@ -4,7 +4,7 @@ STREAMSENSE_TOPIC_POSTS and STREAMSENSE_TOPIC_TICKETS), checked at start, and th
     [[input]]
     topic = "tweets"              # required; each topic once
     kind = "post"                 # required: post | ticket
-    format = "json"               # json (default) | string | auto | avro | json_schema
+    format = "json"               # json (default) | string | auto | avro | json_schema | protobuf | confluent
     envelope = "none"             # none (default) | debezium
     on_error = "dead_letter"      # dead_letter (default) | skip | stop
     [input.fields]                # where each record field is found (streams/inputs/mapping.py)

@@ -70,6 +70,7 @@ PLUGINS: dict[str, str] = {
     "confluent": "streamsense.streams.inputs.confluent",
     "avro": "streamsense.streams.inputs.avro",
     "json_schema": "streamsense.streams.inputs.json_schema",
+    "protobuf": "streamsense.streams.inputs.protobuf",
 }
 
 

@@ -45,7 +45,7 @@ MAX_BACKOFF = 5.0  # seconds between two tries while the registry is down, at mo
 NOT_FOUND_TTL = 30.0  # seconds a "schema id not found" answer is remembered
 _STEP = 0.2  # a wait sleeps in steps this short, to see a stop soon
 #: The registry's error codes for "not found" (Confluent's, kept by Apicurio's and Karapace's compatible APIs)
-SCHEMA_NOT_FOUND, SUBJECT_NOT_FOUND = 40403, 40401
+SCHEMA_NOT_FOUND, SUBJECT_NOT_FOUND, VERSION_NOT_FOUND = 40403, 40401, 40402
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
@@ -125,6 +125,7 @@ class RegistryClient:
             if certfile:
                 self._ssl.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
         self._schemas: dict[int, RegisteredSchema] = {}
+        self._versions: dict[tuple[str, int], RegisteredSchema] = {}  # (subject, version) → a reference's schema
         self._parsed: dict[tuple[int, Any], Any] = {}
         self._missing: dict[int, float] = {}  # schema id → when the registry said "not found"
         self._lock = threading.Lock()
@@ -163,6 +164,27 @@ class RegistryClient:
             self._schemas[schema_id] = schema
         return schema
 
+    def version(self, subject: str, version: int) -> RegisteredSchema:
+        """Version `version` of `subject` (how a schema's `references` name the schemas it imports), cached for the
+        process's life (a registered version never changes); DecodeError where the registry has none; waits while
+        the registry is down."""
+        key = (subject, version)
+        found = self._versions.get(key)
+        if found is not None:
+            return found
+        path = f"/subjects/{urllib.parse.quote(subject, safe='')}/versions/{urllib.parse.quote(str(version))}"
+        try:
+            answer = self._until_answered(f"subject {subject} version {version}",
+                                          lambda: self._request("GET", path))
+        except SchemaNotFound:
+            raise DecodeError(f"subject {subject!r} version {version} not found in the schema registry at "
+                              f"{self.url}") from None
+        schema = RegisteredSchema(int(answer["id"]), answer.get("schemaType") or "AVRO", answer["schema"],
+                                  tuple(answer.get("references") or ()))
+        with self._lock:
+            self._versions[key] = schema
+        return schema
+
     def parsed(self, schema: RegisteredSchema, parser: Callable[[RegisteredSchema], Any], key: Any = None) -> Any:
         """`parser(schema)`, once per schema id and `key`: a parser's DecodeError (a schema it cannot use) is
         cached too, and raised for each message of that schema."""
@@ -184,12 +206,15 @@ class RegistryClient:
 
     # --- writing ----------------------------------------------------------------------------------------------------
 
-    def register(self, subject: str, schema: str, schema_type: str = "AVRO") -> int:
+    def register(self, subject: str, schema: str, schema_type: str = "AVRO", references: list | None = None) -> int:
         """Register `schema` under `subject` (a new version if it differs from the latest; the same id if the
-        registry has it already) and return its id; waits while the registry is down."""
-        body = {"schema": schema}
+        registry has it already) and return its id; waits while the registry is down. `references`: the schemas it
+        imports, as the registry takes them ({"name": the import's name, "subject": ..., "version": ...})."""
+        body: dict = {"schema": schema}
         if schema_type != "AVRO":
             body["schemaType"] = schema_type
+        if references:
+            body["references"] = list(references)
         path = f"/subjects/{urllib.parse.quote(subject, safe='')}/versions"
         answer = self._until_answered(f"registering {subject}", lambda: self._request("POST", path, body))
         return int(answer["id"])
@@ -212,7 +237,7 @@ class RegistryClient:
             except ValueError:
                 detail = {}
             code = detail.get("error_code") if isinstance(detail, dict) else None
-            if exc.code == 404 and code in (SCHEMA_NOT_FOUND, SUBJECT_NOT_FOUND):
+            if exc.code == 404 and code in (SCHEMA_NOT_FOUND, SUBJECT_NOT_FOUND, VERSION_NOT_FOUND):
                 raise SchemaNotFound(detail.get("message", "not found")) from None
             message = detail.get("message") if isinstance(detail, dict) else None
             if exc.code in (409, 422) and method == "POST":
