@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamsense.models.adapt import fit_head
+from streamsense.models.adapt import AdaptError, fit_head
 from streamsense.models.bias import BIAS_HEADS, THRESHOLD, load_suite
 
 # Benign sentences for training, crossed with every group; written for training only, apart from the evaluation
@@ -397,6 +397,9 @@ def run(base_dir: Path, datasets_dir: Path, cache_dir: Path, heads=("hate",), re
     from streamsense.models.adapt import _features, load_base
 
     card, model, tokenizer, _ = load_base(base_dir)
+    if card.get("pooling", "mean") != "mean" or "en" not in card.get("languages", ["en"]):
+        # its training rows (TweetEval) and benign sentences are English
+        raise AdaptError(f"{card['name']}: the debias refit is built for English mean-pooled models only")
     cache = VectorCache(cache_dir, f"{card['name']}:{card['version']}")
 
     def encode(texts):

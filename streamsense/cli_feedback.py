@@ -441,7 +441,10 @@ def models_registry_init(
 
 
 def models_adapt(
-    model: Optional[str] = typer.Option(None, "--model", help="The model to adapt (default: STREAMSENSE_MODEL)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Adapt this model only, from the labels in its "
+                                                              "languages (default: every served model that gets "
+                                                              "labels: STREAMSENSE_MODEL and "
+                                                              "STREAMSENSE_LANGUAGE_MODELS)."),
     from_file: Optional[Path] = typer.Option(None, "--from-file", help='Labels, one {"text", "task", "label", '
                                                                       '"lang"?} per line.'),
     from_feedback: bool = typer.Option(False, "--from-feedback", help="People's labelled verdicts in "
@@ -449,61 +452,99 @@ def models_adapt(
                                                                       "with text)."),
     anchor: float = typer.Option(0.3, min=0, help="Pull towards the replaced head's weights (larger: closer to "
                                                    "the base model)."),
+    class_weight: str = typer.Option("balanced", help="balanced: classes weigh equally in the fit; labels: the "
+                                                      "labels' own class ratio becomes the head's prior."),
 ):
     """Make a challenger from labels: the encoder frozen, each labelled head refitted, exported and parity-checked,
-    published as the next version and named challenger (needs the `train` extra; about a minute on 2 CPU cores)."""
-    from streamsense.models.adapt import AdaptError, LabelRow, adapt_and_export, read_labels
+    published as the next version and named challenger (needs the `train` extra; about a minute on 2 CPU cores).
+    Each label goes to the model that reads its language (`lang`, else identified), as the worker routes messages."""
+    from streamsense.models.adapt import AdaptError, LabelRow, adapt_and_export, read_labels, route
+    from streamsense.models.language import UNDETERMINED, model_languages
     from streamsense.models.registry import (
         CHALLENGER, CHAMPION, alias_version, pin_champion, read_card, resolve, set_alias,
     )
     from streamsense.settings import SHIPPED_MODELS
+    from streamsense.streams.worker import language_models
 
     if bool(from_file) == from_feedback:
         raise typer.BadParameter("give one of --from-file FILE or --from-feedback")
+    if class_weight not in ("balanced", "labels"):
+        raise typer.BadParameter("--class-weight is balanced or labels")
     settings = Settings()
     root = settings.model_registry
     if Path(root).resolve() == SHIPPED_MODELS.resolve():
         _fail("the registry is the installed package's shipped models, which adaptation must not change",
               "make a writable one: `streamsense models registry-init DIR`, then STREAMSENSE_MODEL_REGISTRY=DIR")
-    base = resolve(root, model or settings.model)
-    card = read_card(base)
+    if model:
+        refs = [model]
+    else:
+        try:
+            routed = language_models(settings.language_models)
+        except ValueError as exc:
+            _fail(str(exc), "fix STREAMSENSE_LANGUAGE_MODELS, or name one model with --model")
+        refs = list(dict.fromkeys([settings.model, *routed.values()]))
+    bases = {ref: resolve(root, ref) for ref in refs}
+    cards = {ref: read_card(base) for ref, base in bases.items()}
     if from_file:
         rows, bad = read_labels(from_file)
         for n, why in bad[:20]:
             console.print(f"malformed line {n}: {why}", markup=False)
-        source = f"file {from_file.name} ({len(rows)} labels)"
+        if model:  # one model: the labels in the languages it reads (and those too short to tell)
+            per_model, left = route(rows, {model: (*model_languages(cards[model]), UNDETERMINED)}, None)
+        else:
+            per_model, left = route(rows, {ref: tuple(lang for lang, r in routed.items() if r == ref)
+                                           for ref in refs[1:]}, settings.model)
+        if left:
+            console.print(f"{left} labels are in languages {model} does not read: left out", markup=False)
+        sources = {ref: f"file {from_file.name} ({len(r)} of its {len(rows)} labels)" for ref, r in per_model.items()}
     else:
         from streamsense.streams.feedback.evidence import labelled
 
         engine = _engine(settings)
+        per_model, sources = {}, {}
         try:
-            items, without_text = labelled(engine, card["name"])
+            for ref, card in cards.items():
+                items, without_text = labelled(engine, card["name"])
+                if without_text:
+                    console.print(f"{card['name']}: {without_text} labelled verdicts name messages stored without "
+                                  "text (STREAMSENSE_STORE_TEXT=hash): they cannot train", markup=False)
+                if items:
+                    per_model[ref] = [LabelRow(i.text, i.head, i.label) for i in items]
+                    sources[ref] = f"feedback: {len(items)} labelled verdicts"
         finally:
             engine.dispose()
-        if without_text:
-            console.print(f"{without_text} labelled verdicts name messages stored without text "
-                          "(STREAMSENSE_STORE_TEXT=hash): they cannot train", markup=False)
-        rows = [LabelRow(i.text, i.head, i.label) for i in items]
-        source = f"feedback: {len(rows)} labelled verdicts"
-    if not rows:
-        _fail(f"no labels to adapt from ({source})", "label messages first (`streamsense feedback queue`), or give "
-              "--from-file")
-    pin_champion(root, card["name"], alias_version(root, card["name"], CHAMPION))  # before v+1 is the newest
-    try:
-        target, new = adapt_and_export(base, rows, root, source, anchor)
-    except AdaptError as exc:
-        _fail(str(exc), "see docs/models.md \"Adapting to your domain\"")
-    set_alias(root, new["name"], CHALLENGER, new["version"], "adapt", None, source)
-    table = Table(title=f"{new['name']}:{new['version']} adapted from {card['name']}:{card['version']}")
-    for col in ("head", "labels", "held out", "accuracy before", "after"):
-        table.add_column(col)
-    for head, h in new["training"]["adaptation"]["heads"].items():
-        table.add_row(head, str(h["labels"]), str(h.get("held_out", 0)),
-                      str(h.get("held_out_accuracy_before", "–")), str(h.get("held_out_accuracy_after", "–")))
-    out.print(table)
-    console.print(f"published {target}, named {new['name']}:{CHALLENGER}; next: `streamsense models eval --model "
-                  f"{new['name']}:{new['version']} --record`, then `streamsense models promote "
-                  f"{new['name']}:{new['version']}`", markup=False)
+    if not per_model:
+        _fail(f"no labels to adapt from ({from_file or 'feedback'})", "label messages first (`streamsense feedback "
+              "queue`), or give --from-file")
+    adapted = 0
+    for ref, rows in per_model.items():
+        card = cards[ref]
+        pin_champion(root, card["name"], alias_version(root, card["name"], CHAMPION))  # before v+1 is the newest
+        try:
+            target, new = adapt_and_export(bases[ref], rows, root, sources[ref], anchor, class_weight=class_weight)
+        except AdaptError as exc:
+            if len(per_model) == 1:
+                _fail(str(exc), "see docs/models.md \"Adapting to your domain\"")
+            console.print(f"{card['name']}:{card['version']}: not adapted: {exc}", markup=False)
+            continue
+        adapted += 1
+        set_alias(root, new["name"], CHALLENGER, new["version"], "adapt", None, sources[ref])
+        table = Table(title=f"{new['name']}:{new['version']} adapted from {card['name']}:{card['version']} "
+                            f"({sources[ref]})")
+        for col in ("head", "labels", "held out", "accuracy before", "after"):
+            table.add_column(col)
+        for head, h in new["training"]["adaptation"]["heads"].items():
+            table.add_row(head, str(h["labels"]), str(h.get("held_out", 0)),
+                          str(h.get("held_out_accuracy_before", "–")), str(h.get("held_out_accuracy_after", "–")))
+        out.print(table)
+        console.print(f"published {target}, named {new['name']}:{CHALLENGER}; next: `streamsense models eval "
+                      f"--model {new['name']}:{new['version']} --record`, then `streamsense models promote "
+                      f"{new['name']}:{new['version']}`", markup=False)
+    untouched = [f"{cards[r]['name']}:{cards[r]['version']}" for r in refs if r not in per_model]
+    if untouched:
+        console.print(f"no labels for {', '.join(untouched)}: left as it is", markup=False)
+    if not adapted:
+        _fail("no model was adapted (above: why)", "see docs/models.md \"Adapting to your domain\"")
 
 
 def models_compare(

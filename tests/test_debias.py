@@ -66,7 +66,7 @@ def test_weighted_fit_ignores_zero_weight_rows_and_follows_heavy_ones():
     x = rng.normal(size=(200, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     w0, b0 = np.zeros((2, 4), dtype=np.float32), np.zeros(2, dtype=np.float32)
-    plain = fit_head(x[:150], y[:150], w0, b0, anchor=0.01)
+    plain = fit_head(x[:150], y[:150], w0, b0, anchor=0.01, sample_weight=np.ones(150))
     # rows 150..199 relabelled all 0, weighted zero: the same head as without them
     y2 = y.copy()
     y2[150:] = 0
