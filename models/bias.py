@@ -258,31 +258,89 @@ def blind(text: str, language: str = "en") -> str:
     return "".join(out) + text[at:] if out else text
 
 
+@dataclass(frozen=True)
+class Blinding:
+    """What a model's identity-blind second look found on a batch, for a model with the same lexicon language (and,
+    for `encoded`, the same tokens: a shadowed challenger) to take instead of finding it again: `checked` are the
+    texts it looked at, `named` the positions among them that name a group, `encoded` the token ids of those texts'
+    identity-blind counterfactuals, in that order, by `runtime`'s tokenizer. References only: recording it is free."""
+
+    language: str
+    checked: list[str]
+    named: list[int]
+    encoded: object  # models/runtime.py Encoded
+    runtime: object
+
+
 def blind_probs(classifier, texts, probs: dict) -> dict:
     """`probs` with each identity-blind head's probability (RiskRules.identity_blind), where it reaches the head's
     `medium` on a text naming a group of people, replaced by the lower of the text's and its identity-blind
     counterfactual's (the whole row of that head, so it still sums to one). A message is flagged for what it says,
     not for whom it names: the term can lower the score, never raise it. Only those texts take a second pass through
     the model (a few per cent of traffic); every other row is as inferred. Returns a new dict; `probs` is kept."""
+    return blinded_probs(classifier, texts, probs)[0]
+
+
+def _known(blindings, language: str, runtime) -> dict:
+    """text → False (checked, names no group) or (Encoded, row) of its blinded counterfactual's tokens where they are
+    `runtime`'s (the same tokenizer, length and emoji handling), else True, from other models' Blinding of the batch."""
+    from streamsense.models.runtime import tokens_key
+
+    known: dict = {}
+    key = None
+    for b in blindings:
+        if b.language != language:
+            continue
+        if key is None:
+            key = tokens_key(runtime) or ()
+        same = key != () and tokens_key(b.runtime) == key
+        known.update(dict.fromkeys(b.checked, False))
+        known.update((b.checked[k], (b.encoded, j) if same else True) for j, k in enumerate(b.named))
+    return known
+
+
+def blinded_probs(classifier, texts, probs: dict, seen=()) -> tuple[dict, "Blinding | None"]:
+    """`blind_probs`, and what it found (Blinding; None where no head is identity-blind or no text reached a
+    `medium`). `seen`: other models' Blinding of the same texts (the champion's, for a shadow): which of them name a
+    group and, where the tokens are this model's, their counterfactuals' token ids are taken from there (the same
+    answers: both are functions of the text alone); the rest are found here."""
     language = "zh" if "en" not in classifier.languages else "en"
     rules = classifier.rules
     columns = {t.name: t.labels.index(t.positive) for t in classifier.runtime.tasks if t.positive}
     heads = [h for h in rules.identity_blind if h in probs and h in columns]
     candidates = sorted({i for h in heads for i in np.flatnonzero(probs[h][:, columns[h]] >= rules.heads[h].medium)
                          .tolist()})
-    idx = [candidates[k] for k in names_groups([texts[i] for i in candidates], language)]
-    if not idx:
-        return probs
+    checked = [texts[i] for i in candidates]
     runtime = classifier.runtime
-    again = runtime.infer(runtime.tokenize([blind(texts[i], language) for i in idx]))
+    known = _known(seen, language, runtime) if seen else {}
+    if known:
+        from streamsense.models.runtime import Encoded
+
+        answers = [known.get(text) for text in checked]
+        unknown = [k for k, a in enumerate(answers) if a is None]
+        for k in names_groups([checked[k] for k in unknown], language):
+            answers[unknown[k]] = True
+        named = [k for k, a in enumerate(answers) if a]  # False: names no group; True or tokens: names one
+        own = [k for k in named if answers[k] is True]  # without tokens this model can use: tokenized here
+        mine = runtime.tokenize([blind(checked[k], language) for k in own]) if own else None
+        tokens = dict(zip(own, ((mine, j) for j in range(len(own)))))
+        rows = [tokens[k] if answers[k] is True else answers[k] for k in named]
+        encoded = Encoded([part.ids[j] for part, j in rows], [part.truncated[j] for part, j in rows])
+    else:
+        named = names_groups(checked, language)
+        encoded = runtime.tokenize([blind(checked[k], language) for k in named]) if named else None
+    found = Blinding(language, checked, named, encoded, runtime) if candidates else None
+    if not named:
+        return probs, found
+    again = runtime.infer(encoded)
     out = dict(probs)
-    rows = np.asarray(idx)
+    rows = np.asarray([candidates[k] for k in named])
     for h in heads:
         new = out[h].copy()
         lower = again[h][:, columns[h]] < new[rows, columns[h]]
         new[rows[lower]] = again[h][lower]
         out[h] = new
-    return out
+    return out, found
 
 
 # -- scoring through the serving path -------------------------------------------------------------------------------

@@ -59,6 +59,9 @@ class BatchResult:
     versions: list[str] | None = None  # the model that decided each text, where a batch is routed to several
     # the pattern signals that fired on each text (RiskRules.fire), for a model with the same signals (a shadow)
     fired: list[tuple] | None = None
+    # what the identity-blind second look found (models/bias.py Blinding), one per model that looked, for a model
+    # with the same lexicon (a shadow) to take instead of looking again
+    blinded: tuple = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,17 +100,21 @@ class Classifier:
         return self.runtime.infer(encoded)
 
     def decide(self, texts: Sequence[str], encoded: Encoded,
-               probs: Mapping[str, np.ndarray] | None = None, fired: Sequence[tuple] | None = None) -> BatchResult:
+               probs: Mapping[str, np.ndarray] | None = None, fired: Sequence[tuple] | None = None,
+               blinded: Sequence = ()) -> BatchResult:
         """Decisions for `texts`, already tokenized into `encoded`, from the heads' probabilities `probs` (inferred
         here when not given): argmax, rounding and the head columns once per batch with numpy, then the risk rules
         per text. `fired`: the pattern signals of each text (RiskRules.fire) where another model with the same
-        signals found them already (the champion, for a shadow)."""
+        signals found them already (the champion, for a shadow); `blinded`: what another model's identity-blind second
+        look found on the same texts (BatchResult.blinded: the champion's, for a shadow), taken where it applies."""
         if probs is None:
             probs = self.infer(encoded)
+        found = ()
         if self.rules.identity_blind:  # a second look, without the identity terms, at the texts those heads flag
-            from streamsense.models.bias import blind_probs
+            from streamsense.models.bias import blinded_probs
 
-            probs = blind_probs(self, texts, probs)
+            probs, blinding = blinded_probs(self, texts, probs, blinded)
+            found = (blinding,) if blinding is not None else ()
         n = len(texts)
         sentiment = probs["sentiment"]
         if sentiment.shape[0] != n or len(encoded.truncated) < n:
@@ -126,7 +133,7 @@ class Classifier:
             fired = [fire(text) for text in texts]
         assess = rules.assess
         risks = [assess(text, dict(zip(heads, row)), signals) for text, row, signals in zip(texts, columns, fired)]
-        return BatchResult(labels, scores, risks, list(encoded.truncated[:n]), fired=list(fired))
+        return BatchResult(labels, scores, risks, list(encoded.truncated[:n]), fired=list(fired), blinded=found)
 
     def predict(self, texts: Sequence[str], encoded: Encoded) -> list[Prediction]:
         """Predictions for `texts`, already tokenized into `encoded` (tokenize once per batch)."""

@@ -118,14 +118,16 @@ class RoutedClassifier:
             result = self.routes[route].decide(texts, part, probs[0])
             return BatchResult(result.labels, result.scores, result.risks, result.truncated,
                                [self.routes[route].model_version] * len(texts),
-                               result.fired if self._same_signals else None)
+                               result.fired if self._same_signals else None, result.blinded)
         n = len(texts)
         labels, scores, risks, truncated, versions = [None] * n, [None] * n, [None] * n, [False] * n, [None] * n
         fired = [()] * n if self._same_signals else None
+        blinded: tuple = ()
         for (route, positions, part), route_probs in zip(encoded.parts, probs):
             classifier = self.routes[route]
             result = classifier.decide([texts[i] for i in positions], part, route_probs)
             version = classifier.model_version
+            blinded += result.blinded
             if result.fired is None:
                 fired = None
             for k, i in enumerate(positions):
@@ -134,7 +136,7 @@ class RoutedClassifier:
                 versions[i] = version
                 if fired is not None:
                     fired[i] = result.fired[k]
-        return BatchResult(labels, scores, risks, truncated, versions, fired)
+        return BatchResult(labels, scores, risks, truncated, versions, fired, blinded)
 
     def predict(self, texts: Sequence[str], encoded: RoutedEncoded) -> list[Prediction]:
         return self.decide(texts, encoded).predictions()

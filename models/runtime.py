@@ -28,6 +28,16 @@ class Encoded:
         return len(self.ids)
 
 
+def tokens_key(runtime) -> tuple | None:
+    """What decides a runtime's token ids: its tokenizer file's sha256, maximum length and emoji handling (None without
+    a tokenizer file in its card). Two runtimes with the same key turn any text into the same ids (an adapted model
+    and its base), so one's tokens may serve the other (a shadowed challenger)."""
+    entry = (getattr(runtime, "card", None) or {}).get("files", {}).get("tokenizer.json")
+    if entry is None or entry.get("sha256") is None:
+        return None
+    return entry["sha256"], runtime.max_length, runtime.emoji
+
+
 def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pad to the longest member: (input_ids, attention_mask), both int64 [batch, longest]."""
     longest = max(len(x) for x in ids)

@@ -209,8 +209,10 @@ class Processor:
             stored = {(row["kind"], row["message_id"]) for row in processed.batch.predictions}
             # the champion's pattern signals per message, on the one-pass path (one part, all of the batch)
             fired = getattr(parts[0][2], "fired", None) if len(parts) == 1 else None
+            # and what its identity-blind second look found (which texts name a group, their blinded tokens)
+            blinded = getattr(parts[0][2], "blinded", ()) if len(parts) == 1 else ()
             rows = shadow_rows(shadow, prepared.valid, stored, self.shadow_share, self.alert_rules, prepared.encoded,
-                               prepared.classifier, fired)
+                               prepared.classifier, fired, blinded)
         return replace(processed, batch=replace(processed.batch, shadow=rows))
 
     def infer_and_decide(self, prepared: Prepared) -> list[Prediction | Exception]:

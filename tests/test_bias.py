@@ -137,6 +137,40 @@ def test_blinding_keeps_the_inferred_probabilities_it_does_not_change(classifier
     assert np.array_equal(out["hate"], probs["hate"])  # hate is not identity-blind
 
 
+def test_another_models_blinding_is_taken_where_it_applies(classifier, monkeypatch):
+    """What one model's second look found (which texts name a group, their counterfactuals' tokens) serves another
+    model with the same lexicon and tokens: the same probabilities as looking itself, without tokenizing again; a
+    Blinding in another language is ignored, one by other tokens gives its answers but not its tokens."""
+    texts = ["I am a gay person and I love this airline", "thanks for the quick delivery", "gay people are trash",
+             "The old man at the gate was rude", "my black cat hates this delivery app", "muslim families fly too"]
+    probs = classifier.runtime.infer(classifier.runtime.tokenize(texts))
+    own, found = bias.blinded_probs(classifier, texts, probs)
+    assert found is not None and [found.checked[k] for k in found.named]  # some checked texts name a group
+    # a Blinding of part of the batch, in another order, as a routed or other champion gives it
+    part = [4, 0, 1]
+    _, seen = bias.blinded_probs(classifier, [texts[i] for i in part], {h: p[part] for h, p in probs.items()})
+    tokenized = []
+    real = classifier.runtime.tokenize
+    monkeypatch.setattr(classifier.runtime, "tokenize", lambda batch: tokenized.append(list(batch)) or real(batch))
+    out, _ = bias.blinded_probs(classifier, texts, probs, (seen,))
+    assert all(np.array_equal(out[h], own[h]) for h in own)
+    named_here = {found.checked[k] for k in found.named} - set(seen.checked)
+    assert tokenized == [[bias.blind(t) for t in found.checked if t in named_here]]  # only what `seen` lacked
+    tokenized.clear()
+    out, _ = bias.blinded_probs(classifier, texts, probs, (found,))  # all of it known: nothing tokenized again
+    assert all(np.array_equal(out[h], own[h]) for h in own) and tokenized == []
+    # the answers are taken: a Blinding that says no text names a group leaves every row as inferred
+    blank = bias.Blinding("en", found.checked, [], None, classifier.runtime)
+    assert all(np.array_equal(bias.blinded_probs(classifier, texts, probs, (blank,))[0][h], probs[h]) for h in probs)
+    # another language: ignored; other tokens (no tokenizer in its card): its answers, this model's own tokens
+    other = bias.Blinding("zh", found.checked, [], None, classifier.runtime)
+    assert all(np.array_equal(bias.blinded_probs(classifier, texts, probs, (other,))[0][h], own[h]) for h in own)
+    alien = bias.Blinding("en", found.checked, found.named, None, object())
+    out, _ = bias.blinded_probs(classifier, texts, probs, (alien,))
+    assert all(np.array_equal(out[h], own[h]) for h in own)
+    assert tokenized[-1] == [bias.blind(found.checked[k]) for k in found.named]
+
+
 def _model_copy(tmp_path):
     """The shipped English model with its ONNX files linked, not copied."""
     out = tmp_path / "streamsense-minilm" / "3"

@@ -81,11 +81,12 @@ def test_the_champions_tokens_serve_a_challenger_that_tokenizes_alike():
         {k: v for k, v in r.items() if k != "stored_at"} for r in own]
 
 
-def test_a_routed_champions_tokens_and_signals_serve_the_challenger():
-    """With a routed champion (English + Chinese) the challenger takes the English route's tokens and the pattern
-    signals the champion found (its risk rules have the same signals), tokenizes only the Chinese messages itself,
-    and stores exactly the rows it stores on its own tokens and rules: signals that fire, identity terms (the
-    identity-blind heads' second look) and Chinese text included."""
+def test_a_routed_champions_tokens_and_signals_serve_the_challenger(monkeypatch):
+    """With a routed champion (English + Chinese) the challenger takes the English route's tokens, the pattern
+    signals the champion found (its risk rules have the same signals) and what its identity-blind second look found
+    (which texts name a group, their counterfactuals' tokens), tokenizes only the Chinese messages itself, and stores
+    exactly the rows it stores on its own tokens and rules: signals that fire, identity terms and Chinese text
+    included."""
     from streamsense.streams.feedback.shadow import champion_tokens
 
     champion = load_classifier(Settings(device="cpu"))  # the default routes zh to the Chinese model
@@ -105,8 +106,15 @@ def test_a_routed_champions_tokens_and_signals_serve_the_challenger():
     encoded = champion.tokenize(model_texts, langs)
     decided = champion.decide(model_texts, encoded)
     assert decided.fired is not None and sum(bool(f) for f in decided.fired) >= 3
+    assert [b.language for b in decided.blinded] == ["en"] and decided.blinded[0].named  # the gay person's texts
     rules = AlertRules.load()
-    reused = shadow_rows(challenger, valid, stored, 1.0, rules, encoded, champion, decided.fired)
+    tokenized = []
+    real = challenger.runtime.tokenize
+    monkeypatch.setattr(challenger.runtime, "tokenize", lambda batch: tokenized.append(list(batch)) or real(batch))
+    reused = shadow_rows(challenger, valid, stored, 1.0, rules, encoded, champion, decided.fired, decided.blinded)
+    # the challenger tokenized the Chinese texts only: neither the English ones nor the blinded counterfactuals
+    assert tokenized == [[t for t, lang in zip(model_texts, langs) if lang == "zh"]]
+    monkeypatch.undo()
     own = shadow_rows(challenger, valid, stored, 1.0, rules)
     assert len(reused) == len(texts)
     assert [{k: v for k, v in r.items() if k != "stored_at"} for r in reused] == [

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timezone
 
 from streamsense.models.classifier import Classifier
-from streamsense.models.runtime import Encoded
+from streamsense.models.runtime import Encoded, tokens_key
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,8 @@ def same_tokens(champion, shadow) -> bool:
     an adapted challenger and the model it came from do), so the champion's tokens can serve the challenger."""
     if not (isinstance(champion, Classifier) and isinstance(shadow, Classifier)):
         return False  # a routed champion tokenizes per language
-    a, b = champion.runtime, shadow.runtime
-    files = (a.card["files"].get("tokenizer.json"), b.card["files"].get("tokenizer.json"))
-    return (files[0] is not None and files[0]["sha256"] == (files[1] or {}).get("sha256")
-            and (a.max_length, a.emoji) == (b.max_length, b.emoji))
+    key = tokens_key(champion.runtime)
+    return key is not None and key == tokens_key(shadow.runtime)
 
 
 def champion_tokens(champion, shadow, encoded, picked: list[int], texts: list[str]) -> Encoded:
@@ -61,11 +59,13 @@ def champion_tokens(champion, shadow, encoded, picked: list[int], texts: list[st
 
 
 def shadow_rows(shadow, valid: list, stored_ids: set, share: float, alert_rules, encoded: Encoded | None = None,
-                champion=None, fired: list | None = None) -> list[dict]:
+                champion=None, fired: list | None = None, blinded=()) -> list[dict]:
     """The challenger's rows for the batch's messages that the champion stored (`stored_ids`: (kind, id)) and the
     share samples. `encoded`: the champion's tokens of `valid`, reused where both tokenize alike; `fired`: the pattern
     signals that fired on each of `valid` (BatchResult.fired), reused where the challenger's risk rules have the
-    champion's signals (its heads and everything else are its own)."""
+    champion's signals (its heads and everything else are its own); `blinded`: what the champion's identity-blind
+    second look found (BatchResult.blinded), reused where the challenger looks at the same texts in the same language
+    (which name a group) and, with the same tokens, for their counterfactuals' token ids."""
     picked = [i for i, (_, record) in enumerate(valid)
               if (record.kind, record.id) in stored_ids and sampled(record.kind, record.id, share)]
     if not picked:
@@ -80,9 +80,9 @@ def shadow_rows(shadow, valid: list, stored_ids: set, share: float, alert_rules,
         champion_rules, shadow_rules = getattr(champion, "rules", None), getattr(shadow, "rules", None)
         if fired is not None and len(fired) == len(valid) and champion_rules is not None \
                 and shadow_rules is not None and champion_rules.same_signals(shadow_rules):
-            result = shadow.decide(texts, tokens, fired=[fired[i] for i in picked])
+            result = shadow.decide(texts, tokens, fired=[fired[i] for i in picked], blinded=blinded)
         else:
-            result = shadow.decide(texts, tokens)
+            result = shadow.decide(texts, tokens, blinded=blinded)
     except Exception as exc:  # the challenger's failure costs its own rows only
         log.warning("shadow model %s failed on a batch of %d (%s: %s): no shadow rows for it",
                     shadow.model_version, len(texts), type(exc).__name__, exc)
