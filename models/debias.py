@@ -12,7 +12,6 @@ checks that no training pattern shares five consecutive words with a template, s
 sentences the refit never saw (the groups are the same: the swap list is the templates' group lexicon).
 """
 
-import hashlib
 import json
 import math
 import random
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from streamsense.models.adapt import AdaptError, fit_head
+from streamsense.models.vectors import CachedEncoder
 from streamsense.models.bias import BIAS_HEADS, THRESHOLD, load_suite
 
 # Benign sentences for training, crossed with every group; written for training only, apart from the evaluation
@@ -132,42 +132,6 @@ def counterfactuals(text: str, k: int = SWAPS, rng: random.Random | None = None,
             return g.people if forms[m.group(0).lower()].plural else g.one
         out.append(pattern.sub(swap, text))
     return out
-
-
-# -- sentence vectors, encoded once ----------------------------------------------------------------------------------
-
-class VectorCache:
-    """Sentence vectors of one model by text (sha1), kept in one .npz file under `folder`: each text is encoded once
-    across runs (the CPU is the cost)."""
-
-    def __init__(self, folder: Path, model_ref: str):
-        self.path = Path(folder) / f"vectors-{model_ref.replace(':', '-')}.npz"
-        self.keys: dict[str, int] = {}
-        self.x = np.zeros((0, 0), dtype=np.float32)
-        if self.path.is_file():
-            data = np.load(self.path)
-            self.x = data["x"]
-            self.keys = {k: i for i, k in enumerate(data["keys"].tolist())}
-
-    @staticmethod
-    def key(text: str) -> str:
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-    def get(self, texts: list[str], encode) -> np.ndarray:
-        """Vectors of `texts`, encoding (`encode(list) -> array`) only those not cached, longest-first batches."""
-        missing = list(dict.fromkeys(t for t in texts if self.key(t) not in self.keys))
-        if missing:
-            missing.sort(key=len)
-            new = encode(missing)
-            start = len(self.keys)
-            self.x = new if not self.keys else np.concatenate([self.x, new])
-            for i, t in enumerate(missing):
-                self.keys[self.key(t)] = start + i
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp.npz")
-            np.savez(tmp, x=self.x, keys=np.array(list(self.keys)))
-            tmp.replace(self.path)
-        return self.x[[self.keys[self.key(t)] for t in texts]]
 
 
 # -- the data of one head ----------------------------------------------------------------------------------------------
@@ -375,7 +339,7 @@ def dumps(rows: list[dict]) -> str:
     return json.dumps([{k: v for k, v in r.items() if k != "weights"} for r in rows], indent=2)
 
 
-__all__ = ["BENIGN_TRAINING", "BIAS_HEADS", "Recipe", "VectorCache", "benign_training_rows", "choose",
+__all__ = ["BENIGN_TRAINING", "BIAS_HEADS", "Recipe", "benign_training_rows", "choose",
            "counterfactuals", "export_refit", "head_data", "measure", "refit", "search", "table"]
 
 
@@ -400,17 +364,15 @@ def run(base_dir: Path, datasets_dir: Path, cache_dir: Path, heads=("hate",), re
     if card.get("pooling", "mean") != "mean" or "en" not in card.get("languages", ["en"]):
         # its training rows (TweetEval) and benign sentences are English
         raise AdaptError(f"{card['name']}: the debias refit is built for English mean-pooled models only")
-    cache = VectorCache(cache_dir, f"{card['name']}:{card['version']}")
-
-    def encode(texts):
-        log(f"encoding {len(texts)} texts")
-        return _features(model, tokenizer, texts, card["max_length"])
+    vectors = CachedEncoder(f"vectors-{card['name']}-{card['version']}",
+                            lambda texts: _features(model, tokenizer, texts, card["max_length"]), cache_dir,
+                            announce=lambda n: log(f"encoding {n} texts"))
 
     out = {}
     for head in heads:
         if head not in BIAS_HEADS:
             raise ValueError(f"{head}: not a head the bias report reads ({', '.join(BIAS_HEADS)})")
-        data = head_data(head, card, datasets_dir, lambda texts: cache.get(texts, encode))
+        data = head_data(head, card, datasets_dir, vectors)
         layer = model.heads[head]
         w0, b0 = layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
         with torch.no_grad():

@@ -38,6 +38,7 @@ from streamsense.models.data import require_datasets
 from streamsense.models.metrics import classification_metrics
 from streamsense.models.tasks import canonical_label
 from streamsense.models.text import normalize
+from streamsense.models.vectors import CachedEncoder
 
 KS = (100, 300, 500)
 SEEDS = 3
@@ -235,42 +236,7 @@ def markdown(reports: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- encoders: the frozen base encoders, each text encoded once and cached --------------------------------------
-
-class CachedEncoder:
-    """`encode(texts)` through `fn`, each distinct text once: vectors are kept per text (by hash) in
-    `cache_dir/NAME.npz`, so the domains cut from the same datasets share their encoder passes."""
-
-    def __init__(self, name: str, fn: Callable[[list[str]], np.ndarray], cache_dir: Path | None):
-        self.name, self.fn = name, fn
-        self.path = Path(cache_dir) / f"{name}.npz" if cache_dir else None
-        self.vectors: dict[str, np.ndarray] = {}
-        if self.path is not None and self.path.is_file():
-            with np.load(self.path) as f:
-                self.vectors = dict(zip(map(str, f["keys"]), f["vectors"]))
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
-        todo = list({k: t for k, t in zip(keys, texts) if k not in self.vectors}.items())
-        if todo:
-            new = _by_length(self.fn, [t for _, t in todo])
-            self.vectors.update(zip((k for k, _ in todo), new))
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                ks = list(self.vectors)
-                np.savez(self.path, keys=np.array(ks), vectors=np.stack([self.vectors[k] for k in ks]))
-        if not texts:
-            return np.zeros((0, 0), np.float32)
-        return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
-
-
-def _by_length(fn, texts: list[str], batch: int = 64) -> np.ndarray:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    parts = [fn([texts[i] for i in order[s:s + batch]]) for s in range(0, len(order), batch)]
-    out = np.zeros((len(texts), parts[0].shape[1]) if parts else (0, 0), np.float32)
-    if parts:
-        out[order] = np.concatenate(parts)
-    return out
+# --- encoders: the frozen base encoders, each text encoded once and cached (models/vectors.py) ----------------
 
 
 def bge_zh_encoder(folder: Path, max_length: int, threads: int = 2, int8: bool = True

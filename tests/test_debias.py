@@ -9,8 +9,9 @@ import numpy as np
 
 from streamsense.models.adapt import fit_head
 from streamsense.models.bias import TEMPLATES_DIR, identity_lexicon, names_a_group
-from streamsense.models.debias import (BENIGN_TRAINING, BROAD, VectorCache, benign_training_rows, choose,
+from streamsense.models.debias import (BENIGN_TRAINING, BROAD, benign_training_rows, choose,
                                        counterfactuals)
+from streamsense.models.vectors import CachedEncoder
 
 
 def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
@@ -54,9 +55,9 @@ def test_vector_cache_encodes_each_text_once_across_runs(tmp_path):
         calls.append(list(texts))
         return np.array([[len(t), t.count("a")] for t in texts], dtype=np.float32)
 
-    first = VectorCache(tmp_path, "m:1").get(["banana", "kiwi", "banana"], encode)
+    first = CachedEncoder("m-1", encode, tmp_path)(["banana", "kiwi", "banana"])
     assert first.tolist() == [[6, 3], [4, 0], [6, 3]]
-    again = VectorCache(tmp_path, "m:1").get(["kiwi", "papaya", "banana"], encode)
+    again = CachedEncoder("m-1", encode, tmp_path)(["kiwi", "papaya", "banana"])
     assert again.tolist() == [[4, 0], [6, 3], [6, 3]]
     assert calls == [["kiwi", "banana"], ["papaya"]]
 
